@@ -1,0 +1,222 @@
+import { randomBytes } from 'node:crypto'
+import fp from 'fastify-plugin'
+import '@fastify/cookie'
+import { Type, type Static } from '@sinclair/typebox'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { LoadedConfig } from '../src/config/load-config.js'
+import { parseDuration } from '../src/duration.js'
+import { ERR_BAD_REQUEST, ERR_CSRF, ERR_INVALID_GRANT, ERR_LOGIN_FAILED, ERR_TOKEN_MISSING } from '../src/errors.js'
+import { dummyPasswordHash, MAX_PASSWORD_BYTES, verifyPassword } from '../src/password.js'
+import { refreshCookie } from '../src/refresh-cookie.js'
+import { generateRefreshToken, hashRefreshToken, isWellFormedRefreshToken, openSuccessor, sealSuccessor } from '../src/refresh-token.js'
+import { Revoker } from '../src/revoker.js'
+import type { SessionInfo } from '../src/store/session-store.js'
+import type { UserRecord } from '../src/users-file.js'
+import { bearerToken } from './authenticate.js'
+
+// The token lifecycle a client follows: log in, refresh (rotating the refresh
+// token, detecting reuse), log out. Browsers keep the refresh token in an
+// HTTP-only cookie; other clients ask for it in the body.
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    revoker: Revoker
+  }
+}
+
+export interface AuthRoutesOptions {
+  loaded: LoadedConfig
+}
+
+const Transport = Type.Union([Type.Literal('cookie'), Type.Literal('body')])
+
+const LoginBody = Type.Object({
+  username: Type.String({ minLength: 1, maxLength: 128 }),
+  password: Type.String({ minLength: 1, maxLength: MAX_PASSWORD_BYTES }),
+  transport: Type.Optional(Transport)
+}, { additionalProperties: false })
+
+const RefreshBody = Type.Object({
+  refresh_token: Type.Optional(Type.String({ maxLength: 128 }))
+}, { additionalProperties: false })
+
+const TokenResponse = Type.Object({
+  access_token: Type.String(),
+  token_type: Type.Literal('Bearer'),
+  expires_in: Type.Integer(),
+  refresh_token: Type.Optional(Type.String())
+})
+
+/** Credentials in a URL end up in access logs and browser history; refuse them outright. */
+const CREDENTIAL_QUERY = /(^|[?&])(refresh_token|access_token|password|token)=/i
+
+async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoutesOptions): Promise<void> {
+  const { config, users } = loaded
+  const cookie = refreshCookie(config.auth.cookie)
+  const refreshTtlMs = parseDuration(config.tokens.refreshTtl)
+  const idleTimeoutMs = parseDuration(config.tokens.idleTimeout)
+  const graceMs = parseDuration(config.tokens.reuseGrace)
+  const accessTtlMs = parseDuration(config.tokens.accessTtl)
+  const allowedOrigins = new Set([...config.auth.allowedOrigins, ...(config.server.publicUrl === undefined ? [] : [new URL(config.server.publicUrl).origin])])
+  const revoker = new Revoker(fastify.store, fastify.denylist, accessTtlMs, parseDuration(config.tokens.clockSkew))
+  fastify.decorate('revoker', revoker)
+
+  const issueTokens = (reply: FastifyReply, user: UserRecord, sid: string, refreshToken: string, transport: 'cookie' | 'body', sessionExpiresAt: number): Static<typeof TokenResponse> => {
+    const access = fastify.accessTokens.issue({
+      sub: user.id, sid, username: user.username, email: user.email, name: user.name, roles: user.roles, scopes: user.scopes
+    })
+    reply.header('cache-control', 'no-store').header('pragma', 'no-cache')
+    const body: Static<typeof TokenResponse> = { access_token: access.token, token_type: 'Bearer', expires_in: access.expiresIn }
+    if (transport === 'body') {
+      body.refresh_token = refreshToken
+    } else {
+      reply.setCookie(cookie.name, refreshToken, { ...cookie.options, maxAge: Math.max(0, Math.floor((sessionExpiresAt - Date.now()) / 1000)) })
+    }
+    return body
+  }
+
+  const clearCookie = (reply: FastifyReply): void => {
+    reply.clearCookie(cookie.name, cookie.options)
+  }
+
+  /** The refresh token a request carries, and whether it came from the cookie (which needs the CSRF check). */
+  const presentedRefresh = (request: FastifyRequest): { token: string, fromCookie: boolean } | null => {
+    const body = request.body as Static<typeof RefreshBody> | undefined
+    if (body?.refresh_token !== undefined) return { token: body.refresh_token, fromCookie: false }
+    const fromCookie = request.cookies[cookie.name]
+    return fromCookie === undefined ? null : { token: fromCookie, fromCookie: true }
+  }
+
+  // A cookie rides along with any request the browser makes, including one a
+  // foreign page triggers; only our own origins may use it.
+  const checkOrigin = (request: FastifyRequest): void => {
+    if (request.headers['sec-fetch-site'] === 'cross-site') throw new ERR_CSRF()
+    const origin = request.headers.origin
+    if (origin === undefined) throw new ERR_CSRF()
+    const own = `${request.protocol}://${request.host}`
+    if (origin !== own && !allowedOrigins.has(origin)) throw new ERR_CSRF()
+  }
+
+  const userFor = (session: SessionInfo): UserRecord | undefined => users.byId.get(session.sub)
+
+  await fastify.register(async function authEndpoints (auth) {
+    auth.addHook('onRequest', async (request) => {
+      const query = request.url.indexOf('?')
+      if (query !== -1 && CREDENTIAL_QUERY.test(request.url.slice(query))) throw new ERR_BAD_REQUEST()
+    })
+    registerEndpoints(auth)
+  })
+
+  function registerEndpoints (fastify: FastifyInstance): void {
+  fastify.post('/auth/login', {
+    schema: { body: LoginBody, response: { 200: TokenResponse } }
+  }, async (request, reply) => {
+    const { username, password, transport } = request.body as Static<typeof LoginBody>
+    const user = users.byUsername.get(username.toLowerCase())
+    if (Buffer.byteLength(password, 'utf8') > MAX_PASSWORD_BYTES) throw new ERR_LOGIN_FAILED()
+    // An unknown user costs one hash verification too, so timing tells nothing.
+    const ok = await verifyPassword(user?.passwordHash ?? await dummyPasswordHash(), password)
+    if (user === undefined || !ok) {
+      request.log.info({ event: 'login_failed' }, 'login failed')
+      throw new ERR_LOGIN_FAILED()
+    }
+    const now = Date.now()
+    const sid = randomBytes(16).toString('base64url')
+    const refreshToken = generateRefreshToken()
+    const expiresAt = now + refreshTtlMs
+    await fastify.store.createSession({
+      sid,
+      sub: user.id,
+      refreshHash: hashRefreshToken(refreshToken),
+      now,
+      expiresAt,
+      idleTimeoutMs,
+      userAgent: String(request.headers['user-agent'] ?? '').slice(0, 256),
+      address: request.ip
+    })
+    request.log.info({ event: 'login', sub: user.id, sid }, 'login')
+    return issueTokens(reply, user, sid, refreshToken, transport ?? 'cookie', expiresAt)
+  })
+
+  fastify.post('/auth/refresh', {
+    schema: { body: Type.Optional(RefreshBody), response: { 200: TokenResponse } }
+  }, async (request, reply) => {
+    const presented = presentedRefresh(request)
+    if (presented === null) throw new ERR_INVALID_GRANT()
+    if (presented.fromCookie) checkOrigin(request)
+    if (!isWellFormedRefreshToken(presented.token)) {
+      if (presented.fromCookie) clearCookie(reply)
+      throw new ERR_INVALID_GRANT()
+    }
+    const now = Date.now()
+    const next = generateRefreshToken()
+    const outcome = await fastify.store.rotate({
+      presentedHash: hashRefreshToken(presented.token),
+      newHash: hashRefreshToken(next),
+      sealedNew: sealSuccessor(presented.token, next),
+      now,
+      graceMs,
+      idleTimeoutMs,
+      accessTtlMs
+    })
+    const transport = presented.fromCookie ? 'cookie' : 'body'
+    const refused = (): never => {
+      if (presented.fromCookie) clearCookie(reply)
+      throw new ERR_INVALID_GRANT()
+    }
+    switch (outcome.kind) {
+      case 'invalid':
+        return refused()
+      case 'reuse':
+        // The store has ended the session and denylisted it; make it true here at once.
+        fastify.denylist.apply({ kind: 'sid', value: outcome.sid, expiresAt: now + accessTtlMs })
+        request.log.warn({ event: 'refresh_reuse', sub: outcome.sub, sid: outcome.sid }, 'refresh token reuse: session revoked')
+        return refused()
+      case 'rotated':
+      case 'grace': {
+        const token = outcome.kind === 'rotated' ? next : openSuccessor(presented.token, outcome.sealedCurrent)
+        const user = userFor(outcome.session)
+        if (token === null || user === undefined) {
+          await revoker.endSession(outcome.session.sid, now)
+          return refused()
+        }
+        request.log.info({ event: outcome.kind === 'rotated' ? 'refresh' : 'refresh_grace', sub: user.id, sid: outcome.session.sid }, 'refresh')
+        return issueTokens(reply, user, outcome.session.sid, token, transport, outcome.session.expiresAt)
+      }
+    }
+  })
+
+
+  fastify.post('/auth/logout', {
+    schema: { body: Type.Optional(RefreshBody) }
+  }, async (request, reply) => {
+    const sids = new Set<string>()
+    const presented = presentedRefresh(request)
+    const bearer = bearerToken(request)
+    if (presented === null && bearer === undefined) throw new ERR_TOKEN_MISSING()
+    if (presented?.fromCookie === true) checkOrigin(request)
+
+    if (typeof bearer === 'string') {
+      try {
+        sids.add(fastify.accessTokens.verify(bearer).sid)
+      } catch {
+        // An expired or foreign access token ends nothing; the refresh token may.
+      }
+    }
+    if (presented !== null && isWellFormedRefreshToken(presented.token)) {
+      const session = await fastify.store.findByRefresh(hashRefreshToken(presented.token), Date.now())
+      if (session !== null) sids.add(session.sid)
+    }
+    for (const sid of sids) await revoker.endSession(sid)
+    request.log.info({ event: 'logout', sids: [...sids] }, 'logout')
+    if (presented?.fromCookie === true || request.cookies[cookie.name] !== undefined) clearCookie(reply)
+    return reply.code(204).send()
+  })
+  }
+}
+
+export default fp(authRoutesPlugin, {
+  name: 'tokengate-auth-routes',
+  fastify: '5.x',
+  dependencies: ['tokengate-tokens', 'tokengate-store', 'tokengate-authenticate']
+})

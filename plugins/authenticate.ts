@@ -1,0 +1,85 @@
+import fp from 'fastify-plugin'
+import type { FastifyInstance, FastifyRequest, onRequestAsyncHookHandler } from 'fastify'
+import { TokenRejected, type AccessClaims } from '../src/access-token.js'
+import {
+  ERR_INSUFFICIENT_SCOPE, ERR_STORE_UNAVAILABLE, ERR_TOKEN_EXPIRED, ERR_TOKEN_INVALID, ERR_TOKEN_MISSING, ERR_TOKEN_REVOKED
+} from '../src/errors.js'
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The verified access-token claims, or null when the request carried none (or the route ignores them). */
+    identity: AccessClaims | null
+  }
+  interface FastifyInstance {
+    /** A hook that authenticates and authorizes a request under `policy`; compile once per route. */
+    authenticateWith (policy: AuthPolicy): onRequestAsyncHookHandler
+  }
+}
+
+export interface AuthPolicy {
+  mode: 'required' | 'optional'
+  /** all are required */
+  scopes: readonly string[]
+  /** any one suffices */
+  roles: readonly string[]
+}
+
+// RFC 6750 §2.1: `Bearer` (any case), one or more spaces, a b64token.
+const BEARER = /^bearer +([A-Za-z0-9\-._~+/]+=*) *$/i
+
+/** The bearer token of a request: undefined when none was sent, null when the header is not a bearer token. */
+export function bearerToken (request: FastifyRequest): string | null | undefined {
+  const header = request.headers.authorization
+  if (header === undefined || header === '') return undefined
+  const match = BEARER.exec(header)
+  return match === null ? null : match[1]
+}
+
+async function authenticatePlugin (fastify: FastifyInstance): Promise<void> {
+  fastify.decorateRequest('identity', null)
+
+  fastify.decorate('authenticateWith', function authenticateWith (policy: AuthPolicy): onRequestAsyncHookHandler {
+    const scopes = [...policy.scopes]
+    const roles = [...policy.roles]
+    const authorize = scopes.length > 0 || roles.length > 0
+
+    return async function authenticate (request) {
+      const token = bearerToken(request)
+      if (token === undefined) {
+        if (policy.mode === 'required') throw new ERR_TOKEN_MISSING()
+        return
+      }
+      if (token === null) throw new ERR_TOKEN_INVALID()
+
+      let claims: AccessClaims
+      try {
+        claims = fastify.accessTokens.verify(token)
+      } catch (err) {
+        if (err instanceof TokenRejected) {
+          request.log.info({ reason: err.reason, detail: err.message }, 'access token rejected')
+          throw err.reason === 'expired' ? new ERR_TOKEN_EXPIRED() : new ERR_TOKEN_INVALID()
+        }
+        throw err
+      }
+
+      const now = Date.now()
+      // A mirror that may have missed revocations cannot vouch for a token.
+      if (!fastify.denylist.isTrusted(now)) throw new ERR_STORE_UNAVAILABLE()
+      if (fastify.denylist.isRevoked(claims, now)) throw new ERR_TOKEN_REVOKED()
+
+      if (authorize) {
+        const granted = claims.scope === '' ? [] : claims.scope.split(' ')
+        const scopesOk = scopes.every((s) => granted.includes(s))
+        const rolesOk = roles.length === 0 || roles.some((r) => claims.roles.includes(r))
+        if (!scopesOk || !rolesOk) throw new ERR_INSUFFICIENT_SCOPE()
+      }
+      request.identity = claims
+    }
+  })
+}
+
+export default fp(authenticatePlugin, {
+  name: 'tokengate-authenticate',
+  fastify: '5.x',
+  dependencies: ['tokengate-tokens', 'tokengate-store']
+})

@@ -1,0 +1,126 @@
+import type { IncomingHttpHeaders } from 'node:http'
+import type { Readable } from 'node:stream'
+import fp from 'fastify-plugin'
+import httpProxy, { type FastifyHttpProxyOptions } from '@fastify/http-proxy'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { GatewayConfig, RouteConfig } from '../src/config/schema.js'
+import { HTTP_METHODS } from '../src/config/schema.js'
+import { declaredLengthExceeds, limitBody } from '../src/body-limit.js'
+import { parseDuration } from '../src/duration.js'
+import { ERR_BODY_TOO_LARGE, ERR_METHOD_NOT_ALLOWED } from '../src/errors.js'
+import { forwardFacts } from '../src/forwarded.js'
+import { compileIdentityHeaders, type IdentityHeaderWriter } from '../src/identity-headers.js'
+import { gatewayCookieNames } from '../src/refresh-cookie.js'
+
+// One encapsulated @fastify/http-proxy per configured route, each with its own
+// hooks: authenticate → authorize → size guard → proxy. Everything a route
+// needs per request (header plan, policy, limits) is computed here, once.
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** the route prefix a proxied request matched, for logs and metrics */
+    routePrefix?: string
+  }
+}
+
+export interface ProxyRoutesOptions {
+  config: GatewayConfig
+}
+
+const WS_CLIENT_OWNED = /^(sec-websocket-|host$|content-length$)/
+
+async function proxyRoutesPlugin (fastify: FastifyInstance, { config }: ProxyRoutesOptions): Promise<void> {
+  const cookieNames = gatewayCookieNames(config.auth.cookie)
+  const writer = compileIdentityHeaders(config.identity.headers, cookieNames)
+  const trustProxy = config.server.trustProxy !== false
+  for (const route of config.routes) {
+    await fastify.register(async function proxiedRoute (scope) {
+      registerRoute(scope, route, writer, cookieNames, trustProxy)
+    })
+  }
+}
+
+function registerRoute (scope: FastifyInstance, route: RouteConfig, writer: IdentityHeaderWriter, cookieNames: readonly string[], trustProxy: boolean): void {
+  const methods = route.methods ?? HTTP_METHODS.filter((m) => m !== 'HEAD')
+  const timeout = parseDuration(route.timeout)
+
+  if (route.auth !== 'none') {
+    scope.addHook('onRequest', scope.authenticateWith({ mode: route.auth, scopes: route.scopes, roles: route.roles }))
+  }
+  scope.addHook('onRequest', async (request) => {
+    if (declaredLengthExceeds(request.headers['content-length'], route.bodyLimit)) throw new ERR_BODY_TOO_LARGE()
+  })
+
+  const upstreamHeaders = (request: FastifyRequest): Record<string, string | string[]> => {
+    const headers = writer.upstreamHeaders(request.headers, request.identity, forwardFacts(request, trustProxy))
+    // The gateway consumed the bearer token; upstreams get the identity headers instead.
+    if (route.auth !== 'none') delete headers.authorization
+    return headers
+  }
+
+  const wsClientOptions = {
+    rewriteRequestHeaders: (_headers: IncomingHttpHeaders, request: FastifyRequest) => {
+      const out = upstreamHeaders(request)
+      for (const name of Object.keys(out)) if (WS_CLIENT_OWNED.test(name)) delete out[name]
+      return out
+    }
+  }
+
+  const options: FastifyHttpProxyOptions = {
+    upstream: route.upstream,
+    prefix: route.prefix,
+    rewritePrefix: route.rewritePrefix ?? '/',
+    httpMethods: methods,
+    config: { routePrefix: route.prefix },
+    preHandler: async (request) => {
+      if (isReadable(request.body)) request.body = limitBody(request.body, route.bodyLimit)
+    },
+    replyOptions: {
+      timeout,
+      // reply-from types its request for any server kind; ours is plain HTTP/1.
+      rewriteRequestHeaders: (request) => upstreamHeaders(request as FastifyRequest),
+      rewriteHeaders: (headers) => withoutGatewayCookies(headers, cookieNames)
+    }
+  }
+  // The published types leave out wsClientOptions.rewriteRequestHeaders,
+  // which the plugin reads (index.js, WebSocketProxy.handleConnection).
+  scope.register(httpProxy, route.websocket
+    ? { ...options, websocket: true, wsClientOptions: wsClientOptions as FastifyHttpProxyOptions['wsClientOptions'] }
+    : { ...options, websocket: false })
+
+  // A method the route does not allow is a 405 with Allow, not a 404.
+  const others = HTTP_METHODS.filter((m) => !methods.includes(m) && !(m === 'HEAD' && methods.includes('GET')))
+  if (others.length > 0) {
+    const allow = methods.join(', ')
+    for (const url of [route.prefix, `${route.prefix.replace(/\/$/, '')}/*`]) {
+      scope.route({
+        method: others,
+        url,
+        handler: async (request, reply) => {
+          reply.header('allow', allow)
+          throw new ERR_METHOD_NOT_ALLOWED(request.method)
+        }
+      })
+    }
+  }
+}
+
+function isReadable (body: unknown): body is Readable {
+  return body !== null && typeof body === 'object' && typeof (body as Readable).pipe === 'function'
+}
+
+/** An upstream may not set or clear the gateway's own cookies. */
+function withoutGatewayCookies (headers: IncomingHttpHeaders, cookieNames: readonly string[]): IncomingHttpHeaders {
+  const setCookie = headers['set-cookie']
+  if (setCookie === undefined) return headers
+  const kept = setCookie.filter((c) => !cookieNames.includes(c.slice(0, c.indexOf('=')).trim()))
+  if (kept.length === 0) delete headers['set-cookie']
+  else headers['set-cookie'] = kept
+  return headers
+}
+
+export default fp(proxyRoutesPlugin, {
+  name: 'tokengate-proxy-routes',
+  fastify: '5.x',
+  dependencies: ['tokengate-authenticate']
+})

@@ -1,0 +1,12 @@
+import fp from 'fastify-plugin'
+import type { FastifyInstance } from 'fastify'
+
+// The id itself is chosen by `genReqId` (src/request-id.ts) when the request
+// arrives; this returns it to the client so support can find the logs.
+async function requestIdPlugin (fastify: FastifyInstance): Promise<void> {
+  fastify.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id)
+  })
+}
+
+export default fp(requestIdPlugin, { name: 'tokengate-request-id', fastify: '5.x' })

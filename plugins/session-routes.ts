@@ -1,0 +1,68 @@
+import fp from 'fastify-plugin'
+import { Type, type Static } from '@sinclair/typebox'
+import type { FastifyInstance } from 'fastify'
+import { ERR_SESSION_NOT_FOUND } from '../src/errors.js'
+
+// A user's view of their own sessions: list them, end one, end all.
+
+const SessionView = Type.Object({
+  id: Type.String(),
+  current: Type.Boolean(),
+  createdAt: Type.String({ format: 'date-time' }),
+  lastUsedAt: Type.String({ format: 'date-time' }),
+  expiresAt: Type.String({ format: 'date-time' }),
+  userAgent: Type.String(),
+  address: Type.String()
+})
+
+const SessionParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$' }) })
+
+async function sessionRoutesPlugin (fastify: FastifyInstance): Promise<void> {
+  const signedIn = fastify.authenticateWith({ mode: 'required', scopes: [], roles: [] })
+
+  fastify.get('/auth/sessions', {
+    onRequest: signedIn,
+    schema: { response: { 200: Type.Object({ sessions: Type.Array(SessionView) }) } }
+  }, async (request) => {
+    const me = request.identity!
+    const sessions = await fastify.store.listSessions(me.sub, Date.now())
+    return {
+      sessions: sessions.map((s) => ({
+        id: s.sid,
+        current: s.sid === me.sid,
+        createdAt: new Date(s.createdAt).toISOString(),
+        lastUsedAt: new Date(s.lastUsedAt).toISOString(),
+        expiresAt: new Date(s.expiresAt).toISOString(),
+        userAgent: s.userAgent,
+        address: s.address
+      }))
+    }
+  })
+
+  fastify.delete('/auth/sessions/:id', {
+    onRequest: signedIn,
+    schema: { params: SessionParams }
+  }, async (request, reply) => {
+    const me = request.identity!
+    const { id } = request.params as Static<typeof SessionParams>
+    // Only the caller's own sessions; someone else's is "not found", not "forbidden".
+    const mine = await fastify.store.listSessions(me.sub, Date.now())
+    if (!mine.some((s) => s.sid === id)) throw new ERR_SESSION_NOT_FOUND()
+    await fastify.revoker.endSession(id)
+    request.log.info({ event: 'session_ended', sub: me.sub, sid: id }, 'session ended by its user')
+    return reply.code(204).send()
+  })
+
+  fastify.post('/auth/logout-all', { onRequest: signedIn }, async (request, reply) => {
+    const me = request.identity!
+    const sids = await fastify.revoker.endUser(me.sub)
+    request.log.info({ event: 'logout_all', sub: me.sub, sessions: sids.length }, 'logout from every session')
+    return reply.code(204).send()
+  })
+}
+
+export default fp(sessionRoutesPlugin, {
+  name: 'tokengate-session-routes',
+  fastify: '5.x',
+  dependencies: ['tokengate-authenticate', 'tokengate-auth-routes']
+})

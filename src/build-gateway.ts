@@ -1,0 +1,59 @@
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import cookie from '@fastify/cookie'
+import type { LoadedConfig } from './config/load-config.js'
+import { parseDuration } from './duration.js'
+import { requestIdFor } from './request-id.js'
+import type { SessionStore } from './store/session-store.js'
+import errors from '../plugins/errors.js'
+import requestId from '../plugins/request-id.js'
+import store from '../plugins/store.js'
+import tokens from '../plugins/tokens.js'
+import authenticate from '../plugins/authenticate.js'
+import authRoutes from '../plugins/auth-routes.js'
+import sessionRoutes from '../plugins/session-routes.js'
+import adminRoutes from '../plugins/admin-routes.js'
+import health from '../plugins/health.js'
+import proxyRoutes from '../plugins/proxy-routes.js'
+
+export interface BuildOptions {
+  logger?: FastifyServerOptions['logger']
+  /** A store the caller owns (tests, several gateways on one store); otherwise opened from config. */
+  store?: SessionStore
+}
+
+/**
+ * Composes the gateway from its plugins for one loaded config. It never
+ * listens and never touches the process: src/server.ts does that.
+ */
+export async function buildGateway (loaded: LoadedConfig, options: BuildOptions = {}): Promise<FastifyInstance> {
+  const { config } = loaded
+  const app = Fastify({
+    logger: options.logger ?? false,
+    trustProxy: config.server.trustProxy,
+    bodyLimit: config.server.bodyLimit,
+    genReqId: requestIdFor,
+    requestIdHeader: false,
+    requestTimeout: parseDuration(config.server.requestTimeout),
+    keepAliveTimeout: parseDuration(config.server.keepAliveTimeout),
+    http: { maxHeaderSize: config.server.maxHeaderSize },
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+    onProtoPoisoning: 'error',
+    onConstructorPoisoning: 'error',
+    // Our schemas reject what they do not know; nothing is coerced or dropped silently.
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true } }
+  })
+
+  await app.register(errors)
+  await app.register(requestId)
+  await app.register(cookie)
+  await app.register(store, { config, ...(options.store === undefined ? {} : { store: options.store }) })
+  await app.register(tokens, { loaded })
+  await app.register(authenticate)
+  await app.register(health)
+  await app.register(authRoutes, { loaded })
+  await app.register(sessionRoutes)
+  await app.register(adminRoutes, { adminRole: config.auth.adminRole })
+  await app.register(proxyRoutes, { config })
+  return app
+}

@@ -1,0 +1,88 @@
+import { generateKeyPairSync } from 'node:crypto'
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
+import { dirname } from 'node:path'
+import { checkConfig } from './config/load-config.js'
+import { GatewayConfigSchema } from './config/schema.js'
+import { ConfigError, formatIssue } from './config/yaml-source.js'
+import { hashPassword, MAX_PASSWORD_BYTES } from './password.js'
+import { startGateway } from './server.js'
+
+const USAGE = `usage:
+  gateway --config FILE            start the gateway
+  gateway validate FILE            check a config: every problem with file:line:col, exit 1 on any
+  gateway hash-password            read a password on stdin, print its argon2id hash
+  gateway keygen ALG FILE [--if-missing]
+                                   write a new private key (RS256, ES256 or EdDSA) as PEM
+  gateway schema                   print the config's JSON Schema`
+
+async function readStdin (): Promise<string> {
+  const chunks: Buffer[] = []
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer)
+  return Buffer.concat(chunks).toString('utf8')
+}
+
+function keygen (algorithm: string, file: string): void {
+  const pem = { format: 'pem', type: 'pkcs8' } as const
+  const spki = { format: 'pem', type: 'spki' } as const
+  let privateKey: string
+  switch (algorithm) {
+    case 'RS256': privateKey = generateKeyPairSync('rsa', { modulusLength: 2048, privateKeyEncoding: pem, publicKeyEncoding: spki }).privateKey; break
+    case 'ES256': privateKey = generateKeyPairSync('ec', { namedCurve: 'P-256', privateKeyEncoding: pem, publicKeyEncoding: spki }).privateKey; break
+    case 'EdDSA': privateKey = generateKeyPairSync('ed25519', { privateKeyEncoding: pem, publicKeyEncoding: spki }).privateKey; break
+    default: throw new Error(`keygen: unknown algorithm ${algorithm} (RS256, ES256 or EdDSA)`)
+  }
+  mkdirSync(dirname(file), { recursive: true })
+  writeFileSync(file, privateKey, { mode: 0o600 })
+}
+
+export async function main (argv: string[]): Promise<number> {
+  const [command, ...rest] = argv
+  switch (command) {
+    case 'validate': {
+      if (rest.length !== 1) break
+      const { issues } = checkConfig(rest[0])
+      if (issues.length === 0) {
+        console.log('ok')
+        return 0
+      }
+      for (const issue of issues) console.error(formatIssue(issue))
+      return 1
+    }
+    case 'hash-password': {
+      const password = (await readStdin()).replace(/\r?\n$/, '')
+      if (password === '' || Buffer.byteLength(password) > MAX_PASSWORD_BYTES) {
+        console.error(`hash-password: the password must be 1 to ${MAX_PASSWORD_BYTES} bytes`)
+        return 1
+      }
+      console.log(await hashPassword(password))
+      return 0
+    }
+    case 'keygen': {
+      const [algorithm, file, flag] = rest
+      if (algorithm === undefined || file === undefined) break
+      if (flag === '--if-missing' && existsSync(file)) return 0
+      keygen(algorithm, file)
+      console.error(`wrote ${algorithm} private key to ${file}`)
+      return 0
+    }
+    case 'schema':
+      console.log(JSON.stringify(GatewayConfigSchema, null, 2))
+      return 0
+    case '--config': {
+      if (rest.length !== 1) break
+      try {
+        await startGateway(rest[0])
+      } catch (err) {
+        if (err instanceof ConfigError) {
+          console.error(`refusing to start: ${err.issues.length} problem(s) in the configuration`)
+          for (const issue of err.issues) console.error(formatIssue(issue))
+          return 1
+        }
+        throw err
+      }
+      return -1 // still running
+    }
+  }
+  console.error(USAGE)
+  return 2
+}

@@ -1,0 +1,65 @@
+import { dirname, resolve } from 'node:path'
+import { GatewayConfigSchema, type GatewayConfig } from './schema.js'
+import { ConfigError, YamlSource, type ConfigIssue } from './yaml-source.js'
+import { loadTokenKeys, type TokenKeys } from '../token-keys.js'
+import { readUsers, type UserDirectory } from '../users-file.js'
+
+/** Paths the gateway answers itself; a proxied route may not shadow them. */
+export const RESERVED_PREFIXES = ['/auth', '/admin', '/.well-known', '/healthz', '/readyz', '/metrics'] as const
+
+/** A config that passed every check, with what it points at already loaded. */
+export interface LoadedConfig {
+  file: string
+  config: GatewayConfig
+  keys: TokenKeys
+  users: UserDirectory
+}
+
+/**
+ * Reads, validates and resolves a config file and everything it references
+ * (keys, users). Throws a ConfigError listing every problem found.
+ */
+export function loadConfig (file: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
+  const { loaded, issues } = checkConfig(file, env)
+  if (loaded === null) throw new ConfigError(issues)
+  return loaded
+}
+
+export function checkConfig (file: string, env: NodeJS.ProcessEnv = process.env): { loaded: LoadedConfig | null, issues: ConfigIssue[] } {
+  const source = new YamlSource(file, env)
+  const config = source.validate<GatewayConfig>(GatewayConfigSchema)
+  if (config === null) return { loaded: null, issues: source.issues }
+
+  const baseDir = dirname(resolve(file))
+  checkRoutes(config, source)
+  const keys = loadTokenKeys(config.tokens, baseDir, (path, message) => source.report(path, message))
+
+  const usersFile = resolve(baseDir, config.auth.users.file)
+  const usersSource = new YamlSource(usersFile, null)
+  const users = readUsers(usersSource)
+
+  const issues = [...source.issues, ...usersSource.issues]
+  if (issues.length > 0 || keys === null || users === null) return { loaded: null, issues }
+  config.auth.users.file = usersFile
+  return { loaded: { file, config, keys, users }, issues: [] }
+}
+
+function checkRoutes (config: GatewayConfig, source: YamlSource): void {
+  const prefixes = new Map<string, number>()
+  config.routes.forEach((route, i) => {
+    const prefix = normalisePrefix(route.prefix)
+    const earlier = prefixes.get(prefix)
+    if (earlier !== undefined) source.report(['routes', i, 'prefix'], `duplicates routes[${earlier}].prefix "${route.prefix}"`)
+    prefixes.set(prefix, i)
+    const reserved = RESERVED_PREFIXES.find((r) => prefix === '/' || prefix === r || prefix.startsWith(`${r}/`))
+    if (reserved !== undefined) source.report(['routes', i, 'prefix'], `may not be ${prefix === '/' ? '"/"' : `under ${reserved}`}: the gateway answers there itself`)
+    if (/(^|\/)\.\.?(\/|$)|\/\//.test(route.prefix)) source.report(['routes', i, 'prefix'], 'may not contain "." or ".." segments or "//"')
+    if (route.auth === 'none' && (route.scopes.length > 0 || route.roles.length > 0)) {
+      source.report(['routes', i, 'auth'], 'is none, but the route lists scopes or roles: use required')
+    }
+  })
+}
+
+export function normalisePrefix (prefix: string): string {
+  return prefix.length > 1 && prefix.endsWith('/') ? prefix.slice(0, -1) : prefix
+}

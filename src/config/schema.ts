@@ -1,0 +1,136 @@
+import { Type, type Static, type TString } from '@sinclair/typebox'
+import { DURATION_PATTERN } from '../duration.js'
+
+// One schema gives the config's TypeScript type, its validation (Ajv, with the
+// defaults written here) and the JSON Schema that editors read
+// (`npm run schema` writes gateway.config.schema.json).
+
+const Strict = { additionalProperties: false } as const
+
+const Duration = (description: string, defaultValue?: string): TString =>
+  Type.String({ pattern: DURATION_PATTERN, description: `${description} (e.g. 30s, 15m, 14d)`, ...(defaultValue === undefined ? {} : { default: defaultValue }) })
+
+export const ALGORITHMS = ['HS256', 'RS256', 'ES256', 'EdDSA'] as const
+export const AUTH_MODES = ['required', 'optional', 'none'] as const
+export const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const
+
+export const RateLimitSchema = Type.Object({
+  max: Type.Integer({ minimum: 1, description: 'requests allowed per window and key' }),
+  timeWindow: Duration('the window'),
+  onStoreError: Type.Optional(Type.Union([Type.Literal('open'), Type.Literal('closed')], { description: 'when the shared counter store fails: open serves with a local counter, closed answers 503', default: 'open' }))
+}, Strict)
+
+const RateLimitOrOff = Type.Union([Type.Literal(false), RateLimitSchema], { description: 'false turns rate limiting off' })
+
+export const ServerSchema = Type.Object({
+  host: Type.String({ default: '127.0.0.1', description: 'address to listen on' }),
+  port: Type.Integer({ minimum: 0, maximum: 65535, default: 8080 }),
+  trustProxy: Type.Union([
+    Type.Boolean(),
+    Type.String({ minLength: 1 }),
+    Type.Array(Type.String({ minLength: 1 })),
+    Type.Integer({ minimum: 1 })
+  ], { default: false, description: 'which hops may set X-Forwarded-*: false, true, an address/CIDR list, or a hop count' }),
+  publicUrl: Type.Optional(Type.String({ pattern: '^https?://', description: 'the origin clients use to reach the gateway, for CSRF origin checks' })),
+  bodyLimit: Type.Integer({ minimum: 1, default: 65536, description: 'bytes, for the gateway\'s own endpoints' }),
+  maxHeaderSize: Type.Integer({ minimum: 1024, default: 16384, description: 'bytes, all request headers together' }),
+  requestTimeout: Duration('whole request, from the client', '60s'),
+  keepAliveTimeout: Duration('idle keep-alive connections', '72s'),
+  shutdownGrace: Duration('how long in-flight requests may finish on SIGTERM', '10s')
+}, { ...Strict, default: {} })
+
+export const RedisSchema = Type.Object({
+  url: Type.String({ default: '', description: 'redis:// or rediss:// URL; empty for the in-process store (one instance only)' }),
+  keyPrefix: Type.String({ default: 'tg:', minLength: 1 }),
+  connectTimeout: Duration('connecting', '2s'),
+  commandTimeout: Duration('one command', '500ms')
+}, { ...Strict, default: {} })
+
+export const KeySchema = Type.Object({
+  kid: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9._-]+$' }),
+  privateKey: Type.Optional(Type.String({ minLength: 1, description: 'PEM file, relative to the config file' })),
+  publicKey: Type.Optional(Type.String({ minLength: 1, description: 'PEM file, relative to the config file' }))
+}, Strict)
+
+export const TokensSchema = Type.Object({
+  issuer: Type.String({ minLength: 1, default: 'tokengate' }),
+  audience: Type.String({ minLength: 1, default: 'api' }),
+  algorithm: Type.Union(ALGORITHMS.map((a) => Type.Literal(a)), { description: 'access-token signing algorithm' }),
+  secret: Type.Optional(Type.String({ description: 'HS256 only: at least 32 bytes' })),
+  keys: Type.Optional(Type.Array(KeySchema, { description: 'asymmetric algorithms: the first key signs, every key verifies (selected by kid)' })),
+  accessTtl: Duration('access token lifetime', '15m'),
+  refreshTtl: Duration('refresh token / session absolute lifetime', '14d'),
+  idleTimeout: Duration('a session unused this long ends', '7d'),
+  reuseGrace: Duration('a just-rotated refresh token returns the current successor this long; 0s turns it off', '5s'),
+  clockSkew: Duration('tolerance for exp/nbf/iat', '30s')
+}, Strict)
+
+export const AuthSchema = Type.Object({
+  users: Type.Object({ file: Type.String({ minLength: 1, description: 'users YAML file, relative to the config file' }) }, Strict),
+  loginRateLimit: Type.Object({
+    max: Type.Integer({ minimum: 1, default: 5 }),
+    timeWindow: Duration('the window', '1m')
+  }, { ...Strict, default: {} }),
+  allowedOrigins: Type.Array(Type.String({ pattern: '^https?://[^/]+$' }), { default: [], description: 'origins besides the gateway\'s own allowed to use the refresh cookie' }),
+  cookie: Type.Object({
+    secure: Type.Boolean({ default: true, description: 'false only for local plain-http development' }),
+    name: Type.String({ default: 'tg_refresh', pattern: '^[A-Za-z0-9_-]+$' })
+  }, { ...Strict, default: {} }),
+  adminRole: Type.String({ default: 'admin', minLength: 1 })
+}, Strict)
+
+export const DenylistSchema = Type.Object({
+  maxStaleness: Duration('serve from the local mirror this long after losing Redis, then 503', '5s')
+}, { ...Strict, default: {} })
+
+export const IdentitySchema = Type.Object({
+  headers: Type.Record(
+    Type.String({ pattern: '^[A-Za-z0-9-]+$' }),
+    Type.Union([
+      Type.Literal('sub'), Type.Literal('username'), Type.Literal('email'), Type.Literal('name'),
+      Type.Literal('roles'), Type.Literal('scope'), Type.Literal('sid'), Type.Literal('jti')
+    ]),
+    { default: { 'X-User-Id': 'sub', 'X-User-Name': 'username', 'X-User-Email': 'email', 'X-User-Roles': 'roles', 'X-User-Scopes': 'scope' } }
+  )
+}, { ...Strict, default: {} })
+
+export const RouteSchema = Type.Object({
+  prefix: Type.String({ pattern: '^/[A-Za-z0-9._~!$&\'()*+,;=:@/-]*$', description: 'path prefix, e.g. /api/orders' }),
+  upstream: Type.String({ pattern: '^https?://[^/?#]+/?$', description: 'http(s)://host:port of the backend' }),
+  rewritePrefix: Type.Optional(Type.String({ pattern: '^(/.*)?$' })),
+  auth: Type.Union(AUTH_MODES.map((m) => Type.Literal(m)), { default: 'required' }),
+  scopes: Type.Array(Type.String({ minLength: 1 }), { default: [], description: 'all are required' }),
+  roles: Type.Array(Type.String({ minLength: 1 }), { default: [], description: 'any one suffices' }),
+  methods: Type.Optional(Type.Array(Type.Union(HTTP_METHODS.map((m) => Type.Literal(m))), { minItems: 1 })),
+  websocket: Type.Boolean({ default: false }),
+  bodyLimit: Type.Integer({ minimum: 0, default: 10485760, description: 'bytes; larger proxied bodies get 413' }),
+  timeout: Duration('upstream answer; then 504', '30s'),
+  rateLimit: Type.Optional(RateLimitOrOff)
+}, Strict)
+
+export const DemoSchema = Type.Object({
+  echoUpstream: Type.Optional(Type.Object({
+    host: Type.String({ default: '127.0.0.1' }),
+    port: Type.Integer({ minimum: 1, maximum: 65535 })
+  }, Strict))
+}, { ...Strict, description: 'for the README walk-through only: start the echo upstream beside the gateway' })
+
+export const GatewayConfigSchema = Type.Object({
+  server: ServerSchema,
+  redis: RedisSchema,
+  tokens: TokensSchema,
+  auth: AuthSchema,
+  denylist: DenylistSchema,
+  rateLimit: Type.Union([Type.Literal(false), RateLimitSchema], { default: false, description: 'default for routes' }),
+  identity: IdentitySchema,
+  routes: Type.Array(RouteSchema, { default: [] }),
+  demo: Type.Optional(DemoSchema)
+}, { ...Strict, $id: 'https://tokengate.dev/gateway.config.schema.json', title: 'tokengate gateway.config.yaml' })
+
+export type GatewayConfig = Static<typeof GatewayConfigSchema>
+export type RouteConfig = Static<typeof RouteSchema>
+export type RateLimitConfig = Static<typeof RateLimitSchema>
+export type KeyConfig = Static<typeof KeySchema>
+export type Algorithm = typeof ALGORITHMS[number]
+export type AuthMode = typeof AUTH_MODES[number]
+export type IdentityClaim = GatewayConfig['identity']['headers'][string]

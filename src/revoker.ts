@@ -1,0 +1,44 @@
+import type { DenylistMirror } from './denylist-mirror.js'
+import type { DenyEntry, SessionInfo, SessionStore } from './store/session-store.js'
+
+// Ending sessions and revoking access tokens, the same way from every entry
+// point (logout, session list, reuse, admin). A denylist entry lives as long
+// as the newest access token it can match: at most accessTtl + clock skew.
+export class Revoker {
+  private readonly store: SessionStore
+  private readonly mirror: DenylistMirror
+  private readonly horizonMs: number
+
+  constructor (store: SessionStore, mirror: DenylistMirror, accessTtlMs: number, clockSkewMs: number) {
+    this.store = store
+    this.mirror = mirror
+    this.horizonMs = accessTtlMs + clockSkewMs
+  }
+
+  /** Ends one session and denies its access tokens. Returns it, or null if it was not live. */
+  async endSession (sid: string, now = Date.now()): Promise<SessionInfo | null> {
+    const ended = await this.store.endSession(sid)
+    await this.deny({ kind: 'sid', value: sid, expiresAt: now + this.horizonMs })
+    return ended
+  }
+
+  /** Ends every session of a user and denies every access token issued before now. */
+  async endUser (sub: string, now = Date.now()): Promise<string[]> {
+    const sids = await this.store.endUserSessions(sub)
+    // `before` has one-second resolution (iat); the sid entries cover tokens
+    // issued earlier in this same second, so a login right after still works.
+    await this.deny({ kind: 'sub', value: sub, before: Math.floor(now / 1000), expiresAt: now + this.horizonMs })
+    for (const sid of sids) await this.deny({ kind: 'sid', value: sid, expiresAt: now + this.horizonMs })
+    return sids
+  }
+
+  async revokeJti (jti: string, now = Date.now()): Promise<void> {
+    await this.deny({ kind: 'jti', value: jti, expiresAt: now + this.horizonMs })
+  }
+
+  /** Applied to this instance's mirror at once, so the next request here already sees it. */
+  private async deny (entry: DenyEntry): Promise<void> {
+    await this.store.revoke(entry)
+    this.mirror.apply(entry)
+  }
+}

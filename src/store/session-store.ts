@@ -1,0 +1,102 @@
+// The state the gateway shares between its instances: sessions (refresh-token
+// families) and the revocation denylist. One interface, two implementations:
+// `memory-store.ts` (a single instance, the `npm start` default) and
+// `redis-store.ts` (ioredis; every mutation that must be atomic is one Lua
+// script registered with defineCommand).
+//
+// Refresh tokens never reach the store: only their SHA-256 hashes (hex) do.
+// All times are milliseconds since the epoch.
+
+export interface SessionInfo {
+  sid: string
+  sub: string
+  createdAt: number
+  lastUsedAt: number
+  /** absolute end of the session (login + refreshTtl) */
+  expiresAt: number
+  userAgent: string
+  address: string
+}
+
+export interface CreateSessionInput {
+  sid: string
+  sub: string
+  refreshHash: string
+  now: number
+  /** login + refreshTtl */
+  expiresAt: number
+  /** a session unused for this long ends */
+  idleTimeoutMs: number
+  userAgent: string
+  address: string
+}
+
+export interface RotateInput {
+  presentedHash: string
+  newHash: string
+  /**
+   * The new refresh token, encrypted with a key derived from the presented one
+   * (see refresh-token.ts). Kept with the presented token's record so that a
+   * concurrent tab presenting it inside the grace window gets the same
+   * successor instead of a fork. The store cannot read it.
+   */
+  sealedNew: string
+  now: number
+  graceMs: number
+  idleTimeoutMs: number
+  /** how long an access token lives: a session revoked for reuse stays on the denylist this long */
+  accessTtlMs: number
+}
+
+export type RotateOutcome =
+  /** the presented token was current; newHash is current now */
+  | { kind: 'rotated', session: SessionInfo }
+  /** the presented token is the immediate predecessor of the current one, inside the grace window */
+  | { kind: 'grace', session: SessionInfo, sealedCurrent: string }
+  /** a rotated token came back outside the grace rules: the session is gone and its sid denylisted */
+  | { kind: 'reuse', sid: string, sub: string }
+  /** unknown, expired, idle too long, or of an ended session */
+  | { kind: 'invalid' }
+
+export type DenyEntry =
+  | { kind: 'jti', value: string, expiresAt: number }
+  | { kind: 'sid', value: string, expiresAt: number }
+  /** every token of `value` issued (iat) before `before` (seconds since the epoch) */
+  | { kind: 'sub', value: string, before: number, expiresAt: number }
+
+export interface SessionStore {
+  readonly kind: 'memory' | 'redis'
+
+  createSession (input: CreateSessionInput): Promise<void>
+  rotate (input: RotateInput): Promise<RotateOutcome>
+  /** The session a refresh token belongs to, if that session is still live. Does not rotate. */
+  findByRefresh (refreshHash: string, now: number): Promise<SessionInfo | null>
+  /** Ends one session (its whole refresh family). Returns it, or null when it was not live. */
+  endSession (sid: string): Promise<SessionInfo | null>
+  /** Ends every session of a user; returns the sids that were live. */
+  endUserSessions (sub: string): Promise<string[]>
+  listSessions (sub: string, now: number): Promise<SessionInfo[]>
+
+  /** Writes a denylist entry and tells every instance (pub/sub for Redis). */
+  revoke (entry: DenyEntry): Promise<void>
+  /** Every denylist entry still in force, to fill an instance's mirror. */
+  loadDenylist (now: number): Promise<DenyEntry[]>
+  /**
+   * Entries revoked by any instance, this one included, as they happen;
+   * `onResync(false)` when the feed may have missed some (subscription lost),
+   * `onResync(true)` once it is live again, so the mirror reloads.
+   */
+  subscribeDenylist (onEntry: (entry: DenyEntry) => void, onFeed: (live: boolean) => void): Promise<void>
+
+  /** Throws when the store cannot be reached. */
+  ping (): Promise<void>
+  close (): Promise<void>
+}
+
+/** Raised by a store when its backend cannot answer; mapped to 503 TG_STORE_UNAVAILABLE. */
+export class StoreUnavailableError extends Error {
+  constructor (message: string, options?: { cause: unknown }) {
+    super(message, options)
+    this.name = 'StoreUnavailableError'
+  }
+}
