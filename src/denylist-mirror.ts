@@ -1,0 +1,177 @@
+import type { DenyEntry, SessionStore } from './store/session-store.js'
+
+// Every instance keeps the whole denylist in memory so that checking a token
+// costs a Map lookup, never a Redis round trip. The store's feed keeps it
+// current; when the feed is lost the mirror is still served for
+// maxStalenessMs (revocations are rare, a blip should not be an outage), after
+// which callers must fail closed until a reload after the feed's return.
+
+export const DEFAULT_SWEEP_INTERVAL_MS = 60_000
+/** How often a mirror whose feed is live but whose reload failed tries again. */
+export const DEFAULT_RELOAD_RETRY_MS = 1000
+
+export interface DenylistMirrorLog {
+  warn (obj: object, msg: string): void
+  error (obj: object, msg: string): void
+}
+
+export interface DenylistMirrorOptions {
+  maxStalenessMs: number
+  log?: DenylistMirrorLog
+  sweepIntervalMs?: number
+  reloadRetryMs?: number
+}
+
+export interface RevocableClaims {
+  jti: string
+  sid: string
+  sub: string
+  /** seconds since the epoch */
+  iat: number
+}
+
+interface SubEntry { before: number, expiresAt: number }
+
+export class DenylistMirror {
+  readonly #store: SessionStore
+  readonly #opts: DenylistMirrorOptions
+  readonly #jti = new Map<string, number>()
+  readonly #sid = new Map<string, number>()
+  readonly #sub = new Map<string, SubEntry>()
+  #feedLive = false
+  /** bumped each time the feed (re)starts: only a load begun after that covers what the gap missed */
+  #feedEpoch = 0
+  #syncedEpoch = -1
+  #everSynced = false
+  #lostSince: number | null = null
+  #reloading = false
+  #timers: NodeJS.Timeout[] = []
+  #stopped = false
+
+  constructor (store: SessionStore, opts: DenylistMirrorOptions) {
+    this.#store = store
+    this.#opts = opts
+  }
+
+  get size (): number {
+    return this.#jti.size + this.#sid.size + this.#sub.size
+  }
+
+  /**
+   * Subscribes, then loads, so nothing revoked in between is missed. Rejects
+   * when the store cannot be reached, but keeps trying in the background:
+   * the mirror becomes trusted once the feed is live and a load succeeded.
+   */
+  async start (): Promise<void> {
+    const sweep = setInterval(() => this.sweep(Date.now()), this.#opts.sweepIntervalMs ?? DEFAULT_SWEEP_INTERVAL_MS)
+    const retry = setInterval(() => { this.#retryReload() }, this.#opts.reloadRetryMs ?? DEFAULT_RELOAD_RETRY_MS)
+    sweep.unref()
+    retry.unref()
+    this.#timers.push(sweep, retry)
+
+    await this.#store.subscribeDenylist(
+      (entry) => { if (!this.#stopped) this.apply(entry) },
+      (live) => this.#onFeed(live, Date.now())
+    )
+    this.#feedLive = true
+    this.#feedEpoch++
+    await this.#reload()
+  }
+
+  stop (): void {
+    this.#stopped = true
+    for (const timer of this.#timers) clearInterval(timer)
+    this.#timers = []
+  }
+
+  /** Applies an entry locally at once; never narrows an entry already held. */
+  apply (entry: DenyEntry): void {
+    switch (entry.kind) {
+      case 'jti':
+        this.#jti.set(entry.value, Math.max(entry.expiresAt, this.#jti.get(entry.value) ?? 0))
+        break
+      case 'sid':
+        this.#sid.set(entry.value, Math.max(entry.expiresAt, this.#sid.get(entry.value) ?? 0))
+        break
+      case 'sub': {
+        const held = this.#sub.get(entry.value)
+        this.#sub.set(entry.value, {
+          before: Math.max(entry.before, held?.before ?? 0),
+          expiresAt: Math.max(entry.expiresAt, held?.expiresAt ?? 0)
+        })
+        break
+      }
+    }
+  }
+
+  isRevoked (c: RevocableClaims, now: number): boolean {
+    const jti = this.#jti.get(c.jti)
+    if (jti !== undefined) {
+      if (jti > now) return true
+      this.#jti.delete(c.jti)
+    }
+    const sid = this.#sid.get(c.sid)
+    if (sid !== undefined) {
+      if (sid > now) return true
+      this.#sid.delete(c.sid)
+    }
+    const sub = this.#sub.get(c.sub)
+    if (sub !== undefined) {
+      if (sub.expiresAt > now) return c.iat < sub.before
+      this.#sub.delete(c.sub)
+    }
+    return false
+  }
+
+  isTrusted (now: number): boolean {
+    if (!this.#everSynced) return false
+    if (this.#feedLive && this.#syncedEpoch === this.#feedEpoch) return true
+    return this.#lostSince !== null && now - this.#lostSince <= this.#opts.maxStalenessMs
+  }
+
+  /** Drops expired entries. Runs on a timer; public so tests can run it at a chosen time. */
+  sweep (now: number): void {
+    for (const [value, expiresAt] of this.#jti) if (expiresAt <= now) this.#jti.delete(value)
+    for (const [value, expiresAt] of this.#sid) if (expiresAt <= now) this.#sid.delete(value)
+    for (const [value, entry] of this.#sub) if (entry.expiresAt <= now) this.#sub.delete(value)
+  }
+
+  #onFeed (live: boolean, now: number): void {
+    if (this.#stopped) return
+    if (!live) {
+      this.#feedLive = false
+      this.#lostSince ??= now
+      this.#opts.log?.warn({ maxStalenessMs: this.#opts.maxStalenessMs }, 'denylist feed lost; serving the mirror until it is stale')
+      return
+    }
+    this.#feedLive = true
+    this.#feedEpoch++
+    // Until the reload lands, the gap's revocations are unknown: the staleness clock keeps running.
+    this.#lostSince ??= now
+    this.#reload().catch((err: unknown) => {
+      this.#opts.log?.error({ err }, 'denylist reload failed; retrying')
+    })
+  }
+
+  #retryReload (): void {
+    if (this.#stopped || this.#reloading || !this.#feedLive || this.#syncedEpoch === this.#feedEpoch) return
+    this.#reload().catch((err: unknown) => {
+      this.#opts.log?.error({ err }, 'denylist reload failed; retrying')
+    })
+  }
+
+  async #reload (): Promise<void> {
+    const epoch = this.#feedEpoch
+    this.#reloading = true
+    try {
+      const entries = await this.#store.loadDenylist(Date.now())
+      for (const entry of entries) this.apply(entry)
+    } finally {
+      this.#reloading = false
+    }
+    if (this.#stopped || !this.#feedLive || epoch !== this.#feedEpoch) return
+    this.#syncedEpoch = epoch
+    this.#everSynced = true
+    this.#lostSince = null
+  }
+}
