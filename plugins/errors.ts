@@ -35,6 +35,13 @@ export interface ErrorBody {
 export function toGatewayError (error: FastifyError | Error): FastifyError {
   const e = error as FastifyError
   if (e.code !== undefined && ERROR_CODES.has(e.code)) return e
+  // reply-from wraps what undici threw; our own error (a body cut at its
+  // limit) or a refused connection may be underneath.
+  const inner = rootCause(error)
+  if (inner !== error) {
+    if (inner.code !== undefined && ERROR_CODES.has(inner.code)) return inner
+    if (inner.code === 'ECONNREFUSED') return new ERR_UPSTREAM_UNAVAILABLE({ cause: error })
+  }
   if (error instanceof StoreUnavailableError) return new ERR_STORE_UNAVAILABLE({ cause: error })
   if (e.validation !== undefined) return new ERR_VALIDATION(e.message)
   switch (e.code) {
@@ -57,6 +64,14 @@ export function toGatewayError (error: FastifyError | Error): FastifyError {
   if (status === 415) return new ERR_UNSUPPORTED_MEDIA_TYPE()
   if (status >= 400 && status < 500) return new ERR_BAD_REQUEST()
   return new ERR_INTERNAL({ cause: error })
+}
+
+function rootCause (error: Error): FastifyError {
+  let current = error as FastifyError
+  for (let depth = 0; depth < 5 && current.cause instanceof Error; depth++) current = current.cause as FastifyError
+  // undici reports a refused connection as an AggregateError (IPv4 and IPv6 attempts)
+  if (current instanceof AggregateError && current.errors.length > 0) return current.errors[0] as FastifyError
+  return current
 }
 
 export function errorBody (error: FastifyError): ErrorBody {

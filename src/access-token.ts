@@ -87,7 +87,6 @@ export class AccessTokens {
       key: keys.signing.key,
       algorithm: keys.algorithm,
       header: { alg: keys.algorithm, typ: ACCESS_TOKEN_TYP },
-      noTimestamp: true,
       ...(keys.signing.kid === undefined ? {} : { kid: keys.signing.kid })
     })
     this.verifiers = new Map(keys.verifying.map((k) => [k.kid, createVerifier({
