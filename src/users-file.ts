@@ -10,7 +10,7 @@ const SAFE_TEXT = '^[^\\x00-\\x1f\\x7f]*$'
 export const UserSchema = Type.Object({
   id: Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9._:@-]+$' }),
   username: Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9._@+-]+$' }),
-  passwordHash: Type.String({ pattern: '^\\$argon2id\\$', description: 'from `gateway hash-password`' }),
+  passwordHash: Type.String({ pattern: '^\\$argon2id\\$', description: 'an argon2id hash from `gateway hash-password`' }),
   email: Type.Optional(Type.String({ maxLength: 254, pattern: '^[^\\s@]+@[^\\s@]+$' })),
   name: Type.Optional(Type.String({ maxLength: 256, pattern: SAFE_TEXT })),
   roles: Type.Array(Type.String({ pattern: '^[A-Za-z0-9._:-]+$' }), { default: [] }),

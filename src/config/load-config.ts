@@ -49,7 +49,7 @@ function checkRoutes (config: GatewayConfig, source: YamlSource): void {
   config.routes.forEach((route, i) => {
     const prefix = normalisePrefix(route.prefix)
     const earlier = prefixes.get(prefix)
-    if (earlier !== undefined) source.report(['routes', i, 'prefix'], `duplicates routes[${earlier}].prefix "${route.prefix}"`)
+    if (earlier !== undefined) source.report(['routes', i, 'prefix'], `duplicates routes[${earlier}].prefix "${config.routes[earlier].prefix}"`)
     prefixes.set(prefix, i)
     const reserved = RESERVED_PREFIXES.find((r) => prefix === '/' || prefix === r || prefix.startsWith(`${r}/`))
     if (reserved !== undefined) source.report(['routes', i, 'prefix'], `may not be ${prefix === '/' ? '"/"' : `under ${reserved}`}: the gateway answers there itself`)

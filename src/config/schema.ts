@@ -95,8 +95,8 @@ export const IdentitySchema = Type.Object({
 }, { ...Strict, default: {} })
 
 export const RouteSchema = Type.Object({
-  prefix: Type.String({ pattern: '^/[A-Za-z0-9._~!$&\'()*+,;=:@/-]*$', description: 'path prefix, e.g. /api/orders' }),
-  upstream: Type.String({ pattern: '^https?://[^/?#]+/?$', description: 'http(s)://host:port of the backend' }),
+  prefix: Type.String({ pattern: '^/[A-Za-z0-9._~!$&\'()*+,;=:@/-]*$', description: 'a path prefix such as /api/orders' }),
+  upstream: Type.String({ pattern: '^https?://[^/?#]+/?$', description: 'an http(s)://host[:port] URL with no path' }),
   rewritePrefix: Type.Optional(Type.String({ pattern: '^(/.*)?$' })),
   auth: Type.Union(AUTH_MODES.map((m) => Type.Literal(m)), { default: 'required' }),
   scopes: Type.Array(Type.String({ minLength: 1 }), { default: [], description: 'all are required' }),

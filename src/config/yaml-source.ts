@@ -64,7 +64,7 @@ export class YamlSource {
     }
     this.doc = parseDocument(text, { lineCounter: this.lines, prettyErrors: false, uniqueKeys: true })
     for (const err of [...this.doc.errors, ...this.doc.warnings]) {
-      const [line, col] = err.linePos?.[0] !== undefined ? [err.linePos[0].line, err.linePos[0].col] : [0, 0]
+      const [line, col] = this.offsetPosition(err.pos[0])
       this.issues.push({ file, line, col, path: '', message: `is not valid YAML: ${err.message.split('\n')[0]}` })
     }
     if (env !== null && this.doc.errors.length === 0) this.substituteEnv(env)
@@ -137,7 +137,10 @@ export class YamlSource {
       }
       case 'pattern': {
         const pattern = (err.params as { pattern: string }).pattern
-        message = pattern === DURATION_PATTERN ? 'must be a duration such as 500ms, 30s, 15m, 2h or 14d' : `must match ${pattern}`
+        const described = (err.parentSchema as SchemaShape | undefined)?.description
+        message = pattern === DURATION_PATTERN
+          ? 'must be a duration such as 500ms, 30s, 15m, 2h or 14d'
+          : described !== undefined ? `must be ${described} (${pattern})` : `must match ${pattern}`
         break
       }
       case 'anyOf':
