@@ -21,6 +21,11 @@ export interface BuildOptions {
   store?: SessionStore
 }
 
+/** A hop count trusts that many proxies nearest to us, as proxy-addr counts them. */
+function trustProxyOption (value: LoadedConfig['config']['server']['trustProxy']): boolean | string | string[] | ((address: string, hop: number) => boolean) {
+  return typeof value === 'number' ? (_address, hop) => hop < value : value
+}
+
 /**
  * Composes the gateway from its plugins for one loaded config. It never
  * listens and never touches the process: src/server.ts does that.
@@ -29,7 +34,7 @@ export async function buildGateway (loaded: LoadedConfig, options: BuildOptions 
   const { config } = loaded
   const app = Fastify({
     logger: options.logger ?? false,
-    trustProxy: config.server.trustProxy,
+    trustProxy: trustProxyOption(config.server.trustProxy),
     bodyLimit: config.server.bodyLimit,
     genReqId: requestIdFor,
     requestIdHeader: false,
