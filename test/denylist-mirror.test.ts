@@ -1,0 +1,141 @@
+import t from 'tap'
+import type { Test } from 'tap'
+import { DenylistMirror } from '../src/denylist-mirror.js'
+import { MemoryStore } from '../src/store/memory-store.js'
+import { RedisStore } from '../src/store/redis-store.js'
+import { StoreUnavailableError, type DenyEntry, type SessionStore } from '../src/store/session-store.js'
+import { createRedisUser, eventually, SHARED_REDIS_URL, sharedPrefix, startPrivateRedis } from './helpers/redis-server.js'
+
+const MAX_STALENESS_MS = 5000
+
+function openRedisStore (t: Test, url: string, keyPrefix: string): RedisStore {
+  const store = new RedisStore({ url, keyPrefix, connectTimeoutMs: 500, commandTimeoutMs: 500 })
+  t.teardown(() => store.close())
+  return store
+}
+
+function openMirror (t: Test, store: SessionStore): DenylistMirror {
+  const mirror = new DenylistMirror(store, { maxStalenessMs: MAX_STALENESS_MS, reloadRetryMs: 50 })
+  t.teardown(() => mirror.stop())
+  return mirror
+}
+
+function claims (over: Partial<{ jti: string, sid: string, sub: string, iat: number }> = {}): { jti: string, sid: string, sub: string, iat: number } {
+  return { jti: 'j-other', sid: 's-other', sub: 'u-other', iat: 1_000, ...over }
+}
+
+t.test('an access token is revoked by its jti, its sid, or its user before a time', async (t) => {
+  const mirror = new DenylistMirror(new MemoryStore(), { maxStalenessMs: MAX_STALENESS_MS })
+  const now = Date.now()
+  mirror.apply({ kind: 'jti', value: 'j-1', expiresAt: now + 1000 })
+  mirror.apply({ kind: 'sid', value: 's-1', expiresAt: now + 1000 })
+  mirror.apply({ kind: 'sub', value: 'u-1', before: 2_000, expiresAt: now + 1000 })
+  t.ok(mirror.isRevoked(claims({ jti: 'j-1' }), now))
+  t.ok(mirror.isRevoked(claims({ sid: 's-1' }), now))
+  t.ok(mirror.isRevoked(claims({ sub: 'u-1', iat: 1_999 }), now), 'issued before the cut-off')
+  t.notOk(mirror.isRevoked(claims({ sub: 'u-1', iat: 2_000 }), now), 'issued at or after the cut-off')
+  t.notOk(mirror.isRevoked(claims(), now), 'nothing matches')
+
+  mirror.apply({ kind: 'sub', value: 'u-1', before: 1_500, expiresAt: now + 500 })
+  t.ok(mirror.isRevoked(claims({ sub: 'u-1', iat: 1_999 }), now + 999), 'an older revocation arriving late narrows nothing')
+})
+
+t.test('expired entries are ignored and forgotten', async (t) => {
+  const mirror = new DenylistMirror(new MemoryStore(), { maxStalenessMs: MAX_STALENESS_MS })
+  const now = Date.now()
+  mirror.apply({ kind: 'jti', value: 'j-1', expiresAt: now + 1000 })
+  mirror.apply({ kind: 'sid', value: 's-1', expiresAt: now + 1000 })
+  mirror.apply({ kind: 'sub', value: 'u-1', before: 2_000, expiresAt: now + 1000 })
+  mirror.apply({ kind: 'jti', value: 'j-2', expiresAt: now + 2000 })
+  t.equal(mirror.size, 4)
+  t.notOk(mirror.isRevoked(claims({ jti: 'j-1', sid: 's-1', sub: 'u-1' }), now + 1000))
+  t.equal(mirror.size, 1, 'a lookup drops what it finds expired')
+  mirror.sweep(now + 2000)
+  t.equal(mirror.size, 0, 'the sweep drops the rest')
+})
+
+t.test('on the in-process store the mirror is trusted once started and sees revocations at once', async (t) => {
+  const store = new MemoryStore()
+  t.teardown(() => store.close())
+  const entry: DenyEntry = { kind: 'jti', value: 'j-before-start', expiresAt: Date.now() + 60_000 }
+  await store.revoke(entry)
+  const mirror = openMirror(t, store)
+  t.notOk(mirror.isTrusted(Date.now()), 'not before it has loaded')
+  await mirror.start()
+  t.ok(mirror.isTrusted(Date.now()))
+  t.ok(mirror.isRevoked(claims({ jti: 'j-before-start' }), Date.now()), 'loaded at start')
+  await store.revoke({ kind: 'sid', value: 's-live', expiresAt: Date.now() + 60_000 })
+  t.ok(mirror.isRevoked(claims({ sid: 's-live' }), Date.now()), 'delivered before revoke() resolved')
+})
+
+t.test('a revocation on one Redis instance reaches the mirror of another', async (t) => {
+  const prefix = sharedPrefix(t, 'mirror')
+  const a = openRedisStore(t, SHARED_REDIS_URL, prefix)
+  const b = openRedisStore(t, SHARED_REDIS_URL, prefix)
+  await a.revoke({ kind: 'sub', value: 'u-early', before: 5_000, expiresAt: Date.now() + 60_000 })
+  const mirror = openMirror(t, b)
+  await mirror.start()
+  t.ok(mirror.isTrusted(Date.now()))
+  t.ok(mirror.isRevoked(claims({ sub: 'u-early', iat: 4_999 }), Date.now()), 'loaded at start')
+
+  await a.revoke({ kind: 'jti', value: 'j-late', expiresAt: Date.now() + 60_000 })
+  await eventually('B sees the revocation', () => mirror.isRevoked(claims({ jti: 'j-late' }), Date.now()))
+  t.pass('B saw it')
+})
+
+t.test('a lost feed is trusted for maxStaleness, then not, and resyncs with what it missed', async (t) => {
+  const redis = await startPrivateRedis()
+  t.teardown(redis.stop)
+  const instanceB = await createRedisUser(redis, 'instance-b')
+  const a = openRedisStore(t, redis.url, 'tg:')
+  const b = openRedisStore(t, instanceB.url, 'tg:')
+  const mirror = openMirror(t, b)
+  await mirror.start()
+
+  await instanceB.lockOut()
+  await eventually('B notices the loss', () => !mirror.isTrusted(Date.now() + MAX_STALENESS_MS + 1000))
+  const lostAt = Date.now()
+  t.ok(mirror.isTrusted(lostAt), 'still trusted just after the loss')
+  t.notOk(mirror.isTrusted(lostAt + MAX_STALENESS_MS + 1000), 'not once maxStaleness has passed')
+
+  await a.revoke({ kind: 'sid', value: 's-missed', expiresAt: Date.now() + 60_000 })
+  t.notOk(mirror.isRevoked(claims({ sid: 's-missed' }), Date.now()), 'B could not hear it')
+
+  await instanceB.letIn()
+  await eventually('B resyncs', () => mirror.isTrusted(Date.now() + 10 * MAX_STALENESS_MS))
+  t.ok(mirror.isRevoked(claims({ sid: 's-missed' }), Date.now()), 'the missed entry came with the reload')
+})
+
+t.test('Redis stopped and restarted: untrusted after maxStaleness, trusted again after it returns', async (t) => {
+  const redis = await startPrivateRedis()
+  t.teardown(redis.stop)
+  const store = openRedisStore(t, redis.url, 'tg:')
+  await store.revoke({ kind: 'jti', value: 'j-kept', expiresAt: Date.now() + 60_000 })
+  const mirror = openMirror(t, store)
+  await mirror.start()
+
+  await redis.stop()
+  await eventually('the loss is noticed', () => !mirror.isTrusted(Date.now() + MAX_STALENESS_MS + 1000))
+  t.ok(mirror.isTrusted(Date.now()), 'within maxStaleness')
+  t.ok(mirror.isRevoked(claims({ jti: 'j-kept' }), Date.now()), 'the mirror keeps serving what it holds')
+
+  await redis.start()
+  await eventually('trusted again', () => mirror.isTrusted(Date.now() + 10 * MAX_STALENESS_MS))
+  t.ok(mirror.isRevoked(claims({ jti: 'j-kept' }), Date.now()), 'a reload adds, never forgets')
+})
+
+t.test('a mirror whose first load fails is untrusted until Redis comes up', async (t) => {
+  const redis = await startPrivateRedis()
+  t.teardown(redis.stop)
+  await redis.stop()
+  const store = openRedisStore(t, redis.url, 'tg:')
+  const mirror = openMirror(t, store)
+  await t.rejects(mirror.start(), StoreUnavailableError)
+  t.notOk(mirror.isTrusted(Date.now()))
+
+  await redis.start()
+  await eventually('trusted once Redis is up', () => mirror.isTrusted(Date.now()))
+  await store.revoke({ kind: 'jti', value: 'j-after', expiresAt: Date.now() + 60_000 })
+  await eventually('and fed', () => mirror.isRevoked(claims({ jti: 'j-after' }), Date.now()))
+  t.pass('fed')
+})

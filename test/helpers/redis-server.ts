@@ -1,0 +1,168 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { once } from 'node:events'
+import { connect, createServer, type AddressInfo } from 'node:net'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { Redis } from 'ioredis'
+import type { Test } from 'tap'
+
+// Two kinds of Redis for tests: the shared one (always running, each test
+// under its own key prefix, deleted on teardown) and a private redis-server
+// on a free port that a test may stop and start to play a Redis outage.
+
+export const SHARED_REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
+
+export function uniquePrefix (label: string): string {
+  return `tgtest:${label}:${randomBytes(6).toString('hex')}:`
+}
+
+/** A prefix on the shared Redis whose keys are deleted when the test ends. */
+export function sharedPrefix (t: Test, label: string): string {
+  const prefix = uniquePrefix(label)
+  t.teardown(() => deleteKeysWithPrefix(SHARED_REDIS_URL, prefix))
+  return prefix
+}
+
+export async function withRedis<T> (url: string, use: (redis: Redis) => Promise<T>): Promise<T> {
+  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 })
+  await redis.connect()
+  try {
+    return await use(redis)
+  } finally {
+    redis.disconnect()
+  }
+}
+
+export async function scanKeys (redis: Redis, prefix: string): Promise<string[]> {
+  const keys: string[] = []
+  let cursor = '0'
+  do {
+    const [next, batch] = await redis.scan(cursor, 'MATCH', `${escapeGlob(prefix)}*`, 'COUNT', 500)
+    keys.push(...batch)
+    cursor = next
+  } while (cursor !== '0')
+  return keys
+}
+
+export function deleteKeysWithPrefix (url: string, prefix: string): Promise<number> {
+  return withRedis(url, async (redis) => {
+    const keys = await scanKeys(redis, prefix)
+    return keys.length === 0 ? 0 : redis.del(...keys)
+  })
+}
+
+function escapeGlob (s: string): string {
+  return s.replace(/[*?[\]\\]/g, (c) => `\\${c}`)
+}
+
+export interface PrivateRedis {
+  url: string
+  port: number
+  /** SIGTERM, resolved once the process has exited */
+  stop (): Promise<void>
+  /** starts again on the same port, resolved once it answers PING */
+  start (): Promise<void>
+}
+
+/**
+ * A redis-server of the test's own; register `t.teardown(redis.stop)`.
+ * Nothing is persisted across a restart.
+ */
+export async function startPrivateRedis (): Promise<PrivateRedis> {
+  const port = await freePort()
+  let child: ChildProcess | undefined
+  const killOnExit = (): void => { child?.kill('SIGKILL') }
+  process.once('exit', killOnExit)
+
+  const start = async (): Promise<void> => {
+    if (child !== undefined) return
+    const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
+    child = proc
+    await waitForPing(port, proc)
+  }
+  const stop = async (): Promise<void> => {
+    const proc = child
+    child = undefined
+    if (proc === undefined || proc.exitCode !== null || proc.signalCode !== null) return
+    const exited = once(proc, 'exit')
+    proc.kill('SIGTERM')
+    await exited
+  }
+
+  await start()
+  return { url: `redis://127.0.0.1:${port}`, port, start, stop }
+}
+
+async function freePort (): Promise<number> {
+  const server = createServer()
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const { port } = server.address() as AddressInfo
+  server.close()
+  await once(server, 'close')
+  return port
+}
+
+async function waitForPing (port: number, proc: ChildProcess): Promise<void> {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    if (proc.exitCode !== null) throw new Error(`redis-server on port ${port} exited with ${proc.exitCode}`)
+    if (await answersPing(port)) return
+    await sleep(25)
+  }
+  throw new Error(`redis-server on port ${port} did not answer PING`)
+}
+
+function answersPing (port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1')
+    let reply = ''
+    const finish = (ok: boolean): void => {
+      socket.destroy()
+      resolve(ok)
+    }
+    socket.setTimeout(500, () => finish(false))
+    socket.on('error', () => finish(false))
+    socket.on('connect', () => socket.write('PING\r\n'))
+    socket.on('data', (chunk) => {
+      reply += chunk.toString()
+      if (reply.includes('\r\n')) finish(reply.startsWith('+PONG'))
+    })
+  })
+}
+
+/** Polls until `check` holds, for effects that cross a connection (pub/sub, reconnects). */
+export async function eventually (what: string, check: () => boolean | Promise<boolean>, attempts = 200, intervalMs = 25): Promise<void> {
+  for (let i = 0; i < attempts; i++) {
+    try {
+      if (await check()) return
+    } catch {
+      // not yet
+    }
+    await sleep(intervalMs)
+  }
+  throw new Error(`gave up waiting for: ${what}`)
+}
+
+export interface RedisUser {
+  /** connects as this user */
+  url: string
+  /** disables the user and drops its connections: Redis keeps running, with its data, but this user cannot reconnect */
+  lockOut (): Promise<void>
+  letIn (): Promise<void>
+}
+
+/** An ACL user on a private Redis, to cut one client off while others go on using the same data. */
+export async function createRedisUser (redis: PrivateRedis, name: string): Promise<RedisUser> {
+  const password = randomBytes(12).toString('hex')
+  await withRedis(redis.url, (admin) => admin.call('ACL', 'SETUSER', name, 'on', `>${password}`, '~*', '&*', '+@all'))
+  return {
+    url: `redis://${name}:${password}@127.0.0.1:${redis.port}`,
+    lockOut: () => withRedis(redis.url, async (admin) => {
+      await admin.call('ACL', 'SETUSER', name, 'off')
+      await admin.call('CLIENT', 'KILL', 'USER', name)
+    }),
+    letIn: () => withRedis(redis.url, async (admin) => {
+      await admin.call('ACL', 'SETUSER', name, 'on')
+    })
+  }
+}
