@@ -47,6 +47,15 @@ const TokenResponse = Type.Object({
   refresh_token: Type.Optional(Type.String())
 })
 
+/**
+ * A browser's cookie refresh or logout is a POST with no body at all. Fastify
+ * validates an absent body against the schema too (`Type.Optional` does not
+ * change that), so an absent body is validated as the empty object it means.
+ */
+async function bodyOptional (request: FastifyRequest): Promise<void> {
+  if (request.body === undefined || request.body === null) request.body = {}
+}
+
 /** Credentials in a URL end up in access logs and browser history; refuse them outright. */
 const CREDENTIAL_QUERY = /(^|[?&])(refresh_token|access_token|password|token)=/i
 
@@ -139,7 +148,8 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
   })
 
   fastify.post('/auth/refresh', {
-    schema: { body: Type.Optional(RefreshBody), response: { 200: TokenResponse } }
+    preValidation: bodyOptional,
+    schema: { body: RefreshBody, response: { 200: TokenResponse } }
   }, async (request, reply) => {
     const presented = presentedRefresh(request)
     if (presented === null) throw new ERR_INVALID_GRANT()
@@ -188,7 +198,8 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
 
 
   fastify.post('/auth/logout', {
-    schema: { body: Type.Optional(RefreshBody) }
+    preValidation: bodyOptional,
+    schema: { body: RefreshBody }
   }, async (request, reply) => {
     const sids = new Set<string>()
     const presented = presentedRefresh(request)
