@@ -1,0 +1,167 @@
+import { connect, createServer, type Server, type Socket } from 'node:net'
+import { once } from 'node:events'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
+import type { Test } from 'tap'
+import { buildGateway } from '../../src/build-gateway.js'
+import type { LoadedConfig } from '../../src/config/load-config.js'
+import { testConfig, type ConfigOverrides } from './gateway.js'
+import { sharedPrefix, SHARED_REDIS_URL } from './redis-server.js'
+import { startUpstream, type TestUpstream } from './upstream.js'
+
+// The token lifecycle is proven over HTTP against both stores with one test
+// body: `eachStore` runs it once on the in-process store and once on the
+// shared Redis under a prefix of its own.
+
+export type StoreKind = 'memory' | 'redis'
+export const STORE_KINDS: readonly StoreKind[] = ['memory', 'redis']
+
+/** A proxied route every lifecycle test uses to ask "is this access token still accepted?". */
+export const API = '/api'
+
+export function mergeConfig (base: ConfigOverrides, over: ConfigOverrides): ConfigOverrides {
+  const out: ConfigOverrides = { ...base }
+  for (const [key, value] of Object.entries(over)) {
+    const prev = out[key]
+    out[key] = isObject(value) && isObject(prev) ? mergeConfig(prev, value) : value
+  }
+  return out
+}
+
+function isObject (v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v)
+}
+
+/** Config for a store: nothing for memory, the shared Redis under a fresh prefix (deleted on teardown) for redis. */
+export function storeConfig (t: Test, kind: StoreKind, label: string): ConfigOverrides {
+  if (kind === 'memory') return {}
+  return { redis: { url: SHARED_REDIS_URL, keyPrefix: sharedPrefix(t, label) } }
+}
+
+export interface LifecycleGateway {
+  app: FastifyInstance
+  loaded: LoadedConfig
+  up: TestUpstream
+}
+
+/**
+ * A gateway with one protected route (`/api` → a real upstream). Login rate
+ * limiting is opened wide: these tests log in far more often than a person.
+ */
+export async function startLifecycle (t: Test, overrides: ConfigOverrides = {}): Promise<LifecycleGateway> {
+  const [gateway] = await startLifecycleInstances(t, 1, overrides)
+  return gateway
+}
+
+/**
+ * `count` gateways built from one loaded config (same signing key, same store
+ * config): with Redis they are separate instances sharing one state.
+ */
+export async function startLifecycleInstances (t: Test, count: number, overrides: ConfigOverrides = {}): Promise<LifecycleGateway[]> {
+  const up = await startUpstream(t)
+  const loaded = await testConfig(mergeConfig({
+    auth: { loginRateLimit: { max: 10_000, timeWindow: '1m' } },
+    routes: [{ prefix: API, upstream: up.url }]
+  }, overrides))
+  const gateways: LifecycleGateway[] = []
+  for (let i = 0; i < count; i++) {
+    const app = await buildGateway(loaded)
+    t.teardown(() => app.close())
+    await app.ready()
+    gateways.push({ app, loaded, up })
+  }
+  return gateways
+}
+
+/** Runs `body` as two subtests, one per store. */
+export function eachStore (t: Test, name: string, body: (t: Test, store: ConfigOverrides, kind: StoreKind) => Promise<void>): void {
+  for (const kind of STORE_KINDS) {
+    t.test(`${name} [${kind}]`, async (t) => body(t, storeConfig(t, kind, kind), kind))
+  }
+}
+
+export function callApi (app: FastifyInstance, accessToken: string, path = '/check'): Promise<LightMyRequestResponse> {
+  return app.inject({ method: 'GET', url: `${API}${path}`, headers: { authorization: `Bearer ${accessToken}` } })
+}
+
+export function refreshWithBody (app: FastifyInstance, refreshToken: string): Promise<LightMyRequestResponse> {
+  return app.inject({ method: 'POST', url: '/auth/refresh', payload: { refresh_token: refreshToken } })
+}
+
+export function decodeJwt (token: string): { header: Record<string, unknown>, payload: Record<string, unknown> } {
+  const [header, payload] = token.split('.')
+  return {
+    header: JSON.parse(Buffer.from(header, 'base64url').toString('utf8')) as Record<string, unknown>,
+    payload: JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as Record<string, unknown>
+  }
+}
+
+/** The Set-Cookie header lines of a response, always as an array. */
+export function setCookies (res: LightMyRequestResponse): string[] {
+  const raw = res.headers['set-cookie']
+  if (raw === undefined) return []
+  return Array.isArray(raw) ? raw : [raw]
+}
+
+/** True when a Set-Cookie line deletes its cookie (Max-Age=0 or an Expires in the past). */
+export function clearsCookie (line: string): boolean {
+  if (/;\s*max-age=0(;|$)/i.test(line)) return true
+  const expires = /;\s*expires=([^;]+)/i.exec(line)
+  return expires !== null && Date.parse(expires[1]) <= Date.now()
+}
+
+/** Polls up to `attempts` × `intervalMs` until `check` holds; the number of tries is not asserted. */
+export async function waitFor (what: string, check: () => Promise<boolean>, attempts = 50, intervalMs = 20): Promise<void> {
+  for (let i = 0; i < attempts; i++) {
+    if (await check()) return
+    await sleep(intervalMs)
+  }
+  throw new Error(`gave up waiting for: ${what}`)
+}
+
+export interface NetworkLink {
+  /** redis:// URL that goes through the link */
+  url: string
+  /** drops every connection and refuses new ones, as a network partition would */
+  cut (): Promise<void>
+  /** accepts connections again on the same port */
+  restore (): Promise<void>
+}
+
+/**
+ * A TCP relay between the gateway and a real Redis. Cutting it is an outage
+ * as the gateway sees it (connections reset, then refused) while Redis keeps
+ * its data, which a redis-server restart without persistence cannot offer.
+ */
+export async function startNetworkLink (t: Test, target: { host: string, port: number }): Promise<NetworkLink> {
+  const sockets = new Set<Socket>()
+  let server: Server | undefined
+  let port = 0
+  const listen = async (): Promise<void> => {
+    const s = createServer((client) => {
+      const upstream = connect(target.port, target.host)
+      for (const sock of [client, upstream]) {
+        sockets.add(sock)
+        sock.on('close', () => sockets.delete(sock))
+        sock.on('error', () => { client.destroy(); upstream.destroy() })
+      }
+      client.pipe(upstream)
+      upstream.pipe(client)
+    })
+    s.listen(port, '127.0.0.1')
+    await once(s, 'listening')
+    const address = s.address()
+    if (address === null || typeof address === 'string') throw new Error('no port')
+    port = address.port
+    server = s
+  }
+  const cut = async (): Promise<void> => {
+    const s = server
+    server = undefined
+    for (const sock of sockets) sock.destroy()
+    if (s !== undefined) await new Promise<void>((resolve) => s.close(() => resolve()))
+  }
+  await listen()
+  t.teardown(cut)
+  return { url: `redis://127.0.0.1:${port}`, cut, restore: listen }
+}
