@@ -63,6 +63,7 @@ export class DenylistMirror {
    * the mirror becomes trusted once the feed is live and a load succeeded.
    */
   async start (): Promise<void> {
+    if (this.#timers.length > 0 || this.#stopped) throw new Error('a DenylistMirror starts once')
     const sweep = setInterval(() => this.sweep(Date.now()), this.#opts.sweepIntervalMs ?? DEFAULT_SWEEP_INTERVAL_MS)
     const retry = setInterval(() => { this.#retryReload() }, this.#opts.reloadRetryMs ?? DEFAULT_RELOAD_RETRY_MS)
     sweep.unref()

@@ -282,6 +282,7 @@ export class RedisStore implements SessionStore {
   #closed = false
 
   constructor (opts: RedisStoreOptions) {
+    validateOptions(opts)
     this.#opts = opts
     this.#channel = `${opts.keyPrefix}deny`
     this.#redis = withScripts(new Redis(opts.url, this.#clientOptions()))
@@ -456,6 +457,15 @@ export class RedisStore implements SessionStore {
 
   #assertOpen (): void {
     if (this.#closed) throw new StoreUnavailableError('the Redis store is closed')
+  }
+}
+
+function validateOptions (opts: RedisStoreOptions): void {
+  if (typeof opts.url !== 'string' || opts.url === '') throw new TypeError('url must be a non-empty string')
+  if (typeof opts.keyPrefix !== 'string') throw new TypeError('keyPrefix must be a string')
+  for (const name of ['connectTimeoutMs', 'commandTimeoutMs'] as const) {
+    const value = opts[name]
+    if (!Number.isFinite(value) || value <= 0) throw new TypeError(`${name} must be a positive number of milliseconds`)
   }
 }
 

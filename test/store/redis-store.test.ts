@@ -179,3 +179,10 @@ t.test('the denylist feed reports its loss and its return', async (t) => {
   await eventually('the return is reported', () => feed.length === 2)
   t.same(feed, [false, true])
 })
+
+t.test('options are checked when the store is built, naming the option', async (t) => {
+  const good = { url: SHARED_REDIS_URL, keyPrefix: 'tg:', connectTimeoutMs: 500, commandTimeoutMs: 500 }
+  t.throws(() => new RedisStore({ ...good, url: '' }), { message: 'url must be a non-empty string' })
+  t.throws(() => new RedisStore({ ...good, connectTimeoutMs: 0 }), { message: 'connectTimeoutMs must be a positive number of milliseconds' })
+  t.throws(() => new RedisStore({ ...good, commandTimeoutMs: Number.NaN }), { message: 'commandTimeoutMs must be a positive number of milliseconds' })
+})
