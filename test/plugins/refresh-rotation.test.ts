@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises'
-import t from 'tap'
+import t, { type Test } from 'tap'
+import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { login } from '../helpers/gateway.js'
 import {
   callApi, decodeJwt, eachStore, refreshWithBody, startLifecycle, startLifecycleInstances, storeConfig
@@ -14,7 +15,7 @@ const REFRESH_TOKEN = /^[A-Za-z0-9_-]{43}$/
 
 interface Tokens { access_token: string, refresh_token: string }
 
-async function rotate (app: Parameters<typeof refreshWithBody>[0], token: string): Promise<Tokens> {
+async function rotate (app: FastifyInstance, token: string): Promise<Tokens> {
   const res = await refreshWithBody(app, token)
   if (res.statusCode !== 200) throw new Error(`refresh failed: ${res.statusCode} ${res.body}`)
   return res.json()
@@ -101,7 +102,7 @@ eachStore(t, 'grace window with cookies: the second tab gets the same cookie val
   t.notOk('refresh_token' in loginRes)
   const res = await app.inject({ method: 'POST', url: '/auth/login', payload: { username: 'alice', password: 'alice-test-password' } })
   const t0 = res.cookies.find((c) => c.name === 'tg_refresh')?.value ?? ''
-  const refresh = (): ReturnType<typeof app.inject> => app.inject({ method: 'POST', url: '/auth/refresh', headers: { origin: 'http://localhost:80' }, cookies: { tg_refresh: t0 } })
+  const refresh = (): Promise<LightMyRequestResponse> => app.inject({ method: 'POST', url: '/auth/refresh', headers: { origin: 'http://localhost:80' }, cookies: { tg_refresh: t0 } })
   const [a, b] = [await refresh(), await refresh()]
   t.equal(a.statusCode, 200)
   t.equal(b.statusCode, 200)
@@ -133,7 +134,7 @@ eachStore(t, 'unknown or malformed refresh tokens: 401 invalid_grant', async (t,
 // predecessor inside the grace window and is handed the winner's token. So
 // all N answers carry one and the same refresh token: the session's one
 // current head. No fork exists to be revoked later.
-async function storm (t: Parameters<Parameters<typeof t.test>[1]>[0], apps: Array<Parameters<typeof refreshWithBody>[0]>, n: number): Promise<void> {
+async function storm (t: Test, apps: FastifyInstance[], n: number): Promise<void> {
   const [first] = apps
   const start = await login(first, 'alice')
   const sid = decodeJwt(start.access_token).payload.sid
