@@ -60,5 +60,8 @@ export async function buildGateway (loaded: LoadedConfig, options: BuildOptions 
   await app.register(sessionRoutes)
   await app.register(adminRoutes, { adminRole: config.auth.adminRole })
   await app.register(proxyRoutes, { config })
+  if (config.rateLimit !== false || config.routes.some((r) => r.rateLimit !== undefined && r.rateLimit !== false)) {
+    app.log.warn('rateLimit is configured but rate limiting is not implemented yet: requests are not limited')
+  }
   return app
 }

@@ -26,7 +26,7 @@ export async function startGateway (configFile: string): Promise<void> {
 
   let demo: Server | undefined
   const echo = config.demo?.echoUpstream
-  if (echo !== undefined) {
+  if (echo?.enabled === true) {
     demo = await listenEchoUpstream(echo.host, echo.port)
     app.log.info({ address: `http://${echo.host}:${echo.port}` }, 'demo echo upstream listening')
   }

@@ -110,6 +110,7 @@ export const RouteSchema = Type.Object({
 
 export const DemoSchema = Type.Object({
   echoUpstream: Type.Optional(Type.Object({
+    enabled: Type.Boolean({ default: true }),
     host: Type.String({ default: '127.0.0.1' }),
     port: Type.Integer({ minimum: 1, maximum: 65535 })
   }, Strict))

@@ -1,0 +1,63 @@
+import { existsSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import t from 'tap'
+import { parse } from 'yaml'
+import { checkConfig } from '../src/config/load-config.js'
+
+// No Docker engine runs here, so the container files are checked as text:
+// compose parses, references what exists, and the image starts the gateway
+// the way `npm start` does.
+
+const ROOT = join(__dirname, '..')
+interface Service { build?: string, image?: string, command?: string[], entrypoint?: string[], environment?: Record<string, string>, volumes?: string[], healthcheck?: { test: string[] }, depends_on?: Record<string, unknown> }
+const compose = parse(readFileSync(join(ROOT, 'docker-compose.yml'), 'utf8')) as { services: Record<string, Service>, volumes: Record<string, unknown> }
+const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8')
+const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }
+
+t.test('compose runs the gateway, Redis with AOF persistence, and the demo upstream, each with a healthcheck', async (t) => {
+  t.same(Object.keys(compose.services).sort(), ['echo', 'gateway', 'redis'])
+  for (const [name, service] of Object.entries(compose.services)) t.ok(service.healthcheck?.test.length, `${name} has a healthcheck`)
+  const redis = compose.services.redis
+  t.match(redis.image, /^redis:7/)
+  t.ok(redis.command?.includes('--appendonly') && redis.command[redis.command.indexOf('--appendonly') + 1] === 'yes', 'AOF on')
+  t.ok(redis.volumes?.some((v) => v.endsWith(':/data')), 'Redis data on a volume')
+  t.ok('redis-data' in compose.volumes)
+  const gateway = compose.services.gateway
+  t.equal(gateway.environment?.REDIS_URL, 'redis://redis:6379')
+  t.same(Object.keys(gateway.depends_on ?? {}).sort(), ['echo', 'redis'])
+})
+
+t.test('what compose mounts and runs exists in the repo', async (t) => {
+  for (const service of Object.values(compose.services)) {
+    if (service.build !== undefined) t.ok(existsSync(join(ROOT, service.build, 'Dockerfile')), 'build context has a Dockerfile')
+    for (const volume of service.volumes ?? []) {
+      const [source] = volume.split(':')
+      if (source.startsWith('./') && source !== './keys') t.ok(existsSync(join(ROOT, source)), `${source} exists`)
+    }
+  }
+  const echoEntry = compose.services.echo.entrypoint ?? []
+  const script = echoEntry[1]
+  t.ok(existsSync(join(ROOT, script.replace(/^dist\//, '').replace(/\.js$/, '.ts'))), `${script} is built from a source file`)
+})
+
+t.test('the example config is valid with the environment compose gives it', async (t) => {
+  const env = compose.services.gateway.environment ?? {}
+  const { issues } = checkConfig(join(ROOT, 'gateway.config.yaml'), { ...env, REDIS_URL: env.REDIS_URL })
+  // The signing key is generated at deploy time (README), so only its absence may be reported.
+  t.same(issues.map((i) => i.path).filter((p) => p !== 'tokens.keys[0].privateKey'), [])
+})
+
+t.test('the image is multi-stage, runs as non-root with production dependencies, and starts like npm start', async (t) => {
+  t.equal(dockerfile.match(/^FROM /gm)?.length, 2)
+  t.match(dockerfile, /npm ci --omit=dev/)
+  t.match(dockerfile, /^USER node$/m)
+  const entrypoint = JSON.parse(/^ENTRYPOINT (.*)$/m.exec(dockerfile)?.[1] ?? '[]') as string[]
+  const cmd = JSON.parse(/^CMD (.*)$/m.exec(dockerfile)?.[1] ?? '[]') as string[]
+  t.equal([...entrypoint, ...cmd].join(' '), pkg.scripts.start)
+})
+
+t.test('the README names every compose service', async (t) => {
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
+  for (const name of Object.keys(compose.services)) t.match(readme, new RegExp(`\\b${name}\\b`), name)
+  t.match(readme, 'docker compose up')
+})
