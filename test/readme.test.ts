@@ -1,0 +1,49 @@
+import { spawn, spawnSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import t from 'tap'
+import { closedPort } from './helpers/upstream.js'
+
+// The README's walk-through, run as written against the gateway started the
+// way `npm start` starts it, on the repo's own gateway.config.yaml. Only the
+// ports change, so the test does not collide with a running `npm start`.
+
+const ROOT = join(__dirname, '..')
+const BIN = join(ROOT, 'bin', 'gateway.js')
+
+function shellBlocks (markdown: string, from: string, to: string): string[] {
+  const section = markdown.slice(markdown.indexOf(from), markdown.indexOf(to))
+  return [...section.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1])
+}
+
+t.test('the README walk-through works as written', async (t) => {
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
+  const blocks = shellBlocks(readme, '## Walk-through', '## The `gateway` command')
+  t.ok(blocks.length >= 6, 'the walk-through has its commands')
+
+  const port = await closedPort()
+  const demoPort = await closedPort()
+  const keygen = spawnSync(process.execPath, [BIN, 'keygen', 'ES256', 'keys/dev-es256.pem', '--if-missing'], { cwd: ROOT })
+  t.equal(keygen.status, 0)
+  const env = { ...process.env, PORT: String(port), DEMO_PORT: String(demoPort), DEMO_UPSTREAM: `http://127.0.0.1:${demoPort}`, REDIS_URL: '' }
+  const gateway = spawn(process.execPath, [BIN, '--config', 'gateway.config.yaml'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
+  t.teardown(() => { gateway.kill('SIGKILL') })
+  let logs = ''
+  gateway.stdout.on('data', (c) => { logs += String(c) })
+  for (let i = 0; i < 100 && !logs.includes('Server listening'); i++) await new Promise((resolve) => setTimeout(resolve, 100))
+  t.match(logs, 'Server listening')
+
+  const script = blocks.join('\n').replaceAll('localhost:8080', `localhost:${port}`)
+  const run = spawnSync('bash', ['-euo', 'pipefail', '-c', script], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 })
+  t.equal(run.status, 0, run.stderr)
+  const out = run.stdout
+  t.match(out, /HTTP\/1\.1 401 Unauthorized/)
+  t.match(out, /www-authenticate: Bearer realm="tokengate"/i)
+  t.match(out, '"x-user-id": "u-1001"')
+  t.match(out, '"x-user-scopes": "orders:read orders:write"')
+  t.notMatch(out, '"x-user-id": "root"', 'the forged header was dropped')
+  t.match(out, '"url": "/orders/42"')
+  t.match(out, /204\n401\n/)
+  t.match(out, '"code":"TG_CSRF"')
+  t.notMatch(logs, /alice-demo-password|bob-demo-password/)
+})
