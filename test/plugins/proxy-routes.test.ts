@@ -161,3 +161,23 @@ t.test('the gateway cookie never reaches an upstream, and an upstream cannot set
   t.equal(up.seen[0].headers.cookie, 'app=1')
   t.same(res.headers['set-cookie'], ['app=1; Path=/'])
 })
+
+t.test('a chunked body is counted as it streams: over the limit it is cut, never delivered whole', async (t) => {
+  const { request } = await import('node:http')
+  const received: string[] = []
+  const up = await startUpstream(t, (req, res) => { received.push(req.body); res.end('ok') })
+  const { app } = await startGateway(t, { routes: [{ prefix: '/up', upstream: up.url, auth: 'none', bodyLimit: 1000 }] })
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const port = (app.server.address() as import('node:net').AddressInfo).port
+  const status = await new Promise<number>((resolve) => {
+    const req = request({ host: '127.0.0.1', port, method: 'POST', path: '/up/x', headers: { 'content-type': 'application/octet-stream', 'transfer-encoding': 'chunked' } }, (res) => {
+      res.resume()
+      resolve(res.statusCode ?? 0)
+    })
+    req.on('error', () => resolve(0))
+    for (let i = 0; i < 20; i++) req.write(Buffer.alloc(100, 97))
+    req.end()
+  })
+  t.equal(status, 413)
+  t.notOk(received.some((body) => body.length >= 2000), 'the upstream never received the whole body')
+})
