@@ -67,7 +67,11 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
   const graceMs = parseDuration(config.tokens.reuseGrace)
   const accessTtlMs = parseDuration(config.tokens.accessTtl)
   const allowedOrigins = new Set([...config.auth.allowedOrigins, ...(config.server.publicUrl === undefined ? [] : [new URL(config.server.publicUrl).origin])])
-  const revoker = new Revoker(fastify.store, fastify.denylist, accessTtlMs, parseDuration(config.tokens.clockSkew))
+  const clockSkewMs = parseDuration(config.tokens.clockSkew)
+  // An access token verifies until exp + clockSkew: a session revoked for
+  // reuse must stay on the denylist that long, not just accessTtl.
+  const denyHorizonMs = accessTtlMs + clockSkewMs
+  const revoker = new Revoker(fastify.store, fastify.denylist, accessTtlMs, clockSkewMs)
   fastify.decorate('revoker', revoker)
 
   const issueTokens = (reply: FastifyReply, user: UserRecord, sid: string, refreshToken: string, transport: 'cookie' | 'body', sessionExpiresAt: number): Static<typeof TokenResponse> => {
@@ -167,7 +171,7 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
       now,
       graceMs,
       idleTimeoutMs,
-      accessTtlMs
+      accessTtlMs: denyHorizonMs
     })
     const transport = presented.fromCookie ? 'cookie' : 'body'
     const refused = (): never => {
@@ -179,7 +183,7 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
         return refused()
       case 'reuse':
         // The store has ended the session and denylisted it; make it true here at once.
-        fastify.denylist.apply({ kind: 'sid', value: outcome.sid, expiresAt: now + accessTtlMs })
+        fastify.denylist.apply({ kind: 'sid', value: outcome.sid, expiresAt: now + denyHorizonMs })
         request.log.warn({ event: 'refresh_reuse', sub: outcome.sub, sid: outcome.sid }, 'refresh token reuse: session revoked')
         return refused()
       case 'rotated':

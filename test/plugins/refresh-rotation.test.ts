@@ -207,3 +207,16 @@ t.test('what Redis holds: every key under the prefix expires, no refresh token i
     for (const jwt of [a.access_token, a1.access_token]) t.notOk(text.includes(jwt.split('.')[2]), 'no access token either')
   })
 })
+
+eachStore(t, 'a session revoked for reuse stays revoked as long as its access tokens verify (accessTtl + clockSkew)', async (t, store) => {
+  // exp is accepted up to clockSkew late: a denylist entry that ends at
+  // now + accessTtl would let the session's last access token back in.
+  const { app } = await startLifecycle(t, { ...store, tokens: { reuseGrace: '0s', accessTtl: '1s', clockSkew: '5s' } })
+  const first = await login(app, 'alice')
+  await rotate(app, first.refresh_token ?? '')
+  t.equal((await refreshWithBody(app, first.refresh_token ?? '')).statusCode, 401, 'reuse')
+  t.equal((await callApi(app, first.access_token)).statusCode, 401)
+  await sleep(1500)
+  const late = await callApi(app, first.access_token)
+  t.equal(late.statusCode, 401, 'still rejected after accessTtl, inside the clock-skew tolerance')
+})
