@@ -2,7 +2,7 @@ import { generateKeyPairSync } from 'node:crypto'
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { checkConfig } from './config/load-config.js'
-import { GatewayConfigSchema } from './config/schema.js'
+import { editorJsonSchema } from './config/schema.js'
 import { ConfigError, formatIssue } from './config/yaml-source.js'
 import { hashPassword, MAX_PASSWORD_BYTES } from './password.js'
 import { startGateway } from './server.js'
@@ -66,7 +66,7 @@ export async function main (argv: string[]): Promise<number> {
       return 0
     }
     case 'schema':
-      console.log(JSON.stringify(GatewayConfigSchema, null, 2))
+      console.log(JSON.stringify(editorJsonSchema(), null, 2))
       return 0
     case '--config': {
       if (rest.length !== 1) break

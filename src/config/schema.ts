@@ -135,3 +135,23 @@ export type KeyConfig = Static<typeof KeySchema>
 export type Algorithm = typeof ALGORITHMS[number]
 export type AuthMode = typeof AUTH_MODES[number]
 export type IdentityClaim = GatewayConfig['identity']['headers'][string]
+
+/**
+ * The schema as editors should see it: a key with a default is filled in by
+ * the loader, so it is not required of the person writing the file.
+ */
+export function editorJsonSchema (): Record<string, unknown> {
+  const relax = (node: unknown): unknown => {
+    if (Array.isArray(node)) return node.map(relax)
+    if (node === null || typeof node !== 'object') return node
+    const out: Record<string, unknown> = {}
+    for (const [key, value] of Object.entries(node)) out[key] = relax(value)
+    const props = out.properties as Record<string, { default?: unknown }> | undefined
+    if (Array.isArray(out.required) && props !== undefined) {
+      out.required = (out.required as string[]).filter((name) => props[name]?.default === undefined)
+      if ((out.required as string[]).length === 0) delete out.required
+    }
+    return out
+  }
+  return relax(JSON.parse(JSON.stringify(GatewayConfigSchema))) as Record<string, unknown>
+}
