@@ -5,7 +5,10 @@ import { Type, type Static } from '@sinclair/typebox'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { LoadedConfig } from '../src/config/load-config.js'
 import { parseDuration } from '../src/duration.js'
-import { ERR_BAD_REQUEST, ERR_CSRF, ERR_INVALID_GRANT, ERR_LOGIN_FAILED, ERR_TOKEN_MISSING } from '../src/errors.js'
+import { TokenRejected } from '../src/access-token.js'
+import {
+  ERR_BAD_REQUEST, ERR_CSRF, ERR_INVALID_GRANT, ERR_LOGIN_FAILED, ERR_TOKEN_EXPIRED, ERR_TOKEN_INVALID, ERR_TOKEN_MISSING
+} from '../src/errors.js'
 import { dummyPasswordHash, MAX_PASSWORD_BYTES, verifyPassword } from '../src/password.js'
 import { refreshCookie } from '../src/refresh-cookie.js'
 import { generateRefreshToken, hashRefreshToken, isWellFormedRefreshToken, openSuccessor, sealSuccessor } from '../src/refresh-token.js'
@@ -211,13 +214,18 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
     if (presented === null && bearer === undefined) throw new ERR_TOKEN_MISSING()
     if (presented?.fromCookie === true) checkOrigin(request)
 
+    let bearerRefused: Error | undefined = bearer === null ? new ERR_TOKEN_INVALID() : undefined
     if (typeof bearer === 'string') {
       try {
         sids.add(fastify.accessTokens.verify(bearer).sid)
-      } catch {
+      } catch (err) {
         // An expired or foreign access token ends nothing; the refresh token may.
+        bearerRefused = err instanceof TokenRejected && err.reason === 'expired' ? new ERR_TOKEN_EXPIRED() : new ERR_TOKEN_INVALID()
       }
     }
+    // With only a bearer token that does not verify, no session can be named:
+    // a 204 would tell the client it is logged out while its session lives on.
+    if (presented === null && bearerRefused !== undefined) throw bearerRefused
     if (presented !== null && isWellFormedRefreshToken(presented.token)) {
       const session = await fastify.store.findByRefresh(hashRefreshToken(presented.token), Date.now())
       if (session !== null) sids.add(session.sid)
