@@ -1,7 +1,8 @@
+import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
 import { login, PASSWORDS } from '../helpers/gateway.js'
 import {
-  callApi, clearsCookie, decodeJwt, eachStore, refreshWithBody, setCookies, startLifecycle
+  callApi, clearsCookie, decodeJwt, eachStore, refreshWithBody, setCookies, startLifecycle, startLifecycleInstances, storeConfig, waitFor
 } from '../helpers/lifecycle.js'
 
 // POST /auth/login, /auth/refresh (transport and CSRF), /auth/logout, over
@@ -263,6 +264,48 @@ eachStore(t, 'logout with only the refresh token in the body ends its session (a
   t.equal(res.statusCode, 204)
   t.equal((await callApi(app, mine.access_token)).statusCode, 401)
   t.equal((await refreshWithBody(app, mine.refresh_token ?? '')).statusCode, 401)
+})
+
+t.test('logout with only an unusable bearer token: 401, not a false "logged out"', async (t) => {
+  const { app } = await startLifecycle(t)
+  for (const authorization of ['Bearer not.a.jwt', 'Basic YWxpY2U6eA==']) {
+    const res = await app.inject({ method: 'POST', url: '/auth/logout', headers: { authorization } })
+    t.equal(res.statusCode, 401, authorization)
+    t.match(res.json(), { statusCode: 401, code: 'TG_TOKEN_INVALID', error: 'invalid_token' })
+    t.match(res.headers['www-authenticate'], /error="invalid_token"/)
+  }
+})
+
+eachStore(t, 'logout with only an expired access token: 401 TG_TOKEN_EXPIRED, and the session is still there to end', async (t, store) => {
+  const { app } = await startLifecycle(t, { ...store, tokens: { accessTtl: '1s', clockSkew: '0s' } })
+  const session = await login(app, 'alice')
+  await sleep(1100)
+  const res = await app.inject({ method: 'POST', url: '/auth/logout', headers: { authorization: `Bearer ${session.access_token}` } })
+  t.equal(res.statusCode, 401)
+  t.match(res.json(), { code: 'TG_TOKEN_EXPIRED', error: 'invalid_token' })
+  const withRefresh = await app.inject({ method: 'POST', url: '/auth/logout', headers: { authorization: `Bearer ${session.access_token}` }, payload: { refresh_token: session.refresh_token } })
+  t.equal(withRefresh.statusCode, 204, 'the refresh token names the session')
+  t.equal((await refreshWithBody(app, session.refresh_token ?? '')).statusCode, 401, 'ended')
+})
+
+eachStore(t, 'logout is idempotent: a second logout with the same token is 204', async (t, store) => {
+  const { app } = await startLifecycle(t, store)
+  const session = await login(app, 'bob')
+  for (let i = 0; i < 2; i++) {
+    const res = await app.inject({ method: 'POST', url: '/auth/logout', headers: { authorization: `Bearer ${session.access_token}` } })
+    t.equal(res.statusCode, 204)
+  }
+})
+
+t.test('across instances: logout on A, the access token is rejected on B [redis]', async (t) => {
+  const [a, b] = await startLifecycleInstances(t, 2, storeConfig(t, 'redis', 'logout-ab'))
+  const session = await login(a.app, 'alice')
+  t.equal((await callApi(b.app, session.access_token)).statusCode, 200, 'B accepts it before')
+  t.equal((await a.app.inject({ method: 'POST', url: '/auth/logout', headers: { authorization: `Bearer ${session.access_token}` } })).statusCode, 204)
+  await waitFor('B rejects the logged-out token', async () => (await callApi(b.app, session.access_token)).statusCode === 401)
+  const res = await callApi(b.app, session.access_token)
+  t.match(res.headers['www-authenticate'], /error="invalid_token"/)
+  t.equal((await refreshWithBody(b.app, session.refresh_token ?? '')).statusCode, 401, 'and the refresh token is dead on B')
 })
 
 t.test('logout without any token: 401', async (t) => {
