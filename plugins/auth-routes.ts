@@ -62,6 +62,16 @@ async function bodyOptional (request: FastifyRequest): Promise<void> {
 /** Credentials in a URL end up in access logs and browser history; refuse them outright. */
 const CREDENTIAL_QUERY = /(^|[?&])(refresh_token|access_token|password|token)=/i
 
+/** An origin in its serialised form (lower-case, default port dropped); null when it is none. */
+function originOf (text: string): string | null {
+  try {
+    const origin = new URL(text).origin
+    return origin === 'null' ? null : origin
+  } catch {
+    return null
+  }
+}
+
 async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoutesOptions): Promise<void> {
   const { config, users } = loaded
   const cookie = refreshCookie(config.auth.cookie)
@@ -109,8 +119,10 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
     if (request.headers['sec-fetch-site'] === 'cross-site') throw new ERR_CSRF()
     const origin = request.headers.origin
     if (origin === undefined) throw new ERR_CSRF()
-    const own = `${request.protocol}://${request.host}`
-    if (origin !== own && !allowedOrigins.has(origin)) throw new ERR_CSRF()
+    if (allowedOrigins.has(origin)) return
+    const own = originOf(`${request.protocol}://${request.host}`)
+    if (own !== null && originOf(origin) === own) return
+    throw new ERR_CSRF()
   }
 
   const userFor = (session: SessionInfo): UserRecord | undefined => users.byId.get(session.sub)

@@ -314,3 +314,11 @@ t.test('logout without any token: 401', async (t) => {
   t.equal(res.statusCode, 401)
   t.match(res.json(), { statusCode: 401, code: 'TG_TOKEN_MISSING' })
 })
+
+t.test('own origin is compared as browsers write it: a default port in Host still matches', async (t) => {
+  const { app } = await startLifecycle(t)
+  const res0 = await app.inject({ method: 'POST', url: '/auth/login', payload: { username: 'bob', password: PASSWORDS.bob } })
+  const cookie = String(res0.headers['set-cookie']).split(';')[0]
+  const res = await app.inject({ method: 'POST', url: '/auth/refresh', headers: { cookie, host: 'gw.example:80', origin: 'http://gw.example' } })
+  t.equal(res.statusCode, 200)
+})
