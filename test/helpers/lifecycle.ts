@@ -1,6 +1,5 @@
 import { connect, createServer, type Server, type Socket } from 'node:net'
 import { once } from 'node:events'
-import { setTimeout as sleep } from 'node:timers/promises'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import type { Test } from 'tap'
 import { buildGateway } from '../../src/build-gateway.js'
@@ -110,14 +109,8 @@ export function clearsCookie (line: string): boolean {
   return expires !== null && Date.parse(expires[1]) <= Date.now()
 }
 
-/** Polls up to `attempts` × `intervalMs` until `check` holds; the number of tries is not asserted. */
-export async function waitFor (what: string, check: () => Promise<boolean>, attempts = 50, intervalMs = 20): Promise<void> {
-  for (let i = 0; i < attempts; i++) {
-    if (await check()) return
-    await sleep(intervalMs)
-  }
-  throw new Error(`gave up waiting for: ${what}`)
-}
+/** Polls until a condition holds; the number of tries is never asserted. */
+export { eventually as waitFor } from './redis-server.js'
 
 export interface NetworkLink {
   /** redis:// URL that goes through the link */
