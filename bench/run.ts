@@ -48,8 +48,15 @@ async function serve (role: Role, port: number, upstream: string, configFile: st
   process.send?.('ready')
 }
 
+// BENCH_PROFILE=DIR writes a V8 CPU profile of the first gateway (in-process store) into DIR.
+const PROFILE_DIR = process.env.BENCH_PROFILE
+let profiled = false
+
 function start (role: Role, port: number, upstream = '', configFile = ''): Promise<ChildProcess> {
-  const child = fork(__filename, ['--role', role, String(port), upstream, configFile], { stdio: 'inherit' })
+  const profile = PROFILE_DIR !== undefined && role === 'gateway' && !profiled
+  if (profile) profiled = true
+  const execArgv = profile ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`] : []
+  const child = fork(__filename, ['--role', role, String(port), upstream, configFile], { stdio: 'inherit', execArgv })
   return new Promise((resolve, reject) => {
     child.once('message', () => resolve(child))
     child.once('exit', (code) => reject(new Error(`${role} exited with ${String(code)}`)))
@@ -180,6 +187,8 @@ async function main (): Promise<void> {
 }
 
 if (process.argv[2] === '--role') {
+  // A normal exit, so --cpu-prof writes its profile.
+  process.on('SIGTERM', () => process.exit(0))
   void serve(process.argv[3] as Role, Number(process.argv[4]), process.argv[5], process.argv[6])
 } else {
   main().catch((err: unknown) => {
