@@ -7,7 +7,7 @@ import type { LoadedConfig } from '../src/config/load-config.js'
 import { parseDuration } from '../src/duration.js'
 import { TokenRejected } from '../src/access-token.js'
 import {
-  ERR_BAD_REQUEST, ERR_CSRF, ERR_INVALID_GRANT, ERR_LOGIN_FAILED, ERR_TOKEN_EXPIRED, ERR_TOKEN_INVALID, ERR_TOKEN_MISSING
+  ERR_BAD_REQUEST, ERR_CSRF, ERR_INVALID_GRANT, ERR_LOGIN_FAILED, ERR_RATE_LIMITED, ERR_TOKEN_EXPIRED, ERR_TOKEN_INVALID, ERR_TOKEN_MISSING
 } from '../src/errors.js'
 import { dummyPasswordHash, MAX_PASSWORD_BYTES, verifyPassword } from '../src/password.js'
 import { refreshCookie } from '../src/refresh-cookie.js'
@@ -16,6 +16,7 @@ import { Revoker } from '../src/revoker.js'
 import type { SessionInfo } from '../src/store/session-store.js'
 import type { UserRecord } from '../src/users-file.js'
 import { bearerToken } from './authenticate.js'
+import { clientAddress } from './rate-limit.js'
 
 // The token lifecycle a client follows: log in, refresh (rotating the refresh
 // token, detecting reuse), log out. Browsers keep the refresh token in an
@@ -140,7 +141,18 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
     schema: { body: LoginBody, response: { 200: TokenResponse } }
   }, async (request, reply) => {
     const { username, password, transport } = request.body as Static<typeof LoginBody>
-    const user = users.byUsername.get(username.toLowerCase())
+    const account = username.toLowerCase()
+    // Throttled before any hashing: a spent budget costs the gateway nothing.
+    // A Redis that cannot count is a 503 (StoreUnavailableError), never a free pass.
+    const attempt = { account, address: clientAddress(request) }
+    const verdict = await fastify.loginThrottle.take(attempt, Date.now())
+    if (!verdict.allowed) {
+      const seconds = Math.max(1, Math.ceil(verdict.retryAfterMs / 1000))
+      request.log.warn({ event: 'login_throttled' }, 'login throttled')
+      reply.header('retry-after', seconds)
+      throw new ERR_RATE_LIMITED(`${seconds}s`)
+    }
+    const user = users.byUsername.get(account)
     if (Buffer.byteLength(password, 'utf8') > MAX_PASSWORD_BYTES) throw new ERR_LOGIN_FAILED()
     // An unknown user costs one hash verification too, so timing tells nothing.
     const ok = await verifyPassword(user?.passwordHash ?? await dummyPasswordHash(), password)
@@ -148,6 +160,7 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
       request.log.info({ event: 'login_failed' }, 'login failed')
       throw new ERR_LOGIN_FAILED()
     }
+    await fastify.loginThrottle.giveBack(attempt, Date.now())
     const now = Date.now()
     const sid = randomBytes(16).toString('base64url')
     const refreshToken = generateRefreshToken()
@@ -253,5 +266,5 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
 export default fp(authRoutesPlugin, {
   name: 'tokengate-auth-routes',
   fastify: '5.x',
-  dependencies: ['tokengate-tokens', 'tokengate-store', 'tokengate-authenticate']
+  dependencies: ['tokengate-tokens', 'tokengate-store', 'tokengate-authenticate', 'tokengate-rate-limit']
 })

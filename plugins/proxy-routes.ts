@@ -13,7 +13,7 @@ import { compileIdentityHeaders, type IdentityHeaderWriter } from '../src/identi
 import { gatewayCookieNames } from '../src/refresh-cookie.js'
 
 // One encapsulated @fastify/http-proxy per configured route, each with its own
-// hooks: authenticate → authorize → size guard → proxy. Everything a route
+// hooks: rate limit + authenticate → authorize → size guard → proxy. Everything a route
 // needs per request (header plan, policy, limits) is computed here, once.
 
 declare module 'fastify' {
@@ -44,8 +44,31 @@ function registerRoute (scope: FastifyInstance, route: RouteConfig, writer: Iden
   const methods = route.methods ?? HTTP_METHODS.filter((m) => m !== 'HEAD')
   const timeout = parseDuration(route.timeout)
 
-  if (route.auth !== 'none') {
-    scope.addHook('onRequest', scope.authenticateWith({ mode: route.auth, scopes: route.scopes, roles: route.roles }))
+  const authenticate = route.auth === 'none' ? null : scope.authenticateWith({ mode: route.auth, scopes: route.scopes, roles: route.roles })
+  const limit = scope.routeRateLimit(route)
+  if (limit === null) {
+    if (authenticate !== null) scope.addHook('onRequest', authenticate)
+  } else if (authenticate === null) {
+    scope.addHook('onRequest', limit.byAddress)
+  } else {
+    // The budget is the verified user's, so a request with a bearer token can
+    // only be counted once its token has been verified. A request without one
+    // is counted by address before any token work (its key needs none), and
+    // one whose token is refused is charged to its address as well: a flood
+    // of forged tokens spends an address budget like any anonymous traffic.
+    scope.addHook('onRequest', async function limitAndAuthenticate (request, reply) {
+      if (request.headers.authorization === undefined) {
+        await limit.byAddress(request, reply)
+        return authenticate.call(this, request, reply)
+      }
+      try {
+        await authenticate.call(this, request, reply)
+      } catch (err) {
+        await limit.byAddress(request, reply)
+        throw err
+      }
+      return request.identity === null ? limit.byAddress(request, reply) : limit.byUser(request, reply)
+    })
   }
   scope.addHook('onRequest', async (request) => {
     if (declaredLengthExceeds(request.headers['content-length'], route.bodyLimit)) throw new ERR_BODY_TOO_LARGE()
@@ -122,5 +145,5 @@ function withoutGatewayCookies (headers: IncomingHttpHeaders, cookieNames: reado
 export default fp(proxyRoutesPlugin, {
   name: 'tokengate-proxy-routes',
   fastify: '5.x',
-  dependencies: ['tokengate-authenticate']
+  dependencies: ['tokengate-authenticate', 'tokengate-rate-limit']
 })

@@ -14,6 +14,7 @@ import sessionRoutes from '../plugins/session-routes.js'
 import adminRoutes from '../plugins/admin-routes.js'
 import health from '../plugins/health.js'
 import proxyRoutes from '../plugins/proxy-routes.js'
+import rateLimit from '../plugins/rate-limit.js'
 
 export interface BuildOptions {
   logger?: FastifyServerOptions['logger']
@@ -56,12 +57,10 @@ export async function buildGateway (loaded: LoadedConfig, options: BuildOptions 
   await app.register(tokens, { loaded })
   await app.register(authenticate)
   await app.register(health)
+  await app.register(rateLimit, { config })
   await app.register(authRoutes, { loaded })
   await app.register(sessionRoutes)
   await app.register(adminRoutes, { adminRole: config.auth.adminRole })
   await app.register(proxyRoutes, { config })
-  if (config.rateLimit !== false || config.routes.some((r) => r.rateLimit !== undefined && r.rateLimit !== false)) {
-    app.log.warn('rateLimit is configured but rate limiting is not implemented yet: requests are not limited')
-  }
   return app
 }

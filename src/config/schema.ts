@@ -68,9 +68,10 @@ export const TokensSchema = Type.Object({
 export const AuthSchema = Type.Object({
   users: Type.Object({ file: Type.String({ minLength: 1, description: 'users YAML file, relative to the config file' }) }, Strict),
   loginRateLimit: Type.Object({
-    max: Type.Integer({ minimum: 1, default: 5 }),
+    max: Type.Integer({ minimum: 1, default: 5, description: 'failed logins per account (username) per window; then 429 until the window ends' }),
+    addressMax: Type.Optional(Type.Integer({ minimum: 1, description: 'failed logins per client address per window, over all accounts; default 5 × max' })),
     timeWindow: Duration('the window', '1m')
-  }, { ...Strict, default: {} }),
+  }, { ...Strict, default: {}, description: 'login throttling: only failed attempts count' }),
   allowedOrigins: Type.Array(Type.String({ pattern: '^https?://[^/]+$' }), { default: [], description: 'origins besides the gateway\'s own allowed to use the refresh cookie' }),
   cookie: Type.Object({
     secure: Type.Boolean({ default: true, description: 'false only for local plain-http development' }),

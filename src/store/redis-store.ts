@@ -377,16 +377,7 @@ export class RedisStore implements SessionStore {
   }
 
   #clientOptions (): RedisOptions {
-    return {
-      connectTimeout: this.#opts.connectTimeoutMs,
-      commandTimeout: this.#opts.commandTimeoutMs,
-      // Fail fast instead of queueing: a command queued while Redis is down
-      // could run after its caller was told it failed (a consumed token).
-      maxRetriesPerRequest: 0,
-      enableOfflineQueue: false,
-      autoResendUnfulfilledCommands: false,
-      retryStrategy: (attempt) => Math.min(RECONNECT_BASE_MS * 2 ** Math.min(attempt, 10), RECONNECT_MAX_MS)
-    }
+    return fastFailClientOptions(this.#opts.connectTimeoutMs, this.#opts.commandTimeoutMs)
   }
 
   /** Logs each outage once, not every reconnect attempt; without an 'error' listener ioredis would crash the process. */
@@ -473,7 +464,25 @@ function unavailable (what: string, cause: unknown): StoreUnavailableError {
   return cause instanceof StoreUnavailableError ? cause : new StoreUnavailableError(`Redis ${what} failed`, { cause })
 }
 
-function whenReady (client: Redis, timeoutMs: number): Promise<void> {
+/**
+ * Client options for a Redis the gateway must never wait on: a command fails
+ * within `commandTimeoutMs`, or at once while disconnected, instead of queueing.
+ */
+export function fastFailClientOptions (connectTimeoutMs: number, commandTimeoutMs: number): RedisOptions {
+  return {
+    connectTimeout: connectTimeoutMs,
+    commandTimeout: commandTimeoutMs,
+    // Fail fast instead of queueing: a command queued while Redis is down
+    // could run after its caller was told it failed (a consumed token).
+    maxRetriesPerRequest: 0,
+    enableOfflineQueue: false,
+    autoResendUnfulfilledCommands: false,
+    retryStrategy: (attempt) => Math.min(RECONNECT_BASE_MS * 2 ** Math.min(attempt, 10), RECONNECT_MAX_MS)
+  }
+}
+
+/** Resolves once `client` is connected, rejects after `timeoutMs` or when it gives up. */
+export function whenReady (client: Redis, timeoutMs: number): Promise<void> {
   if (client.status === 'ready') return Promise.resolve()
   return new Promise((resolve, reject) => {
     const done = (err?: Error): void => {

@@ -1,0 +1,173 @@
+import fp from 'fastify-plugin'
+import fastifyRateLimit, { normalizeIP, type RateLimitPluginOptions } from '@fastify/rate-limit'
+import { Redis } from 'ioredis'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { GatewayConfig, RateLimitConfig, RouteConfig } from '../src/config/schema.js'
+import { parseDuration } from '../src/duration.js'
+import { ERR_RATE_LIMITED, ERR_STORE_UNAVAILABLE } from '../src/errors.js'
+import { MemoryLoginThrottle, RedisLoginThrottle, type LoginThrottle } from '../src/login-throttle.js'
+import { fastFailClientOptions, whenReady } from '../src/store/redis-store.js'
+
+// Rate limits of proxied routes and the login throttle. Counters live in
+// Redis when `redis.url` is set (every instance shares one budget) and in
+// process memory otherwise. The counting itself is @fastify/rate-limit's:
+// its Redis store (one Lua script) or its local store, used through
+// `createRateLimit`, so this gateway decides the key, the headers, the error
+// shape and what happens when Redis fails.
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The limiter of a proxied route, compiled once at registration; null when the route is not limited. */
+    routeRateLimit (route: RouteConfig): RouteRateLimit | null
+    loginThrottle: LoginThrottle
+  }
+}
+
+export interface RateLimitPluginOpts {
+  config: GatewayConfig
+}
+
+export interface RouteRateLimit {
+  /** Counts the request under its client address; sets the headers; throws 429 over the limit. */
+  byAddress (request: FastifyRequest, reply: FastifyReply): Promise<void>
+  /** The same under the verified user (`request.identity.sub`). */
+  byUser (request: FastifyRequest, reply: FastifyReply): Promise<void>
+}
+
+/** IPv6 clients usually hold a whole /64: one budget per /64, not per address. */
+export const IPV6_SUBNET = 64
+/** Without `auth.loginRateLimit.addressMax`, an address may fail this many times an account's budget. */
+export const DEFAULT_ADDRESS_FACTOR = 5
+
+/** The client address a budget is keyed by: request.ip honours server.trustProxy, so a client cannot pick it. */
+export function clientAddress (request: FastifyRequest): string {
+  return normalizeIP(request.ip, IPV6_SUBNET)
+}
+
+type CreateRateLimit = FastifyInstance['createRateLimit']
+type Limiter = ReturnType<CreateRateLimit>
+
+/** One registration of @fastify/rate-limit in a scope of its own, so a second one (the local fallback) can sit beside it. */
+async function limiterFactory (fastify: FastifyInstance, options: RateLimitPluginOptions): Promise<CreateRateLimit> {
+  let factory: CreateRateLimit | undefined
+  await fastify.register(async function rateLimitStore (scope) {
+    await scope.register(fastifyRateLimit, options)
+    factory = scope.createRateLimit
+  })
+  if (factory === undefined) throw new Error('@fastify/rate-limit did not decorate createRateLimit')
+  return factory
+}
+
+async function rateLimitPlugin (fastify: FastifyInstance, { config }: RateLimitPluginOpts): Promise<void> {
+  const connectTimeoutMs = parseDuration(config.redis.connectTimeout)
+  const redis = config.redis.url === ''
+    ? null
+    : new Redis(config.redis.url, fastFailClientOptions(connectTimeoutMs, parseDuration(config.redis.commandTimeout)))
+
+  // Limiters never wait on Redis: a failed count is an immediate error, handled per route below.
+  const common: RateLimitPluginOptions = { global: false, skipOnError: false }
+  const shared = await limiterFactory(fastify, redis === null
+    ? common
+    : { ...common, redis, nameSpace: `${config.redis.keyPrefix}rl:` })
+  const local = redis === null ? null : await limiterFactory(fastify, common)
+
+  const login = config.auth.loginRateLimit
+  const budget = {
+    accountMax: login.max,
+    addressMax: login.addressMax ?? login.max * DEFAULT_ADDRESS_FACTOR,
+    windowMs: parseDuration(login.timeWindow)
+  }
+  const loginThrottle: LoginThrottle = redis === null
+    ? new MemoryLoginThrottle(budget)
+    : new RedisLoginThrottle(budget, redis, config.redis.keyPrefix)
+  fastify.decorate('loginThrottle', loginThrottle)
+
+  let degraded = false
+  const onSharedFailure = (err: unknown, closed: boolean): void => {
+    if (degraded) return
+    degraded = true
+    fastify.log.warn({ err }, closed
+      ? 'rate-limit counters unavailable: routes with onStoreError closed answer 503'
+      : 'rate-limit counters unavailable: counting per instance until Redis is back')
+  }
+  const onSharedSuccess = (): void => {
+    degraded = false
+    fastify.log.info('rate-limit counters shared through Redis again')
+  }
+
+  fastify.decorate('routeRateLimit', function routeRateLimit (route: RouteConfig): RouteRateLimit | null {
+    const policy = route.rateLimit ?? config.rateLimit
+    if (policy === false) return null
+    const inherited = config.rateLimit === false ? undefined : config.rateLimit.onStoreError
+    const closed = (policy.onStoreError ?? inherited ?? 'open') === 'closed'
+    // Every route's counters share one Redis namespace (createRateLimit
+    // children are not told their route), so the key carries the prefix.
+    const tag = `${route.prefix}|`
+    const addressKey = (request: FastifyRequest): string => `${tag}a:${clientAddress(request)}`
+    const userKey = (request: FastifyRequest): string => `${tag}u:${request.identity?.sub ?? ''}`
+    const byAddress = compileCheck(shared, local, policy, addressKey, closed)
+    const byUser = compileCheck(shared, local, policy, userKey, closed)
+    return { byAddress, byUser }
+  })
+
+  function compileCheck (shared: CreateRateLimit, local: CreateRateLimit | null, policy: RateLimitConfig,
+    keyGenerator: (request: FastifyRequest) => string, closed: boolean): RouteRateLimit['byAddress'] {
+    const options = { max: policy.max, timeWindow: parseDuration(policy.timeWindow), keyGenerator }
+    const count = shared(options)
+    const fallback: Limiter | null = local === null || closed ? null : local(options)
+
+    return async function checkRateLimit (request, reply) {
+      let result: Awaited<ReturnType<Limiter>>
+      try {
+        result = await count(request)
+        if (degraded) onSharedSuccess()
+      } catch (err) {
+        onSharedFailure(err, closed)
+        if (fallback === null) throw new ERR_STORE_UNAVAILABLE({ cause: err })
+        result = await fallback(request)
+      }
+      if (result.isAllowed) return
+      reply.header('x-ratelimit-limit', result.max)
+      reply.header('x-ratelimit-remaining', result.remaining)
+      reply.header('x-ratelimit-reset', result.ttlInSeconds)
+      if (result.isExceeded) {
+        const seconds = Math.max(1, result.ttlInSeconds)
+        reply.header('retry-after', seconds)
+        throw new ERR_RATE_LIMITED(`${seconds}s`)
+      }
+    }
+  }
+
+  if (redis !== null) {
+    let down = false
+    redis.on('error', (err: Error) => {
+      if (down) return
+      down = true
+      fastify.log.warn({ err }, 'rate-limit Redis connection failed; retrying in the background')
+    })
+    redis.on('ready', () => { down = false })
+    fastify.addHook('onReady', async () => {
+      // Not fatal: routes follow onStoreError and login answers 503 until Redis answers.
+      await whenReady(redis, connectTimeoutMs).catch((err: unknown) => {
+        fastify.log.error({ err }, 'rate-limit Redis not reachable at start')
+      })
+    })
+    fastify.addHook('onClose', async () => {
+      if (redis.status === 'ready') {
+        try {
+          await redis.quit()
+          return
+        } catch {
+          // a Redis that cannot say goodbye is simply dropped
+        }
+      }
+      redis.disconnect()
+    })
+  }
+}
+
+export default fp(rateLimitPlugin, {
+  name: 'tokengate-rate-limit',
+  fastify: '5.x',
+  dependencies: ['tokengate-authenticate']
+})
