@@ -41,7 +41,9 @@ export async function buildGateway (loaded: LoadedConfig, options: BuildOptions 
     requestIdHeader: false,
     requestTimeout: parseDuration(config.server.requestTimeout),
     keepAliveTimeout: parseDuration(config.server.keepAliveTimeout),
-    http: { maxHeaderSize: config.server.maxHeaderSize },
+    // Node checks request and header timeouts on this interval (30 s by
+    // default), so a slow client could outlive requestTimeout by that much.
+    http: { maxHeaderSize: config.server.maxHeaderSize, connectionsCheckingInterval: 1000 },
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     onProtoPoisoning: 'error',
