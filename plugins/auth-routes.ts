@@ -149,6 +149,7 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
     if (!verdict.allowed) {
       const seconds = Math.max(1, Math.ceil(verdict.retryAfterMs / 1000))
       request.log.warn({ event: 'login_throttled' }, 'login throttled')
+      fastify.metrics.auth('rate_limited')
       reply.header('retry-after', seconds)
       throw new ERR_RATE_LIMITED(`${seconds}s`)
     }
@@ -158,6 +159,7 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
     const ok = await verifyPassword(user?.passwordHash ?? await dummyPasswordHash(), password)
     if (user === undefined || !ok) {
       request.log.info({ event: 'login_failed' }, 'login failed')
+      fastify.metrics.auth('login_failed')
       throw new ERR_LOGIN_FAILED()
     }
     await fastify.loginThrottle.giveBack(attempt, Date.now())
@@ -176,6 +178,7 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
       address: request.ip
     })
     request.log.info({ event: 'login', sub: user.id, sid }, 'login')
+    fastify.metrics.auth('login')
     return issueTokens(reply, user, sid, refreshToken, transport ?? 'cookie', expiresAt)
   })
 
@@ -184,9 +187,13 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
     schema: { body: RefreshBody, response: { 200: TokenResponse } }
   }, async (request, reply) => {
     const presented = presentedRefresh(request)
-    if (presented === null) throw new ERR_INVALID_GRANT()
+    if (presented === null) {
+      fastify.metrics.auth('refresh_failed')
+      throw new ERR_INVALID_GRANT()
+    }
     if (presented.fromCookie) checkOrigin(request)
     if (!isWellFormedRefreshToken(presented.token)) {
+      fastify.metrics.auth('refresh_failed')
       if (presented.fromCookie) clearCookie(reply)
       throw new ERR_INVALID_GRANT()
     }
@@ -208,11 +215,13 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
     }
     switch (outcome.kind) {
       case 'invalid':
+        fastify.metrics.auth('refresh_failed')
         return refused()
       case 'reuse':
         // The store has ended the session and denylisted it; make it true here at once.
         fastify.denylist.apply({ kind: 'sid', value: outcome.sid, expiresAt: now + denyHorizonMs })
         request.log.warn({ event: 'refresh_reuse', sub: outcome.sub, sid: outcome.sid }, 'refresh token reuse: session revoked')
+        fastify.metrics.auth('reuse_detected')
         return refused()
       case 'rotated':
       case 'grace': {
@@ -220,9 +229,11 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
         const user = userFor(outcome.session)
         if (token === null || user === undefined) {
           await revoker.endSession(outcome.session.sid, now)
+          fastify.metrics.auth('refresh_failed')
           return refused()
         }
         request.log.info({ event: outcome.kind === 'rotated' ? 'refresh' : 'refresh_grace', sub: user.id, sid: outcome.session.sid }, 'refresh')
+        fastify.metrics.auth(outcome.kind === 'rotated' ? 'refresh' : 'refresh_grace')
         return issueTokens(reply, user, outcome.session.sid, token, transport, outcome.session.expiresAt)
       }
     }
@@ -257,6 +268,7 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
     }
     for (const sid of sids) await revoker.endSession(sid)
     request.log.info({ event: 'logout', sids: [...sids] }, 'logout')
+    fastify.metrics.auth('logout')
     if (presented?.fromCookie === true || request.cookies[cookie.name] !== undefined) clearCookie(reply)
     return reply.code(204).send()
   })
@@ -266,5 +278,5 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
 export default fp(authRoutesPlugin, {
   name: 'tokengate-auth-routes',
   fastify: '5.x',
-  dependencies: ['tokengate-tokens', 'tokengate-store', 'tokengate-authenticate', 'tokengate-rate-limit']
+  dependencies: ['tokengate-metrics', 'tokengate-tokens', 'tokengate-store', 'tokengate-authenticate', 'tokengate-rate-limit']
 })

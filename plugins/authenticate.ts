@@ -42,14 +42,21 @@ async function authenticatePlugin (fastify: FastifyInstance): Promise<void> {
     const scopes = [...policy.scopes]
     const roles = [...policy.roles]
     const authorize = scopes.length > 0 || roles.length > 0
+    const metrics = fastify.metrics
 
     return async function authenticate (request) {
       const token = bearerToken(request)
       if (token === undefined) {
-        if (policy.mode === 'required') throw new ERR_TOKEN_MISSING()
+        if (policy.mode === 'required') {
+          metrics.auth('missing_token')
+          throw new ERR_TOKEN_MISSING()
+        }
         return
       }
-      if (token === null) throw new ERR_TOKEN_INVALID()
+      if (token === null) {
+        metrics.auth('invalid_token')
+        throw new ERR_TOKEN_INVALID()
+      }
 
       let claims: AccessClaims
       try {
@@ -57,7 +64,9 @@ async function authenticatePlugin (fastify: FastifyInstance): Promise<void> {
       } catch (err) {
         if (err instanceof TokenRejected) {
           request.log.info({ reason: err.reason, detail: err.message }, 'access token rejected')
-          throw err.reason === 'expired' ? new ERR_TOKEN_EXPIRED() : new ERR_TOKEN_INVALID()
+          const expired = err.reason === 'expired'
+          metrics.auth(expired ? 'expired_token' : 'invalid_token')
+          throw expired ? new ERR_TOKEN_EXPIRED() : new ERR_TOKEN_INVALID()
         }
         throw err
       }
@@ -65,13 +74,19 @@ async function authenticatePlugin (fastify: FastifyInstance): Promise<void> {
       const now = Date.now()
       // A mirror that may have missed revocations cannot vouch for a token.
       if (!fastify.denylist.isTrusted(now)) throw new ERR_STORE_UNAVAILABLE()
-      if (fastify.denylist.isRevoked(claims, now)) throw new ERR_TOKEN_REVOKED()
+      if (fastify.denylist.isRevoked(claims, now)) {
+        metrics.auth('revoked')
+        throw new ERR_TOKEN_REVOKED()
+      }
 
       if (authorize) {
         const granted = claims.scope === '' ? [] : claims.scope.split(' ')
         const scopesOk = scopes.every((s) => granted.includes(s))
         const rolesOk = roles.length === 0 || roles.some((r) => claims.roles.includes(r))
-        if (!scopesOk || !rolesOk) throw new ERR_INSUFFICIENT_SCOPE()
+        if (!scopesOk || !rolesOk) {
+          metrics.auth('insufficient_scope')
+          throw new ERR_INSUFFICIENT_SCOPE()
+        }
       }
       request.identity = claims
     }
@@ -81,5 +96,5 @@ async function authenticatePlugin (fastify: FastifyInstance): Promise<void> {
 export default fp(authenticatePlugin, {
   name: 'tokengate-authenticate',
   fastify: '5.x',
-  dependencies: ['tokengate-tokens', 'tokengate-store']
+  dependencies: ['tokengate-metrics', 'tokengate-tokens', 'tokengate-store']
 })

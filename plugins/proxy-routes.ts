@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http'
+import { performance } from 'node:perf_hooks'
 import type { Readable } from 'node:stream'
 import fp from 'fastify-plugin'
 import httpProxy, { type FastifyHttpProxyOptions } from '@fastify/http-proxy'
@@ -11,6 +12,8 @@ import { ERR_BODY_TOO_LARGE, ERR_METHOD_NOT_ALLOWED } from '../src/errors.js'
 import { forwardFacts } from '../src/forwarded.js'
 import { compileIdentityHeaders, type IdentityHeaderWriter } from '../src/identity-headers.js'
 import { gatewayCookieNames } from '../src/refresh-cookie.js'
+import type { RouteSeries, UpstreamFailure } from '../src/gateway-metrics.js'
+import { toGatewayError } from './errors.js'
 
 // One encapsulated @fastify/http-proxy per configured route, each with its own
 // hooks: rate limit + authenticate → authorize → size guard → proxy. Everything a route
@@ -21,6 +24,17 @@ declare module 'fastify' {
     /** the route prefix a proxied request matched, for logs and metrics */
     routePrefix?: string
   }
+  interface FastifyRequest {
+    /** performance.now() when a proxied request was handed to the upstream; 0 before */
+    upstreamSentAt: number
+  }
+}
+
+/** Which of our upstream errors counts as which kind of upstream failure. */
+const UPSTREAM_FAILURE: Record<string, UpstreamFailure> = {
+  TG_UPSTREAM_TIMEOUT: 'timeout',
+  TG_UPSTREAM_UNAVAILABLE: 'unavailable',
+  TG_UPSTREAM_BAD_GATEWAY: 'bad_gateway'
 }
 
 export interface ProxyRoutesOptions {
@@ -33,14 +47,15 @@ async function proxyRoutesPlugin (fastify: FastifyInstance, { config }: ProxyRou
   const cookieNames = gatewayCookieNames(config.auth.cookie)
   const writer = compileIdentityHeaders(config.identity.headers, cookieNames)
   const trustProxy = config.server.trustProxy !== false
+  fastify.decorateRequest('upstreamSentAt', 0)
   for (const route of config.routes) {
     await fastify.register(async function proxiedRoute (scope) {
-      registerRoute(scope, route, writer, cookieNames, trustProxy)
+      registerRoute(scope, route, writer, cookieNames, trustProxy, fastify.metrics.route(route.prefix))
     })
   }
 }
 
-function registerRoute (scope: FastifyInstance, route: RouteConfig, writer: IdentityHeaderWriter, cookieNames: readonly string[], trustProxy: boolean): void {
+function registerRoute (scope: FastifyInstance, route: RouteConfig, writer: IdentityHeaderWriter, cookieNames: readonly string[], trustProxy: boolean, series: RouteSeries): void {
   const methods = route.methods ?? HTTP_METHODS.filter((m) => m !== 'HEAD')
   const timeout = parseDuration(route.timeout)
 
@@ -97,12 +112,22 @@ function registerRoute (scope: FastifyInstance, route: RouteConfig, writer: Iden
     config: { routePrefix: route.prefix },
     preHandler: async (request) => {
       if (isReadable(request.body)) request.body = limitBody(request.body, route.bodyLimit)
+      request.upstreamSentAt = performance.now()
     },
     replyOptions: {
       timeout,
       // reply-from types its request for any server kind; ours is plain HTTP/1.
       rewriteRequestHeaders: (request) => upstreamHeaders(request as FastifyRequest),
-      rewriteHeaders: (headers) => withoutGatewayCookies(headers, cookieNames)
+      rewriteHeaders: (headers, request) => {
+        // Called once the upstream's answer headers are in: that is the upstream's latency.
+        if (request !== undefined) series.upstreamAnswered((performance.now() - (request as FastifyRequest).upstreamSentAt) / 1000)
+        return withoutGatewayCookies(headers as IncomingHttpHeaders, cookieNames)
+      },
+      onError: (reply, { error }) => {
+        const failure = UPSTREAM_FAILURE[toGatewayError(error).code]
+        if (failure !== undefined) series.upstreamFailed(failure)
+        reply.send(error)
+      }
     }
   }
   // The published types leave out wsClientOptions.rewriteRequestHeaders,
@@ -119,6 +144,7 @@ function registerRoute (scope: FastifyInstance, route: RouteConfig, writer: Iden
       scope.route({
         method: others,
         url,
+        config: { routePrefix: route.prefix },
         handler: async (request, reply) => {
           reply.header('allow', allow)
           throw new ERR_METHOD_NOT_ALLOWED(request.method)
@@ -145,5 +171,5 @@ function withoutGatewayCookies (headers: IncomingHttpHeaders, cookieNames: reado
 export default fp(proxyRoutesPlugin, {
   name: 'tokengate-proxy-routes',
   fastify: '5.x',
-  dependencies: ['tokengate-authenticate', 'tokengate-rate-limit']
+  dependencies: ['tokengate-metrics', 'tokengate-authenticate', 'tokengate-rate-limit']
 })

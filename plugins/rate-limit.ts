@@ -7,6 +7,7 @@ import { parseDuration } from '../src/duration.js'
 import { ERR_RATE_LIMITED, ERR_STORE_UNAVAILABLE } from '../src/errors.js'
 import { MemoryLoginThrottle, RedisLoginThrottle, type LoginThrottle } from '../src/login-throttle.js'
 import { fastFailClientOptions, whenReady } from '../src/store/redis-store.js'
+import type { RouteSeries } from '../src/gateway-metrics.js'
 
 // Rate limits of proxied routes and the login throttle. Counters live in
 // Redis when `redis.url` is set (every instance shares one budget) and in
@@ -79,7 +80,7 @@ async function rateLimitPlugin (fastify: FastifyInstance, { config }: RateLimitP
   }
   const loginThrottle: LoginThrottle = redis === null
     ? new MemoryLoginThrottle(budget)
-    : new RedisLoginThrottle(budget, redis, config.redis.keyPrefix)
+    : new RedisLoginThrottle(budget, redis, config.redis.keyPrefix, () => fastify.metrics.redisError('login_throttle'))
   fastify.decorate('loginThrottle', loginThrottle)
 
   let degraded = false
@@ -105,13 +106,14 @@ async function rateLimitPlugin (fastify: FastifyInstance, { config }: RateLimitP
     const tag = `${route.prefix}|`
     const addressKey = (request: FastifyRequest): string => `${tag}a:${clientAddress(request)}`
     const userKey = (request: FastifyRequest): string => `${tag}u:${request.identity?.sub ?? ''}`
-    const byAddress = compileCheck(shared, local, policy, addressKey, closed)
-    const byUser = compileCheck(shared, local, policy, userKey, closed)
+    const series = fastify.metrics.route(route.prefix)
+    const byAddress = compileCheck(shared, local, policy, addressKey, closed, series)
+    const byUser = compileCheck(shared, local, policy, userKey, closed, series)
     return { byAddress, byUser }
   })
 
   function compileCheck (shared: CreateRateLimit, local: CreateRateLimit | null, policy: RateLimitConfig,
-    keyGenerator: (request: FastifyRequest) => string, closed: boolean): RouteRateLimit['byAddress'] {
+    keyGenerator: (request: FastifyRequest) => string, closed: boolean, series: RouteSeries): RouteRateLimit['byAddress'] {
     const options = { max: policy.max, timeWindow: parseDuration(policy.timeWindow), keyGenerator }
     const count = shared(options)
     const fallback: Limiter | null = local === null || closed ? null : local(options)
@@ -122,6 +124,7 @@ async function rateLimitPlugin (fastify: FastifyInstance, { config }: RateLimitP
         result = await count(request)
         if (degraded) onSharedSuccess()
       } catch (err) {
+        fastify.metrics.redisError('rate_limit')
         onSharedFailure(err, closed)
         if (fallback === null) throw new ERR_STORE_UNAVAILABLE({ cause: err })
         result = await fallback(request)
@@ -133,6 +136,7 @@ async function rateLimitPlugin (fastify: FastifyInstance, { config }: RateLimitP
       if (result.isExceeded) {
         const seconds = Math.max(1, result.ttlInSeconds)
         reply.header('retry-after', seconds)
+        series.rateLimited()
         throw new ERR_RATE_LIMITED(`${seconds}s`)
       }
     }
@@ -169,5 +173,5 @@ async function rateLimitPlugin (fastify: FastifyInstance, { config }: RateLimitP
 export default fp(rateLimitPlugin, {
   name: 'tokengate-rate-limit',
   fastify: '5.x',
-  dependencies: ['tokengate-authenticate']
+  dependencies: ['tokengate-metrics', 'tokengate-authenticate']
 })

@@ -6,6 +6,7 @@ import { DenylistMirror } from '../src/denylist-mirror.js'
 import { MemoryStore } from '../src/store/memory-store.js'
 import { RedisStore } from '../src/store/redis-store.js'
 import type { SessionStore } from '../src/store/session-store.js'
+import type { GatewayMetrics } from '../src/gateway-metrics.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -20,23 +21,25 @@ export interface StorePluginOptions {
   store?: SessionStore
 }
 
-export function openStore (config: GatewayConfig, log: FastifyInstance['log']): SessionStore {
+export function openStore (config: GatewayConfig, log: FastifyInstance['log'], metrics?: GatewayMetrics): SessionStore {
   if (config.redis.url === '') return new MemoryStore()
   return new RedisStore({
     url: config.redis.url,
     keyPrefix: config.redis.keyPrefix,
     connectTimeoutMs: parseDuration(config.redis.connectTimeout),
     commandTimeoutMs: parseDuration(config.redis.commandTimeout),
-    log
+    log,
+    ...(metrics === undefined ? {} : { onCommandError: () => metrics.redisError('store') })
   })
 }
 
 async function storePlugin (fastify: FastifyInstance, opts: StorePluginOptions): Promise<void> {
   const owned = opts.store === undefined
-  const store = opts.store ?? openStore(opts.config, fastify.log)
+  const store = opts.store ?? openStore(opts.config, fastify.log, fastify.metrics)
   const denylist = new DenylistMirror(store, { maxStalenessMs: parseDuration(opts.config.denylist.maxStaleness), log: fastify.log })
   fastify.decorate('store', store)
   fastify.decorate('denylist', denylist)
+  fastify.metrics.trackDenylist(() => denylist.size)
   fastify.addHook('onReady', async () => {
     // A store that is down at start is not fatal: protected routes answer 503
     // until the mirror has loaded, and /readyz says why.
@@ -53,4 +56,4 @@ async function storePlugin (fastify: FastifyInstance, opts: StorePluginOptions):
   if (store.kind === 'memory') fastify.log.info('state is kept in process memory: run a single instance, or configure redis.url')
 }
 
-export default fp(storePlugin, { name: 'tokengate-store', fastify: '5.x' })
+export default fp(storePlugin, { name: 'tokengate-store', fastify: '5.x', dependencies: ['tokengate-metrics'] })

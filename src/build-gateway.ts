@@ -4,7 +4,9 @@ import type { LoadedConfig } from './config/load-config.js'
 import { parseDuration } from './duration.js'
 import { requestIdFor } from './request-id.js'
 import type { SessionStore } from './store/session-store.js'
+import type { GatewayMetrics } from './gateway-metrics.js'
 import errors from '../plugins/errors.js'
+import metrics from '../plugins/metrics.js'
 import requestId from '../plugins/request-id.js'
 import store from '../plugins/store.js'
 import tokens from '../plugins/tokens.js'
@@ -20,6 +22,8 @@ export interface BuildOptions {
   logger?: FastifyServerOptions['logger']
   /** A store the caller owns (tests, several gateways on one store); otherwise opened from config. */
   store?: SessionStore
+  /** A metrics registry the caller owns (hot reload keeps one across gateways); otherwise a fresh one. */
+  metrics?: GatewayMetrics
 }
 
 /** A hop count trusts that many proxies nearest to us, as proxy-addr counts them. */
@@ -53,6 +57,7 @@ export async function buildGateway (loaded: LoadedConfig, options: BuildOptions 
   })
 
   await app.register(errors)
+  await app.register(metrics, { config: config.metrics, ...(options.metrics === undefined ? {} : { metrics: options.metrics }) })
   await app.register(requestId)
   await app.register(cookie)
   await app.register(store, { config, ...(options.store === undefined ? {} : { store: options.store }) })

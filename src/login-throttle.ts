@@ -149,10 +149,15 @@ export class RedisLoginThrottle implements LoginThrottle {
   readonly #budget: LoginBudget
   readonly #redis: Redis & ThrottleScripts
   readonly #prefix: string
+  readonly #onError: (() => void) | undefined
 
-  /** `redis` must fail fast (no offline queue, a command timeout): a throttle that waits is a hang. */
-  constructor (budget: LoginBudget, redis: Redis, keyPrefix: string) {
+  /**
+   * `redis` must fail fast (no offline queue, a command timeout): a throttle that waits is a hang.
+   * `onError` is told of each failed command (for a metric).
+   */
+  constructor (budget: LoginBudget, redis: Redis, keyPrefix: string, onError?: () => void) {
     this.#budget = budget
+    this.#onError = onError
     redis.defineCommand('tgLoginTake', { numberOfKeys: 2, lua: TAKE_LUA })
     redis.defineCommand('tgLoginGiveBack', { numberOfKeys: 2, lua: GIVE_BACK_LUA })
     this.#redis = redis as Redis & ThrottleScripts
@@ -165,6 +170,7 @@ export class RedisLoginThrottle implements LoginThrottle {
     try {
       reply = await this.#redis.tgLoginTake(`${this.#prefix}u:${attempt.account}`, `${this.#prefix}a:${attempt.address}`, accountMax, addressMax, windowMs)
     } catch (err) {
+      this.#onError?.()
       throw new StoreUnavailableError('Redis login throttle failed', { cause: err })
     }
     if (typeof reply !== 'number') throw new StoreUnavailableError('Redis login throttle answered nonsense')
@@ -175,6 +181,7 @@ export class RedisLoginThrottle implements LoginThrottle {
     try {
       await this.#redis.tgLoginGiveBack(`${this.#prefix}u:${attempt.account}`, `${this.#prefix}a:${attempt.address}`)
     } catch (err) {
+      this.#onError?.()
       throw new StoreUnavailableError('Redis login throttle failed', { cause: err })
     }
   }

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net'
 import { dirname, resolve } from 'node:path'
 import { GatewayConfigSchema, type GatewayConfig } from './schema.js'
 import { ConfigError, YamlSource, type ConfigIssue } from './yaml-source.js'
@@ -32,6 +33,9 @@ export function checkConfig (file: string, env: NodeJS.ProcessEnv = process.env)
 
   const baseDir = dirname(resolve(file))
   checkRoutes(config, source)
+  config.metrics.allow?.forEach((entry, i) => {
+    if (parseCidr(entry) === null) source.report(['metrics', 'allow', i], 'must be an IPv4 or IPv6 address or CIDR such as 10.0.0.0/8')
+  })
   const keys = loadTokenKeys(config.tokens, baseDir, (path, message) => source.report(path, message))
 
   const usersFile = resolve(baseDir, config.auth.users.file)
@@ -62,4 +66,16 @@ function checkRoutes (config: GatewayConfig, source: YamlSource): void {
 
 export function normalisePrefix (prefix: string): string {
   return prefix.length > 1 && prefix.endsWith('/') ? prefix.slice(0, -1) : prefix
+}
+
+/** An address or CIDR as `net.BlockList` takes it; null when it is neither. */
+export function parseCidr (text: string): { address: string, prefix: number, family: 'ipv4' | 'ipv6' } | null {
+  const [address, bits, extra] = text.split('/')
+  const version = isIP(address)
+  if (version === 0 || extra !== undefined) return null
+  const max = version === 4 ? 32 : 128
+  if (bits !== undefined && !/^\d{1,3}$/.test(bits)) return null
+  const prefix = bits === undefined ? max : Number(bits)
+  if (prefix > max) return null
+  return { address, prefix, family: version === 4 ? 'ipv4' : 'ipv6' }
 }

@@ -109,6 +109,12 @@ export const RouteSchema = Type.Object({
   rateLimit: Type.Optional(RateLimitOrOff)
 }, Strict)
 
+export const MetricsSchema = Type.Object({
+  enabled: Type.Boolean({ default: true, description: 'serve GET /metrics (Prometheus text); false also skips the per-request bookkeeping' }),
+  bearerToken: Type.Optional(Type.String({ minLength: 16, description: 'when set, a scrape must send Authorization: Bearer <this> (at least 16 characters; use ${VAR})' })),
+  allow: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { description: 'when set, only these client addresses or CIDRs (e.g. 10.0.0.0/8, ::1) may scrape; the address honours server.trustProxy' }))
+}, { ...Strict, default: {}, description: 'the Prometheus endpoint; unauthenticated and open to every address unless restricted here' })
+
 export const DemoSchema = Type.Object({
   echoUpstream: Type.Optional(Type.Object({
     enabled: Type.Boolean({ default: true }),
@@ -126,11 +132,13 @@ export const GatewayConfigSchema = Type.Object({
   rateLimit: Type.Union([Type.Literal(false), RateLimitSchema], { default: false, description: 'default for routes' }),
   identity: IdentitySchema,
   routes: Type.Array(RouteSchema, { default: [] }),
+  metrics: MetricsSchema,
   demo: Type.Optional(DemoSchema)
 }, { ...Strict, $id: 'https://tokengate.dev/gateway.config.schema.json', title: 'tokengate gateway.config.yaml' })
 
 export type GatewayConfig = Static<typeof GatewayConfigSchema>
 export type RouteConfig = Static<typeof RouteSchema>
+export type MetricsConfig = Static<typeof MetricsSchema>
 export type RateLimitConfig = Static<typeof RateLimitSchema>
 export type KeyConfig = Static<typeof KeySchema>
 export type Algorithm = typeof ALGORITHMS[number]

@@ -36,6 +36,8 @@ export interface RedisStoreOptions {
   connectTimeoutMs: number
   commandTimeoutMs: number
   log?: RedisStoreLog
+  /** Called for each command that failed (for a metric); never with anything secret. */
+  onCommandError?: (what: string) => void
 }
 
 const RECONNECT_BASE_MS = 50
@@ -395,13 +397,14 @@ export class RedisStore implements SessionStore {
     this.#assertOpen()
     // Only the very first connection is waited for; afterwards a Redis that is
     // not connected right now is an immediate failure, never a queue.
-    if (this.#redis.status !== 'ready') {
-      if (this.#everReady) throw unavailable(what, new Error(`Redis connection is ${this.#redis.status}`))
-      await whenReady(this.#redis, this.#opts.connectTimeoutMs).catch((err: unknown) => { throw unavailable(what, err) })
-    }
     try {
+      if (this.#redis.status !== 'ready') {
+        if (this.#everReady) throw new Error(`Redis connection is ${this.#redis.status}`)
+        await whenReady(this.#redis, this.#opts.connectTimeoutMs)
+      }
       return await command(this.#redis)
     } catch (err) {
+      this.#opts.onCommandError?.(what)
       throw unavailable(what, err)
     }
   }
