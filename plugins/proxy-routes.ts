@@ -23,6 +23,8 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** the route prefix a proxied request matched, for logs and metrics */
     routePrefix?: string
+    /** the upstream a proxied route sends to (without any userinfo), for the access log */
+    upstream?: string
   }
   interface FastifyRequest {
     /** performance.now() when a proxied request was handed to the upstream; 0 before */
@@ -58,6 +60,7 @@ async function proxyRoutesPlugin (fastify: FastifyInstance, { config }: ProxyRou
 function registerRoute (scope: FastifyInstance, route: RouteConfig, writer: IdentityHeaderWriter, cookieNames: readonly string[], trustProxy: boolean, series: RouteSeries): void {
   const methods = route.methods ?? HTTP_METHODS.filter((m) => m !== 'HEAD')
   const timeout = parseDuration(route.timeout)
+  const loggedUpstream = route.upstream.replace(/^(https?:\/\/)[^@/]*@/, '$1')
 
   const authenticate = route.auth === 'none' ? null : scope.authenticateWith({ mode: route.auth, scopes: route.scopes, roles: route.roles })
   const limit = scope.routeRateLimit(route)
@@ -109,7 +112,9 @@ function registerRoute (scope: FastifyInstance, route: RouteConfig, writer: Iden
     prefix: route.prefix,
     rewritePrefix: route.rewritePrefix ?? '/',
     httpMethods: methods,
-    config: { routePrefix: route.prefix },
+    config: { routePrefix: route.prefix, upstream: loggedUpstream },
+    // reply-from's own info lines would carry the upstream URL with the client's query string.
+    disableRequestLogging: true,
     preHandler: async (request) => {
       if (isReadable(request.body)) request.body = limitBody(request.body, route.bodyLimit)
       request.upstreamSentAt = performance.now()
@@ -144,7 +149,7 @@ function registerRoute (scope: FastifyInstance, route: RouteConfig, writer: Iden
       scope.route({
         method: others,
         url,
-        config: { routePrefix: route.prefix },
+        config: { routePrefix: route.prefix, upstream: loggedUpstream },
         handler: async (request, reply) => {
           reply.header('allow', allow)
           throw new ERR_METHOD_NOT_ALLOWED(request.method)

@@ -1,4 +1,4 @@
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import cookie from '@fastify/cookie'
 import type { LoadedConfig } from './config/load-config.js'
 import { parseDuration } from './duration.js'
@@ -15,6 +15,7 @@ import authRoutes from '../plugins/auth-routes.js'
 import sessionRoutes from '../plugins/session-routes.js'
 import adminRoutes from '../plugins/admin-routes.js'
 import health from '../plugins/health.js'
+import accessLog from '../plugins/access-log.js'
 import proxyRoutes from '../plugins/proxy-routes.js'
 import rateLimit from '../plugins/rate-limit.js'
 
@@ -42,6 +43,8 @@ export async function buildGateway (loaded: LoadedConfig, options: BuildOptions 
     trustProxy: trustProxyOption(config.server.trustProxy),
     bodyLimit: config.server.bodyLimit,
     genReqId: requestIdFor,
+    // plugins/access-log.ts writes one line per request instead of Fastify's two
+    logController: new LogController({ disableRequestLogging: true }),
     requestIdHeader: false,
     requestTimeout: parseDuration(config.server.requestTimeout),
     keepAliveTimeout: parseDuration(config.server.keepAliveTimeout),
@@ -63,6 +66,7 @@ export async function buildGateway (loaded: LoadedConfig, options: BuildOptions 
   await app.register(store, { config, ...(options.store === undefined ? {} : { store: options.store }) })
   await app.register(tokens, { loaded })
   await app.register(authenticate)
+  await app.register(accessLog)
   await app.register(health)
   await app.register(rateLimit, { config })
   await app.register(authRoutes, { loaded })

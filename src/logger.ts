@@ -1,3 +1,4 @@
+import type { Writable } from 'node:stream'
 import type { FastifyServerOptions } from 'fastify'
 
 // What may never appear in a log line: credentials in headers, bodies, URLs
@@ -17,9 +18,11 @@ export function redactUrl (url: string): string {
   return url.includes('?') ? url.replace(SECRET_QUERY, '$1[REDACTED]') : url
 }
 
-export function loggerOptions (level: string, pretty: boolean): NonNullable<FastifyServerOptions['logger']> {
+/** pino options for the gateway; `stream` sends the lines somewhere else than stdout (tests read them). */
+export function loggerOptions (level: string, pretty: boolean, stream?: Writable): NonNullable<FastifyServerOptions['logger']> {
   return {
     level,
+    ...(stream === undefined ? {} : { stream }),
     redact: { paths: REDACT_PATHS, censor: '[REDACTED]' },
     serializers: {
       req (req: { method: string, url: string, ip?: string, socket?: { remoteAddress?: string } }) {
