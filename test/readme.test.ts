@@ -46,4 +46,9 @@ t.test('the README walk-through works as written', async (t) => {
   t.match(out, /204\n401\n/)
   t.match(out, '"code":"TG_CSRF"')
   t.notMatch(logs, /alice-demo-password|bob-demo-password/)
+
+  // "Example browser app": the page the README tells people to open.
+  const app = await fetch(`http://127.0.0.1:${port}/app/`)
+  t.equal(app.status, 200, 'the example browser app is served at /app/')
+  t.match(await app.text(), '<title>tokengate example app</title>')
 })
