@@ -1,7 +1,7 @@
-import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import cookie from '@fastify/cookie'
 import type { LoadedConfig } from './config/load-config.js'
-import { parseDuration } from './duration.js'
+import { httpServerOptions, serverLimits } from './server-limits.js'
 import { requestIdFor } from './request-id.js'
 import type { SessionStore } from './store/session-store.js'
 import type { GatewayMetrics } from './gateway-metrics.js'
@@ -21,6 +21,8 @@ import rateLimit from '../plugins/rate-limit.js'
 
 export interface BuildOptions {
   logger?: FastifyServerOptions['logger']
+  /** A logger the caller owns (one for the process, across hot reloads); wins over `logger`. */
+  loggerInstance?: FastifyBaseLogger
   /** A store the caller owns (tests, several gateways on one store); otherwise opened from config. */
   store?: SessionStore
   /** A metrics registry the caller owns (hot reload keeps one across gateways); otherwise a fresh one. */
@@ -38,19 +40,18 @@ function trustProxyOption (value: LoadedConfig['config']['server']['trustProxy']
  */
 export async function buildGateway (loaded: LoadedConfig, options: BuildOptions = {}): Promise<FastifyInstance> {
   const { config } = loaded
+  const limits = serverLimits(config.server)
   const app = Fastify({
-    logger: options.logger ?? false,
+    ...(options.loggerInstance === undefined ? { logger: options.logger ?? false } : { loggerInstance: options.loggerInstance }),
     trustProxy: trustProxyOption(config.server.trustProxy),
     bodyLimit: config.server.bodyLimit,
     genReqId: requestIdFor,
     // plugins/access-log.ts writes one line per request instead of Fastify's two
     logController: new LogController({ disableRequestLogging: true }),
     requestIdHeader: false,
-    requestTimeout: parseDuration(config.server.requestTimeout),
-    keepAliveTimeout: parseDuration(config.server.keepAliveTimeout),
-    // Node checks request and header timeouts on this interval (30 s by
-    // default), so a slow client could outlive requestTimeout by that much.
-    http: { maxHeaderSize: config.server.maxHeaderSize, connectionsCheckingInterval: 1000 },
+    requestTimeout: limits.requestTimeout,
+    keepAliveTimeout: limits.keepAliveTimeout,
+    http: httpServerOptions(limits),
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     onProtoPoisoning: 'error',

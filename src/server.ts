@@ -1,13 +1,29 @@
 import type { Server } from 'node:http'
 import closeWithGrace from 'close-with-grace'
+import { pino } from 'pino'
+import { collectDefaultMetrics } from 'prom-client'
+import { isDeepStrictEqual } from 'node:util'
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import { buildGateway } from './build-gateway.js'
-import { loadConfig } from './config/load-config.js'
+import { loadConfig, type LoadedConfig } from './config/load-config.js'
+import { ConfigError, formatIssue } from './config/yaml-source.js'
 import { listenEchoUpstream } from './demo-upstream.js'
 import { parseDuration } from './duration.js'
+import { GatewayHost } from './gateway-host.js'
+import { GatewayMetrics, METRIC_PREFIX } from './gateway-metrics.js'
 import { loggerOptions } from './logger.js'
+import { serverLimits } from './server-limits.js'
+import type { SessionStore } from './store/session-store.js'
+import { openStore } from '../plugins/store.js'
 
-// The only file that owns the process: it listens, and it shuts down cleanly
-// on SIGTERM/SIGINT, letting in-flight requests finish within the grace.
+// The only file that owns the process: it listens, reloads the config on
+// SIGHUP, and shuts down cleanly on SIGTERM/SIGINT, letting in-flight
+// requests finish within the grace.
+//
+// What lives as long as the process, across reloads: the listening server
+// (src/gateway-host.ts), the logger, the metrics registry and the session
+// store (a memory store holds every session, so it must survive a reload;
+// a Redis store is reopened only when the redis section changed).
 
 function prettyAvailable (): boolean {
   try {
@@ -18,26 +34,114 @@ function prettyAvailable (): boolean {
   }
 }
 
+/** Keys a reload cannot change on a running server. */
+function restartOnlyChanges (before: LoadedConfig['config'], after: LoadedConfig['config']): string[] {
+  const changed: string[] = []
+  if (before.server.host !== after.server.host) changed.push('server.host')
+  if (before.server.port !== after.server.port) changed.push('server.port')
+  if (before.server.maxHeaderSize !== after.server.maxHeaderSize) changed.push('server.maxHeaderSize')
+  if (!isDeepStrictEqual(before.demo, after.demo)) changed.push('demo')
+  return changed
+}
+
 export async function startGateway (configFile: string): Promise<void> {
-  const loaded = loadConfig(configFile)
+  let loaded = loadConfig(configFile)
   const { config } = loaded
   const pretty = process.stdout.isTTY === true && prettyAvailable()
-  const app = await buildGateway(loaded, { logger: loggerOptions(process.env.LOG_LEVEL ?? 'info', pretty) })
+  const log: FastifyBaseLogger = pino(loggerOptions(process.env.LOG_LEVEL ?? 'info', pretty) as pino.LoggerOptions)
+  const metrics = new GatewayMetrics()
+  collectDefaultMetrics({ register: metrics.registry, prefix: METRIC_PREFIX })
+  let store: SessionStore = openStore(config, log, metrics)
+
+  const build = (from: LoadedConfig, sessions: SessionStore): Promise<FastifyInstance> => buildGateway(from, { loggerInstance: log, store: sessions, metrics })
+  const first = await build(loaded, store)
+  const host = new GatewayHost(first, serverLimits(config.server))
 
   let demo: Server | undefined
   const echo = config.demo?.echoUpstream
   if (echo?.enabled === true) {
     demo = await listenEchoUpstream(echo.host, echo.port)
-    app.log.info({ address: `http://${echo.host}:${echo.port}` }, 'demo echo upstream listening')
+    log.info({ address: `http://${echo.host}:${echo.port}` }, 'demo echo upstream listening')
   }
 
-  closeWithGrace({ delay: parseDuration(config.server.shutdownGrace) }, async ({ signal, err }) => {
-    if (err !== undefined) app.log.error({ err }, 'shutting down after an error')
-    else app.log.info({ signal }, 'shutting down')
-    await app.close()
+  let shuttingDown = false
+  let reloading: Promise<void> | null = null
+  let reloadAgain = false
+
+  const reload = async (): Promise<void> => {
+    let next: LoadedConfig
+    try {
+      next = loadConfig(configFile)
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err
+      const problems = err.issues.map(formatIssue)
+      log.error({ file: configFile, problems }, `reload refused: ${problems.length} problem(s) in the configuration; the running configuration stays`)
+      console.error(`reload refused: ${problems.length} problem(s) in the configuration`)
+      for (const problem of problems) console.error(problem)
+      return
+    }
+    const ignored = restartOnlyChanges(loaded.config, next.config)
+    if (ignored.length > 0) log.warn({ keys: ignored }, 'reload: these keys only change on a restart and keep their running values')
+
+    const sameStore = isDeepStrictEqual(loaded.config.redis, next.config.redis)
+    const nextStore = sameStore ? store : openStore(next.config, log, metrics)
+    let app: FastifyInstance
+    try {
+      app = await build(next, nextStore)
+      await app.ready()
+    } catch (err) {
+      log.error({ err }, 'reload failed while starting the new configuration; the running configuration stays')
+      if (!sameStore) await nextStore.close()
+      return
+    }
+    const previousStore = store
+    store = nextStore
+    loaded = next
+    host.applyLimits(serverLimits(next.config.server))
+    log.info({ file: configFile, routes: next.config.routes.map((r) => r.prefix) }, 'configuration reloaded')
+    const graceMs = parseDuration(next.config.server.shutdownGrace)
+    // The old gateway finishes its requests in the background; another reload need not wait for it.
+    void host.swap(app, graceMs).then(async (drained) => {
+      if (!drained) log.warn({ graceMs }, 'reload: requests of the previous configuration outlived the grace and were cut')
+      if (!sameStore) await previousStore.close()
+    }).catch((err: unknown) => { log.error({ err }, 'reload: closing the previous configuration failed') })
+  }
+
+  const startReload = (): void => {
+    log.info({ file: configFile }, 'SIGHUP: reloading the configuration')
+    reloading = reload()
+      .catch((err: unknown) => { log.error({ err }, 'reload failed; the running configuration stays') })
+      .finally(() => {
+        reloading = null
+        // A SIGHUP during a reload may come from a file written after this one read it.
+        if (reloadAgain && !shuttingDown) {
+          reloadAgain = false
+          startReload()
+        }
+      })
+  }
+  process.on('SIGHUP', () => {
+    if (shuttingDown) return
+    if (reloading !== null) reloadAgain = true
+    else startReload()
+  })
+
+  const shutdownGraceMs = parseDuration(config.server.shutdownGrace)
+  // SIGHUP is a reload here, not one of close-with-grace's shutdown signals.
+  closeWithGrace({ delay: shutdownGraceMs, skip: ['SIGHUP'] }, async ({ signal, err }) => {
+    shuttingDown = true
+    if (err !== undefined) log.error({ err }, 'shutting down after an error')
+    else log.info({ signal }, 'shutting down')
+    if (reloading !== null) await reloading
+    // close-with-grace exits 1 at the grace; stop waiting for requests a little before, to close cleanly.
+    await host.close(Math.floor(shutdownGraceMs * 0.9))
+    await store.close()
     demo?.close()
   })
 
-  await app.ready()
-  await app.listen({ host: config.server.host, port: config.server.port })
+  await first.ready()
+  await host.listen(config.server.host, config.server.port)
+  const address = host.server.address()
+  const port = address !== null && typeof address === 'object' ? address.port : config.server.port
+  log.info(`Server listening at http://${config.server.host}:${port}`)
 }

@@ -1,5 +1,6 @@
 import { isIP } from 'node:net'
 import { dirname, resolve } from 'node:path'
+import { parseDuration } from '../duration.js'
 import { GatewayConfigSchema, type GatewayConfig } from './schema.js'
 import { ConfigError, YamlSource, type ConfigIssue } from './yaml-source.js'
 import { loadTokenKeys, type TokenKeys } from '../token-keys.js'
@@ -33,6 +34,7 @@ export function checkConfig (file: string, env: NodeJS.ProcessEnv = process.env)
 
   const baseDir = dirname(resolve(file))
   checkRoutes(config, source)
+  checkServer(config, source)
   config.metrics.allow?.forEach((entry, i) => {
     if (parseCidr(entry) === null) source.report(['metrics', 'allow', i], 'must be an IPv4 or IPv6 address or CIDR such as 10.0.0.0/8')
   })
@@ -46,6 +48,14 @@ export function checkConfig (file: string, env: NodeJS.ProcessEnv = process.env)
   if (issues.length > 0 || keys === null || users === null) return { loaded: null, issues }
   config.auth.users.file = usersFile
   return { loaded: { file, config, keys, users }, issues: [] }
+}
+
+function checkServer (config: GatewayConfig, source: YamlSource): void {
+  const { headersTimeout, requestTimeout } = config.server
+  if (headersTimeout === undefined) return
+  const request = parseDuration(requestTimeout)
+  // Node refuses a server whose headers may take longer than the whole request.
+  if (request > 0 && parseDuration(headersTimeout) > request) source.report(['server', 'headersTimeout'], `must not be longer than server.requestTimeout (${requestTimeout})`)
 }
 
 function checkRoutes (config: GatewayConfig, source: YamlSource): void {

@@ -35,6 +35,7 @@ export const ServerSchema = Type.Object({
   bodyLimit: Type.Integer({ minimum: 1, default: 65536, description: 'bytes, for the gateway\'s own endpoints' }),
   maxHeaderSize: Type.Integer({ minimum: 1024, default: 16384, description: 'bytes, all request headers together' }),
   requestTimeout: Duration('whole request, from the client', '60s'),
+  headersTimeout: Type.Optional(Duration('receiving the request headers; at most requestTimeout; default 30s or requestTimeout if shorter')),
   keepAliveTimeout: Duration('idle keep-alive connections', '72s'),
   shutdownGrace: Duration('how long in-flight requests may finish on SIGTERM', '10s')
 }, { ...Strict, default: {} })
