@@ -1,7 +1,8 @@
 import { generateKeyPairSync } from 'node:crypto'
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { checkConfig } from './config/load-config.js'
+import { configReferenceTable, withConfigReference } from './config/config-reference.js'
 import { editorJsonSchema } from './config/schema.js'
 import { ConfigError, formatIssue } from './config/yaml-source.js'
 import { hashPassword, MAX_PASSWORD_BYTES } from './password.js'
@@ -13,7 +14,8 @@ const USAGE = `usage:
   gateway hash-password            read a password on stdin, print its argon2id hash
   gateway keygen ALG FILE [--if-missing]
                                    write a new private key (RS256, ES256 or EdDSA) as PEM
-  gateway schema                   print the config's JSON Schema`
+  gateway schema                   print the config's JSON Schema
+  gateway config-reference [FILE]  print the key-by-key config reference, or rewrite its block in FILE (README.md)`
 
 async function readStdin (): Promise<string> {
   const chunks: Buffer[] = []
@@ -68,6 +70,14 @@ export async function main (argv: string[]): Promise<number> {
     case 'schema':
       console.log(JSON.stringify(editorJsonSchema(), null, 2))
       return 0
+    case 'config-reference': {
+      if (rest.length === 0) {
+        console.log(configReferenceTable())
+        return 0
+      }
+      writeFileSync(rest[0], withConfigReference(readFileSync(rest[0], 'utf8')))
+      return 0
+    }
     case '--config': {
       if (rest.length !== 1) break
       try {
