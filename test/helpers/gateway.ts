@@ -74,6 +74,18 @@ export async function startGateway (t: Test, overrides: ConfigOverrides = {}, op
   return { app, loaded }
 }
 
+/** `count` gateways on one loaded config (one key, one store prefix), as instances behind a load balancer. */
+export async function startGateways (t: Test, loaded: LoadedConfig, count: number, options: BuildOptions = {}): Promise<FastifyInstance[]> {
+  const apps: FastifyInstance[] = []
+  for (let i = 0; i < count; i++) {
+    const app = await buildGateway(loaded, options)
+    t.teardown(() => app.close())
+    await app.ready()
+    apps.push(app)
+  }
+  return apps
+}
+
 export async function login (app: FastifyInstance, username: keyof typeof PASSWORDS, extra: Record<string, unknown> = { transport: 'body' }): Promise<{ access_token: string, refresh_token?: string, expires_in: number }> {
   const res = await app.inject({ method: 'POST', url: '/auth/login', payload: { username, password: PASSWORDS[username], ...extra } })
   if (res.statusCode !== 200) throw new Error(`login failed: ${res.statusCode} ${res.body}`)

@@ -2,9 +2,8 @@ import { connect, createServer, type Server, type Socket } from 'node:net'
 import { once } from 'node:events'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import type { Test } from 'tap'
-import { buildGateway } from '../../src/build-gateway.js'
 import type { LoadedConfig } from '../../src/config/load-config.js'
-import { testConfig, type ConfigOverrides } from './gateway.js'
+import { startGateways, testConfig, type ConfigOverrides } from './gateway.js'
 import { sharedPrefix, SHARED_REDIS_URL } from './redis-server.js'
 import { startUpstream, type TestUpstream } from './upstream.js'
 
@@ -62,14 +61,7 @@ export async function startLifecycleInstances (t: Test, count: number, overrides
     auth: { loginRateLimit: { max: 10_000, timeWindow: '1m' } },
     routes: [{ prefix: API, upstream: up.url }]
   }, overrides))
-  const gateways: LifecycleGateway[] = []
-  for (let i = 0; i < count; i++) {
-    const app = await buildGateway(loaded)
-    t.teardown(() => app.close())
-    await app.ready()
-    gateways.push({ app, loaded, up })
-  }
-  return gateways
+  return (await startGateways(t, loaded, count)).map((app) => ({ app, loaded, up }))
 }
 
 /** Runs `body` as two subtests, one per store. */

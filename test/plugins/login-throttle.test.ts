@@ -1,7 +1,6 @@
 import t, { type Test } from 'tap'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
-import { buildGateway } from '../../src/build-gateway.js'
-import { PASSWORDS, testConfig, type ConfigOverrides } from '../helpers/gateway.js'
+import { PASSWORDS, startGateways as startInstances, testConfig, type ConfigOverrides } from '../helpers/gateway.js'
 import { eachStore, mergeConfig, startNetworkLink, waitFor } from '../helpers/lifecycle.js'
 import { SHARED_REDIS_URL, sharedPrefix } from '../helpers/redis-server.js'
 
@@ -13,14 +12,7 @@ import { SHARED_REDIS_URL, sharedPrefix } from '../helpers/redis-server.js'
 
 async function startGateways (t: Test, store: ConfigOverrides, loginRateLimit: ConfigOverrides, overrides: ConfigOverrides = {}, count = 1): Promise<FastifyInstance[]> {
   const loaded = await testConfig(mergeConfig(mergeConfig({ auth: { loginRateLimit } }, store), overrides))
-  const apps: FastifyInstance[] = []
-  for (let i = 0; i < count; i++) {
-    const app = await buildGateway(loaded)
-    t.teardown(() => app.close())
-    await app.ready()
-    apps.push(app)
-  }
-  return apps
+  return startInstances(t, loaded, count)
 }
 
 type User = keyof typeof PASSWORDS

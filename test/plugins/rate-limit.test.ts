@@ -1,7 +1,6 @@
 import t, { type Test } from 'tap'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
-import { buildGateway } from '../../src/build-gateway.js'
-import { login, PASSWORDS, testConfig, type ConfigOverrides } from '../helpers/gateway.js'
+import { login, PASSWORDS, startGateways, testConfig, type ConfigOverrides } from '../helpers/gateway.js'
 import { eachStore, mergeConfig, startNetworkLink, waitFor } from '../helpers/lifecycle.js'
 import { SHARED_REDIS_URL, sharedPrefix } from '../helpers/redis-server.js'
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js'
@@ -31,14 +30,7 @@ async function startLimited (t: Test, store: ConfigOverrides, overrides: ConfigO
     rateLimit: { max: 3, timeWindow: '1m' },
     routes: routes(up.url)
   }, store), overrides))
-  const apps: FastifyInstance[] = []
-  for (let i = 0; i < count; i++) {
-    const app = await buildGateway(loaded)
-    t.teardown(() => app.close())
-    await app.ready()
-    apps.push(app)
-  }
-  return { apps, up }
+  return { apps: await startGateways(t, loaded, count), up }
 }
 
 function get (app: FastifyInstance, url: string, headers: Record<string, string> = {}, remoteAddress?: string): Promise<LightMyRequestResponse> {
