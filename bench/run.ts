@@ -2,7 +2,7 @@ import { fork, spawnSync, type ChildProcess } from 'node:child_process'
 import { generateKeyPairSync, randomUUID } from 'node:crypto'
 import { cpus, tmpdir } from 'node:os'
 import { createServer } from 'node:http'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import autocannon from 'autocannon'
 import Fastify from 'fastify'
@@ -82,6 +82,27 @@ async function load (url: string, tokens: string[] | null): Promise<Sample> {
     errors: result.errors + result.non2xx,
     requests: result.requests.total
   }
+}
+
+const RESULTS_START = '<!-- bench:start (written by npm run bench) -->'
+const RESULTS_END = '<!-- bench:end -->'
+
+/** Replaces the measured block of results.md and keeps the analysis written around it by hand. */
+function writeResults (file: string, text: string): void {
+  let before = ''
+  let after = '\n'
+  try {
+    const old = readFileSync(file, 'utf8')
+    const start = old.indexOf(RESULTS_START)
+    const end = old.indexOf(RESULTS_END)
+    if (start !== -1 && end > start) {
+      before = old.slice(0, start)
+      after = old.slice(end + RESULTS_END.length)
+    }
+  } catch {
+    // first run: nothing to keep
+  }
+  writeFileSync(file, `${before}${RESULTS_START}\n${text}\n${RESULTS_END}${after}`)
 }
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
@@ -180,7 +201,7 @@ async function main (): Promise<void> {
     ]
     const text = lines.join('\n')
     console.log(text)
-    writeFileSync(join(__dirname, '..', '..', 'bench', 'results.md'), text)
+    writeResults(join(__dirname, '..', '..', 'bench', 'results.md'), text)
   } finally {
     for (const child of children) child.kill('SIGTERM')
   }
