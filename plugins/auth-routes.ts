@@ -7,7 +7,7 @@ import type { LoadedConfig } from '../src/config/load-config.js'
 import { parseDuration } from '../src/duration.js'
 import { TokenRejected } from '../src/access-token.js'
 import {
-  ERR_BAD_REQUEST, ERR_CSRF, ERR_INVALID_GRANT, ERR_LOGIN_FAILED, ERR_RATE_LIMITED, ERR_TOKEN_EXPIRED, ERR_TOKEN_INVALID, ERR_TOKEN_MISSING
+  ERR_BAD_REQUEST, ERR_CSRF, ERR_INVALID_GRANT, ERR_LOGIN_FAILED, ERR_RATE_LIMITED, ERR_TOKEN_INVALID, ERR_TOKEN_MISSING
 } from '../src/errors.js'
 import { dummyPasswordHash, MAX_PASSWORD_BYTES, verifyPassword } from '../src/password.js'
 import { refreshCookie } from '../src/refresh-cookie.js'
@@ -15,7 +15,7 @@ import { generateRefreshToken, hashRefreshToken, isWellFormedRefreshToken, openS
 import { Revoker } from '../src/revoker.js'
 import type { SessionInfo } from '../src/store/session-store.js'
 import type { UserRecord } from '../src/users-file.js'
-import { bearerToken } from './authenticate.js'
+import { bearerToken, rejectionError } from './authenticate.js'
 import { clientAddress } from './rate-limit.js'
 
 // The token lifecycle a client follows: log in, refresh (rotating the refresh
@@ -81,11 +81,9 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
   const graceMs = parseDuration(config.tokens.reuseGrace)
   const accessTtlMs = parseDuration(config.tokens.accessTtl)
   const allowedOrigins = new Set([...config.auth.allowedOrigins, ...(config.server.publicUrl === undefined ? [] : [new URL(config.server.publicUrl).origin])])
-  const clockSkewMs = parseDuration(config.tokens.clockSkew)
-  // An access token verifies until exp + clockSkew: a session revoked for
-  // reuse must stay on the denylist that long, not just accessTtl.
-  const denyHorizonMs = accessTtlMs + clockSkewMs
-  const revoker = new Revoker(fastify.store, fastify.denylist, accessTtlMs, clockSkewMs)
+  const revoker = new Revoker(fastify.store, fastify.denylist, accessTtlMs, parseDuration(config.tokens.clockSkew))
+  // A session revoked for reuse stays on the denylist as long as any other revocation.
+  const denyHorizonMs = revoker.horizonMs
   fastify.decorate('revoker', revoker)
 
   const issueTokens = (reply: FastifyReply, user: UserRecord, sid: string, refreshToken: string, transport: 'cookie' | 'body', sessionExpiresAt: number): Static<typeof TokenResponse> => {
@@ -256,7 +254,7 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
         sids.add(fastify.accessTokens.verify(bearer).sid)
       } catch (err) {
         // An expired or foreign access token ends nothing; the refresh token may.
-        bearerRefused = err instanceof TokenRejected && err.reason === 'expired' ? new ERR_TOKEN_EXPIRED() : new ERR_TOKEN_INVALID()
+        bearerRefused = err instanceof TokenRejected ? rejectionError(err) : new ERR_TOKEN_INVALID()
       }
     }
     // With only a bearer token that does not verify, no session can be named:

@@ -35,6 +35,11 @@ export function bearerToken (request: FastifyRequest): string | null | undefined
   return match === null ? null : match[1]
 }
 
+/** The error a client sees for a refused access token: expired ones are told apart, so clients know to refresh. */
+export function rejectionError (rejection: TokenRejected): Error {
+  return rejection.reason === 'expired' ? new ERR_TOKEN_EXPIRED() : new ERR_TOKEN_INVALID()
+}
+
 async function authenticatePlugin (fastify: FastifyInstance): Promise<void> {
   fastify.decorateRequest('identity', null)
 
@@ -64,9 +69,8 @@ async function authenticatePlugin (fastify: FastifyInstance): Promise<void> {
       } catch (err) {
         if (err instanceof TokenRejected) {
           request.log.info({ reason: err.reason, detail: err.message }, 'access token rejected')
-          const expired = err.reason === 'expired'
-          metrics.auth(expired ? 'expired_token' : 'invalid_token')
-          throw expired ? new ERR_TOKEN_EXPIRED() : new ERR_TOKEN_INVALID()
+          metrics.auth(err.reason === 'expired' ? 'expired_token' : 'invalid_token')
+          throw rejectionError(err)
         }
         throw err
       }

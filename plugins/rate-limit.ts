@@ -6,7 +6,7 @@ import type { GatewayConfig, RateLimitConfig, RouteConfig } from '../src/config/
 import { parseDuration } from '../src/duration.js'
 import { ERR_RATE_LIMITED, ERR_STORE_UNAVAILABLE } from '../src/errors.js'
 import { MemoryLoginThrottle, RedisLoginThrottle, type LoginThrottle } from '../src/login-throttle.js'
-import { fastFailClientOptions, whenReady } from '../src/store/redis-store.js'
+import { closeClient, fastFailClientOptions, watchOutages, whenReady } from '../src/store/redis-store.js'
 import type { RouteSeries } from '../src/gateway-metrics.js'
 
 // Rate limits of proxied routes and the login throttle. Counters live in
@@ -143,30 +143,14 @@ async function rateLimitPlugin (fastify: FastifyInstance, { config }: RateLimitP
   }
 
   if (redis !== null) {
-    let down = false
-    redis.on('error', (err: Error) => {
-      if (down) return
-      down = true
-      fastify.log.warn({ err }, 'rate-limit Redis connection failed; retrying in the background')
-    })
-    redis.on('ready', () => { down = false })
+    watchOutages(redis, (err) => fastify.log.warn({ err }, 'rate-limit Redis connection failed; retrying in the background'))
     fastify.addHook('onReady', async () => {
       // Not fatal: routes follow onStoreError and login answers 503 until Redis answers.
       await whenReady(redis, connectTimeoutMs).catch((err: unknown) => {
         fastify.log.error({ err }, 'rate-limit Redis not reachable at start')
       })
     })
-    fastify.addHook('onClose', async () => {
-      if (redis.status === 'ready') {
-        try {
-          await redis.quit()
-          return
-        } catch {
-          // a Redis that cannot say goodbye is simply dropped
-        }
-      }
-      redis.disconnect()
-    })
+    fastify.addHook('onClose', () => closeClient(redis))
   }
 }
 

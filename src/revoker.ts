@@ -7,7 +7,8 @@ import type { DenyEntry, SessionInfo, SessionStore } from './store/session-store
 export class Revoker {
   private readonly store: SessionStore
   private readonly mirror: DenylistMirror
-  private readonly horizonMs: number
+  /** How long a denylist entry must live: an access token verifies until exp + clock skew. */
+  readonly horizonMs: number
 
   constructor (store: SessionStore, mirror: DenylistMirror, accessTtlMs: number, clockSkewMs: number) {
     this.store = store

@@ -367,30 +367,17 @@ export class RedisStore implements SessionStore {
     this.#listeners.clear()
     this.#feed = 'idle'
     this.#subscriber?.disconnect()
-    if (this.#redis.status === 'ready') {
-      try {
-        await this.#redis.quit()
-        return
-      } catch {
-        // fall through: a Redis that cannot say goodbye is simply dropped
-      }
-    }
-    this.#redis.disconnect()
+    await closeClient(this.#redis)
   }
 
   #clientOptions (): RedisOptions {
     return fastFailClientOptions(this.#opts.connectTimeoutMs, this.#opts.commandTimeoutMs)
   }
 
-  /** Logs each outage once, not every reconnect attempt; without an 'error' listener ioredis would crash the process. */
   #watch (client: Redis, name: string): void {
-    let down = false
-    client.on('error', (err: Error) => {
-      if (down || this.#closed) return
-      down = true
-      this.#opts.log?.warn({ err, client: name }, `${name} connection failed; retrying in the background`)
+    watchOutages(client, (err) => {
+      if (!this.#closed) this.#opts.log?.warn({ err, client: name }, `${name} connection failed; retrying in the background`)
     })
-    client.on('ready', () => { down = false })
   }
 
   async #run<T> (what: string, command: (r: ScriptedRedis) => Promise<T>): Promise<T> {
@@ -482,6 +469,33 @@ export function fastFailClientOptions (connectTimeoutMs: number, commandTimeoutM
     autoResendUnfulfilledCommands: false,
     retryStrategy: (attempt) => Math.min(RECONNECT_BASE_MS * 2 ** Math.min(attempt, 10), RECONNECT_MAX_MS)
   }
+}
+
+/**
+ * Calls `onDown` once per outage, not at every reconnect attempt. The 'error'
+ * listener is also what keeps ioredis from crashing the process.
+ */
+export function watchOutages (client: Redis, onDown: (err: Error) => void): void {
+  let down = false
+  client.on('error', (err: Error) => {
+    if (down) return
+    down = true
+    onDown(err)
+  })
+  client.on('ready', () => { down = false })
+}
+
+/** Says goodbye to a Redis that answers; one that cannot is simply dropped. */
+export async function closeClient (client: Redis): Promise<void> {
+  if (client.status === 'ready') {
+    try {
+      await client.quit()
+      return
+    } catch {
+      // fall through to disconnect
+    }
+  }
+  client.disconnect()
 }
 
 /** Resolves once `client` is connected, rejects after `timeoutMs` or when it gives up. */

@@ -44,7 +44,10 @@ export interface RotateInput {
   now: number
   graceMs: number
   idleTimeoutMs: number
-  /** how long an access token lives: a session revoked for reuse stays on the denylist this long */
+  /**
+   * How long a session revoked for reuse stays on the denylist: as long as
+   * its newest access token can verify (accessTtl + clock skew).
+   */
   accessTtlMs: number
 }
 
