@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
+import { UNMATCHED_ROUTE } from '../src/gateway-metrics.js'
 import { redactUrl } from '../src/logger.js'
 
 // One access line per request, written when the answer is done: what ops
@@ -17,7 +18,7 @@ async function accessLogPlugin (fastify: FastifyInstance): Promise<void> {
   fastify.addHook('onResponse', function accessLog (request, reply, done) {
     const config = request.routeOptions.config
     request.log.info({
-      route: config.routePrefix ?? config.url ?? '(unmatched)',
+      route: config.routePrefix ?? config.url ?? UNMATCHED_ROUTE,
       method: request.method,
       url: redactUrl(request.url.slice(0, MAX_LOGGED_URL)),
       status: reply.statusCode,
