@@ -1,87 +1,44 @@
-import { fork, spawnSync, type ChildProcess } from 'node:child_process'
-import { generateKeyPairSync, randomUUID } from 'node:crypto'
+import { generateKeyPairSync, randomBytes, randomUUID } from 'node:crypto'
 import { cpus, tmpdir } from 'node:os'
-import { createServer } from 'node:http'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import autocannon from 'autocannon'
-import Fastify from 'fastify'
-import httpProxy from '@fastify/http-proxy'
 import { Redis } from 'ioredis'
 import { stringify } from 'yaml'
 import { AccessTokens } from '../src/access-token.js'
-import { buildGateway } from '../src/build-gateway.js'
 import { loadConfig } from '../src/config/load-config.js'
 import { hashPassword } from '../src/password.js'
+import { hasCommand, runAutocannon, runWrk, TASKSET, WRK, writeWrkScript, type LoadOptions, type Sample } from './load.js'
+import { memoryPhase, type MemoryPhase } from './memory.js'
+import { cpuSeconds, serveRole, startNginx, startRole, type Role, type Server } from './servers.js'
 
 // `npm run bench`: the gateway's cost over the bare proxy, measured side by
-// side in one run. Each server runs in its own process; load comes from
-// autocannon in this one. Runs alternate (bare, gateway, bare, gateway …)
-// and medians are reported, because these machines are shared and noisy.
+// side in one run. Every server runs in its own process; on a machine with
+// two or more cores (and taskset) the server under test has the last core to
+// itself and the upstream and load generator share the others, so the CPU a
+// server spends per request can be read from /proc without the load generator
+// in it. Runs cycle through the targets round after round and medians are
+// reported, because these machines are shared and noisy.
 
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5)
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
+/** distinct callers in each memory phase; 0 skips the phases */
+const MEMORY_CALLERS = Number(process.env.BENCH_MEMORY_CALLERS ?? 100_000)
 const TOKENS = 1000
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379'
-
-type Role = 'upstream' | 'bare' | 'gateway'
-
-async function serve (role: Role, port: number, upstream: string, configFile: string): Promise<void> {
-  if (role === 'upstream') {
-    const body = '{"ok":true}'
-    createServer((_req, res) => {
-      res.writeHead(200, { 'content-type': 'application/json', 'content-length': body.length })
-      res.end(body)
-    }).listen(port, '127.0.0.1', () => process.send?.('ready'))
-    return
-  }
-  if (role === 'bare') {
-    const app = Fastify()
-    await app.register(httpProxy, { upstream, prefix: '/api' })
-    await app.listen({ port, host: '127.0.0.1' })
-    process.send?.('ready')
-    return
-  }
-  const app = await buildGateway(loadConfig(configFile, {}))
-  await app.listen({ port, host: '127.0.0.1' })
-  process.send?.('ready')
-}
-
-// BENCH_PROFILE=DIR writes a V8 CPU profile of the first gateway (in-process store) into DIR.
+/** BENCH_PROFILE=DIR writes a V8 CPU profile of the in-process-store gateway into DIR. */
 const PROFILE_DIR = process.env.BENCH_PROFILE
-let profiled = false
 
-function start (role: Role, port: number, upstream = '', configFile = ''): Promise<ChildProcess> {
-  const profile = PROFILE_DIR !== undefined && role === 'gateway' && !profiled
-  if (profile) profiled = true
-  const execArgv = profile ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`] : []
-  const child = fork(__filename, ['--role', role, String(port), upstream, configFile], { stdio: 'inherit', execArgv })
-  return new Promise((resolve, reject) => {
-    child.once('message', () => resolve(child))
-    child.once('exit', (code) => reject(new Error(`${role} exited with ${String(code)}`)))
-  })
-}
+const CORES = cpus().length
+const SERVER_CPU = CORES >= 2 && TASKSET ? String(CORES - 1) : ''
+const LOAD_CPUS = CORES >= 2 && TASKSET ? (CORES === 2 ? '0' : `0-${CORES - 2}`) : ''
 
-interface Sample { rps: number, p50: number, p99: number, errors: number, requests: number }
-
-async function load (url: string, tokens: string[] | null): Promise<Sample> {
-  let i = 0
-  const result = await autocannon({
-    url,
-    connections: CONNECTIONS,
-    duration: SECONDS,
-    requests: tokens === null
-      ? undefined
-      : [{ setupRequest: (req) => ({ ...req, headers: { ...req.headers, authorization: `Bearer ${tokens[i++ % tokens.length]}` } }) }]
-  })
-  return {
-    rps: result.requests.average,
-    p50: result.latency.p50,
-    p99: result.latency.p99,
-    errors: result.errors + result.non2xx,
-    requests: result.requests.total
-  }
+interface Target {
+  key: string
+  label: string
+  server: Server
+  /** Redis-store gateways: Redis commands per request are counted */
+  redis: boolean
 }
 
 const RESULTS_START = '<!-- bench:start (written by npm run bench) -->'
@@ -112,6 +69,7 @@ function summary (samples: Sample[]): Sample {
     rps: median(samples.map((s) => s.rps)),
     p50: median(samples.map((s) => s.p50)),
     p99: median(samples.map((s) => s.p99)),
+    cpuUs: median(samples.map((s) => s.cpuUs)),
     errors: samples.reduce((n, s) => n + s.errors, 0),
     requests: samples.reduce((n, s) => n + s.requests, 0)
   }
@@ -124,93 +82,168 @@ async function redisCalls (redis: Redis): Promise<number> {
   return total
 }
 
+const ms = (value: number): string => value.toFixed(2)
+
 async function main (): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'tokengate-bench-'))
   const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256', privateKeyEncoding: { format: 'pem', type: 'pkcs8' }, publicKeyEncoding: { format: 'pem', type: 'spki' } })
   writeFileSync(join(dir, 'key.pem'), privateKey)
   writeFileSync(join(dir, 'users.yaml'), stringify({ users: [{ id: 'u-1', username: 'bench', passwordHash: await hashPassword('bench-password') }] }))
-  const [upPort, barePort, gwPort, gwRedisPort] = [18_501, 18_502, 18_503, 18_504]
-  const upstream = `http://127.0.0.1:${upPort}`
-  const route = { prefix: '/api', upstream, auth: 'required', scopes: ['bench:read'] }
+  const ports = { upstream: 18_501, bare: 18_502, nginx: 18_509 }
+  const upstream = `http://127.0.0.1:${ports.upstream}`
+  const route = { prefix: '/api', upstream, auth: 'required', scopes: ['bench:read'], rateLimit: false }
+  // A budget no run can spend: the cost of counting is measured, not of refusing.
+  const limited = { ...route, rateLimit: { max: 100_000_000, timeWindow: '1m' } }
   const base = {
-    server: { port: gwPort },
     tokens: { algorithm: 'ES256', keys: [{ kid: 'b1', privateKey: './key.pem' }], accessTtl: '1h' },
-    auth: { users: { file: './users.yaml' } },
-    routes: [route]
+    auth: { users: { file: './users.yaml' } }
   }
-  const memoryConfig = join(dir, 'memory.yaml')
-  const redisConfig = join(dir, 'redis.yaml')
-  const prefix = `tgbench:${randomUUID()}:`
-  writeFileSync(memoryConfig, stringify(base))
-  writeFileSync(redisConfig, stringify({ ...base, redis: { url: REDIS_URL, keyPrefix: prefix } }))
+  const redis = { redis: { url: REDIS_URL, keyPrefix: `tgbench:${randomUUID()}:` } }
+  const configs: Record<string, object> = {
+    gateway: { ...base, routes: [route] },
+    gatewayRedis: { ...base, ...redis, routes: [route] },
+    gatewayLimited: { ...base, routes: [limited] },
+    gatewayRedisLimited: { ...base, ...redis, routes: [limited] },
+    // many client addresses arrive through X-Forwarded-For from a trusted hop
+    gatewayMemory: { ...base, server: { trustProxy: true }, routes: [limited] }
+  }
+  const files: Record<string, string> = {}
+  for (const [name, config] of Object.entries(configs)) {
+    files[name] = join(dir, `${name}.yaml`)
+    writeFileSync(files[name], stringify(config))
+  }
 
   // Many distinct users' tokens in rotation, as real traffic has.
-  const signer = new AccessTokens(loadConfig(memoryConfig, {}).keys, { issuer: 'tokengate', audience: 'api', accessTtlMs: 3_600_000, clockSkewMs: 0 })
-  const tokens = Array.from({ length: TOKENS }, (_, n) => signer.issue({ sub: `u-${n}`, sid: `s-${n}`, username: `user${n}`, roles: ['user'], scopes: ['bench:read'] }).token)
+  const signer = new AccessTokens(loadConfig(files.gateway, {}).keys, { issuer: 'tokengate', audience: 'api', accessTtlMs: 3_600_000, clockSkewMs: 0 })
+  const issue = (n: number): string => signer.issue({ sub: `u-${n}`, sid: `s-${n}`, username: `user${n}`, roles: ['user'], scopes: ['bench:read'] }).token
+  const tokens = Array.from({ length: TOKENS }, (_, n) => issue(n))
+  const script = writeWrkScript(dir, tokens)
 
-  const children = [
-    await start('upstream', upPort),
-    await start('bare', barePort, upstream),
-    await start('gateway', gwPort, '', memoryConfig),
-    await start('gateway', gwRedisPort, '', redisConfig)
-  ]
+  const self = __filename
+  const up = await startRole(self, 'upstream', ports.upstream, '', LOAD_CPUS)
+  const servers: Server[] = [up]
+  const targets: Target[] = []
+  const add = async (key: string, label: string, start: Promise<Server>, isRedis = false): Promise<void> => {
+    const server = await start
+    servers.push(server)
+    targets.push({ key, label, server, redis: isRedis })
+  }
+  let port = 18_510
   try {
+    targets.push({ key: 'direct', label: 'upstream direct', server: up, redis: false })
+    await add('bare', 'bare proxy (fastify + @fastify/http-proxy)', startRole(self, 'bare', ports.bare, upstream, SERVER_CPU))
+    const profile = PROFILE_DIR === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`]
+    await add('gateway', 'gateway, in-process store', startRole(self, 'gateway', port++, files.gateway, SERVER_CPU, profile))
+    await add('gatewayRedis', 'gateway, Redis store', startRole(self, 'gateway', port++, files.gatewayRedis, SERVER_CPU), true)
+    await add('gatewayLimited', 'gateway, in-process store, rate limit on', startRole(self, 'gateway', port++, files.gatewayLimited, SERVER_CPU))
+    await add('gatewayRedisLimited', 'gateway, Redis store, rate limit on', startRole(self, 'gateway', port++, files.gatewayRedisLimited, SERVER_CPU), true)
+    if (hasCommand('nginx')) await add('nginx', 'nginx 1 worker (for context)', startNginx(dir, ports.nginx, ports.upstream, SERVER_CPU))
+
+    const options: LoadOptions = { connections: CONNECTIONS, seconds: SECONDS, cpus: LOAD_CPUS }
     const path = '/api/x'
-    // warm-up: JIT, connection pools, the verified-token cache
-    await load(`${upstream}${path}`, null)
-    await load(`http://127.0.0.1:${barePort}${path}`, null)
-    await load(`http://127.0.0.1:${gwPort}${path}`, tokens)
-
-    const runs: Record<string, Sample[]> = { direct: [], bare: [], gateway: [], gatewayRedis: [] }
-    const redis = new Redis(REDIS_URL)
-    let redisCallsTotal = 0
-    for (let round = 0; round < ROUNDS; round++) {
-      runs.direct.push(await load(`${upstream}${path}`, null))
-      runs.bare.push(await load(`http://127.0.0.1:${barePort}${path}`, null))
-      runs.gateway.push(await load(`http://127.0.0.1:${gwPort}${path}`, tokens))
-      const before = await redisCalls(redis)
-      const sample = await load(`http://127.0.0.1:${gwRedisPort}${path}`, tokens)
-      // INFO itself is one call; the rest were made by the gateway during the run.
-      redisCallsTotal += (await redisCalls(redis)) - before - 1
-      runs.gatewayRedis.push(sample)
+    const measure = async (target: Target, seconds = SECONDS): Promise<Sample> => {
+      const pid = target.server.child.pid
+      const cpuBefore = cpuSeconds(pid)
+      const result = WRK
+        ? await runWrk(`${target.server.url}${path}`, script, { ...options, seconds })
+        : await runAutocannon(`${target.server.url}${path}`, tokens, { ...options, seconds })
+      return { ...result, cpuUs: (cpuSeconds(pid) - cpuBefore) * 1e6 / Math.max(1, result.requests) }
     }
-    redis.disconnect()
 
-    const s = Object.fromEntries(Object.entries(runs).map(([k, v]) => [k, summary(v)])) as Record<string, Sample>
-    const gatewayRequests = runs.gatewayRedis.reduce((n, x) => n + x.requests, 0)
-    const nginx = spawnSync('sh', ['-c', 'command -v nginx'], { encoding: 'utf8' }).stdout.trim()
+    // warm-up: JIT, connection pools, the verified-token cache
+    for (const target of targets) await measure(target, 2)
+
+    const runs = new Map<string, Sample[]>(targets.map((t) => [t.key, []]))
+    const redisClient = new Redis(REDIS_URL)
+    const redisPerRequest = new Map<string, number[]>()
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const target of targets) {
+        const before = target.redis ? await redisCalls(redisClient) : 0
+        const sample = await measure(target)
+        if (target.redis) {
+          // INFO itself is one call; the rest were made during the run.
+          const calls = (await redisCalls(redisClient)) - before - 1
+          redisPerRequest.set(target.key, [...(redisPerRequest.get(target.key) ?? []), calls / Math.max(1, sample.requests)])
+        }
+        runs.get(target.key)?.push(sample)
+      }
+    }
+    redisClient.disconnect()
+
+    const s = new Map([...runs].map(([k, v]) => [k, summary(v)]))
+    const bare = s.get('bare') as Sample
+
+    let memory: MemoryPhase[] = []
+    if (MEMORY_CALLERS > 0) {
+      const server = await startRole(self, 'gateway', port++, files.gatewayMemory, SERVER_CPU)
+      servers.push(server)
+      const valid = tokens[0]
+      const signed = valid.slice(0, valid.lastIndexOf('.') + 1)
+      const signatureLength = valid.length - signed.length
+      memory = [
+        await memoryPhase('distinct invalid tokens (bad signatures)', server, path, MEMORY_CALLERS,
+          () => ({ authorization: `Bearer ${signed}${randomBytes(signatureLength).toString('base64url').slice(0, signatureLength)}` })),
+        await memoryPhase('distinct valid tokens', server, path, MEMORY_CALLERS,
+          (n) => ({ authorization: `Bearer ${issue(TOKENS + n)}` })),
+        await memoryPhase('distinct client addresses (no token)', server, path, MEMORY_CALLERS,
+          (n) => ({ 'x-forwarded-for': `10.${(n >> 16) & 255}.${(n >> 8) & 255}.${n & 255}` }))
+      ]
+    }
+
+    const cpuModel = cpus()[0]?.model.trim() ?? 'unknown CPU'
+    const pinning = SERVER_CPU === ''
+      ? 'No CPU pinning (one core or no taskset): the load generator shares the CPU with what it measures.'
+      : `The server under test runs alone on CPU ${SERVER_CPU}; the upstream and the load generator share CPU ${LOAD_CPUS}.`
     const lines = [
       '# tokengate benchmark',
       '',
-      `Run ${new Date().toISOString()} on ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown CPU'}), Node ${process.version}.`,
-      `autocannon, ${CONNECTIONS} connections, ${SECONDS} s per run, ${ROUNDS} alternating rounds after a warm-up; medians. Every server in its own process; the load generator shares the machine.`,
-      `The gateway route: bearer ES256 JWT, ${TOKENS} distinct users' tokens in rotation, denylist check, one required scope, five identity headers; rate limiting off.`,
+      `Run ${new Date().toISOString()} on ${CORES} cores (${cpuModel}), Node ${process.version}.`,
+      `${WRK ? 'wrk (1 thread)' : 'autocannon (wrk is not installed)'}, ${CONNECTIONS} connections, ${SECONDS} s per run, ${ROUNDS} rounds through every target after a warm-up; medians. ${pinning}`,
+      `Every request: GET /api/x with a bearer ES256 JWT, ${TOKENS} distinct users' tokens in rotation (the same header goes to every target). The gateway route checks the token, the denylist and one required scope, and sends five identity headers upstream.`,
       '',
-      '| target | req/s | p50 ms | p99 ms | errors |',
-      '|---|---:|---:|---:|---:|',
-      ...(['direct', 'bare', 'gateway', 'gatewayRedis'] as const).map((k) => {
-        const label = { direct: 'upstream direct', bare: 'bare proxy (fastify + @fastify/http-proxy)', gateway: 'gateway, in-process store', gatewayRedis: 'gateway, Redis store' }[k]
-        return `| ${label} | ${Math.round(s[k].rps)} | ${s[k].p50} | ${s[k].p99} | ${s[k].errors} |`
+      '| target | req/s | p50 ms | p99 ms | server CPU µs/request | errors |',
+      '|---|---:|---:|---:|---:|---:|',
+      ...targets.map((t) => {
+        const x = s.get(t.key) as Sample
+        return `| ${t.label} | ${Math.round(x.rps)} | ${ms(x.p50)} | ${ms(x.p99)} | ${t.key === 'direct' ? '–' : Math.round(x.cpuUs)} | ${x.errors} |`
       }),
       '',
-      `- gateway / bare proxy req/s: ${(s.gateway.rps / s.bare.rps).toFixed(2)} (in-process store), ${(s.gatewayRedis.rps / s.bare.rps).toFixed(2)} (Redis store)`,
-      `- gateway p99 − bare p99: ${s.gateway.p99 - s.bare.p99} ms (in-process), ${s.gatewayRedis.p99 - s.bare.p99} ms (Redis); autocannon reports whole milliseconds`,
-      `- Redis commands per proxied request (INFO commandstats, Redis-store gateway, other clients of that Redis included): ${(redisCallsTotal / Math.max(1, gatewayRequests)).toFixed(4)}`,
-      `- nginx: ${nginx === '' ? 'not installed, not measured' : 'installed but not yet measured by this script'}`,
+      '| gateway / bare proxy | req/s | p99 difference | CPU per request | Redis commands per request |',
+      '|---|---:|---:|---:|---:|',
+      ...targets.filter((t) => t.key.startsWith('gateway')).map((t) => {
+        const x = s.get(t.key) as Sample
+        const perRequest = redisPerRequest.get(t.key)
+        return `| ${t.label.replace('gateway, ', '')} | ${(x.rps / bare.rps).toFixed(2)} | ${x.p99 - bare.p99 >= 0 ? '+' : ''}${ms(x.p99 - bare.p99)} ms | ${(x.cpuUs / bare.cpuUs).toFixed(2)} | ${perRequest === undefined ? '–' : median(perRequest).toFixed(4)} |`
+      }),
+      '',
+      'Redis commands are counted with INFO commandstats around each run, so other clients of that Redis would count too.',
+      ...(s.has('nginx') ? [] : ['nginx is not installed (`apt-get install nginx`), so it is not measured.']),
       ''
     ]
+    if (memory.length > 0) {
+      lines.push(
+        `## Memory under ${MEMORY_CALLERS} distinct callers`,
+        '',
+        'One gateway (in-process store, rate limit on, trustProxy so X-Forwarded-For names the client); heap used after a full GC, MiB, before each phase and after each quarter of it. The phases run one after another on the same process.',
+        '',
+        '| phase | before | 25 % | 50 % | 75 % | 100 % | answers |',
+        '|---|---:|---:|---:|---:|---:|---|',
+        ...memory.map((m) => `| ${m.name} | ${m.heapMiB.map((h) => h.toFixed(1)).join(' | ')} | ${Object.entries(m.statuses).map(([code, n]) => `${n} × ${code}`).join(', ')} |`),
+        ''
+      )
+    }
     const text = lines.join('\n')
     console.log(text)
     writeResults(join(__dirname, '..', '..', 'bench', 'results.md'), text)
   } finally {
-    for (const child of children) child.kill('SIGTERM')
+    for (const server of servers) server.child.kill('SIGTERM')
   }
 }
 
 if (process.argv[2] === '--role') {
   // A normal exit, so --cpu-prof writes its profile.
   process.on('SIGTERM', () => process.exit(0))
-  void serve(process.argv[3] as Role, Number(process.argv[4]), process.argv[5], process.argv[6])
+  void serveRole(process.argv[3] as Role, Number(process.argv[4]), process.argv[5])
 } else {
   main().catch((err: unknown) => {
     console.error(err)

@@ -31,33 +31,44 @@ export interface ErrorBody {
   message: string
 }
 
+/** What went wrong on the way to an upstream, by the code Node or undici gives it. */
+const UPSTREAM_ERRORS: Record<string, new (options?: { cause: unknown }) => FastifyError> = {
+  ECONNREFUSED: ERR_UPSTREAM_UNAVAILABLE,
+  ENOTFOUND: ERR_UPSTREAM_UNAVAILABLE,
+  EAI_AGAIN: ERR_UPSTREAM_UNAVAILABLE,
+  EHOSTUNREACH: ERR_UPSTREAM_UNAVAILABLE,
+  ENETUNREACH: ERR_UPSTREAM_UNAVAILABLE,
+  UND_ERR_HEADERS_TIMEOUT: ERR_UPSTREAM_TIMEOUT,
+  UND_ERR_BODY_TIMEOUT: ERR_UPSTREAM_TIMEOUT,
+  UND_ERR_CONNECT_TIMEOUT: ERR_UPSTREAM_TIMEOUT,
+  ETIMEDOUT: ERR_UPSTREAM_TIMEOUT,
+  ECONNRESET: ERR_UPSTREAM_BAD_GATEWAY,
+  EPIPE: ERR_UPSTREAM_BAD_GATEWAY,
+  UND_ERR_SOCKET: ERR_UPSTREAM_BAD_GATEWAY,
+  UND_ERR_RES_CONTENT_LENGTH_MISMATCH: ERR_UPSTREAM_BAD_GATEWAY,
+  // an answer Node would not write: a header value or status the upstream got wrong
+  ERR_INVALID_CHAR: ERR_UPSTREAM_BAD_GATEWAY,
+  ERR_HTTP_INVALID_HEADER_VALUE: ERR_UPSTREAM_BAD_GATEWAY,
+  ERR_HTTP_INVALID_STATUS_CODE: ERR_UPSTREAM_BAD_GATEWAY
+}
+
 /** Maps anything thrown inside the gateway to one of our registered errors. */
 export function toGatewayError (error: FastifyError | Error): FastifyError {
   const e = error as FastifyError
   if (e.code !== undefined && ERROR_CODES.has(e.code)) return e
-  // reply-from wraps what undici threw; our own error (a body cut at its
-  // limit) or a refused connection may be underneath.
+  // Our own error (a body cut at its limit) or a refused connection may be
+  // underneath what undici reports.
   const inner = rootCause(error)
-  if (inner !== error) {
-    if (inner.code !== undefined && ERROR_CODES.has(inner.code)) return inner
-    if (inner.code === 'ECONNREFUSED') return new ERR_UPSTREAM_UNAVAILABLE({ cause: error })
-  }
+  if (inner.code !== undefined && ERROR_CODES.has(inner.code)) return inner
+  // An answer that is not HTTP: undici's HTTPParserError carries no code.
+  const notHttp = inner.name === 'HTTPParserError' || inner.code?.startsWith('HPE_') === true
+  const upstream = UPSTREAM_ERRORS[e.code] ?? UPSTREAM_ERRORS[inner.code] ?? (notHttp ? ERR_UPSTREAM_BAD_GATEWAY : undefined)
+  if (upstream !== undefined) return new upstream({ cause: error })
   if (error instanceof StoreUnavailableError) return new ERR_STORE_UNAVAILABLE({ cause: error })
   if (e.validation !== undefined) return new ERR_VALIDATION(e.message)
   switch (e.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE': return new ERR_BODY_TOO_LARGE()
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE': return new ERR_UNSUPPORTED_MEDIA_TYPE()
-    case 'FST_REPLY_FROM_SERVICE_UNAVAILABLE': return new ERR_UPSTREAM_UNAVAILABLE({ cause: error })
-    case 'FST_REPLY_FROM_GATEWAY_TIMEOUT':
-    case 'FST_REPLY_FROM_TIMEOUT':
-    case 'FST_REPLY_FROM_HTTP_REQUEST_TIMEOUT':
-    case 'UND_ERR_CONNECT_TIMEOUT':
-      return new ERR_UPSTREAM_TIMEOUT({ cause: error })
-    case 'FST_REPLY_FROM_BAD_GATEWAY':
-    case 'FST_REPLY_FROM_INTERNAL_SERVER_ERROR':
-    case 'ECONNRESET':
-    case 'UND_ERR_SOCKET':
-      return new ERR_UPSTREAM_BAD_GATEWAY({ cause: error })
   }
   const status = e.statusCode ?? 500
   if (status === 413) return new ERR_BODY_TOO_LARGE()

@@ -8,11 +8,12 @@ import type { GatewayConfig, RouteConfig } from '../src/config/schema.js'
 import { HTTP_METHODS } from '../src/config/schema.js'
 import { declaredLengthExceeds, limitBody } from '../src/body-limit.js'
 import { parseDuration } from '../src/duration.js'
-import { ERR_BODY_TOO_LARGE, ERR_METHOD_NOT_ALLOWED } from '../src/errors.js'
+import { ERR_BAD_REQUEST, ERR_BODY_TOO_LARGE, ERR_METHOD_NOT_ALLOWED } from '../src/errors.js'
 import { forwardFacts } from '../src/forwarded.js'
 import { compileIdentityHeaders, type IdentityHeaderWriter } from '../src/identity-headers.js'
 import { gatewayCookieNames } from '../src/refresh-cookie.js'
 import type { RouteSeries, UpstreamFailure } from '../src/gateway-metrics.js'
+import { climbsOut, forward, upstreamPool, type ForwardPlan, type RewriteResponseHeaders } from '../src/upstream-forwarder.js'
 import { toGatewayError } from './errors.js'
 
 // One encapsulated @fastify/http-proxy per configured route, each with its own
@@ -88,10 +89,6 @@ function registerRoute (scope: FastifyInstance, route: RouteConfig, writer: Iden
       return request.identity === null ? limit.byAddress(request, reply) : limit.byUser(request, reply)
     })
   }
-  scope.addHook('onRequest', async (request) => {
-    if (declaredLengthExceeds(request.headers['content-length'], route.bodyLimit)) throw new ERR_BODY_TOO_LARGE()
-  })
-
   const upstreamHeaders = (request: FastifyRequest): Record<string, string | string[]> => {
     const headers = writer.upstreamHeaders(request.headers, request.identity, forwardFacts(request, trustProxy))
     // The gateway consumed the bearer token; upstreams get the identity headers instead.
@@ -107,6 +104,19 @@ function registerRoute (scope: FastifyInstance, route: RouteConfig, writer: Iden
     }
   }
 
+  const plan: ForwardPlan = {
+    pool: upstreamPool(route.upstream),
+    timeout,
+    requestHeaders: upstreamHeaders,
+    onError: (reply, error) => {
+      const mapped = toGatewayError(error)
+      const failure = UPSTREAM_FAILURE[mapped.code]
+      if (failure !== undefined) series.upstreamFailed(failure)
+      reply.send(mapped)
+    }
+  }
+  scope.addHook('onClose', () => plan.pool.destroy())
+
   const options: FastifyHttpProxyOptions = {
     upstream: route.upstream,
     prefix: route.prefix,
@@ -115,26 +125,31 @@ function registerRoute (scope: FastifyInstance, route: RouteConfig, writer: Iden
     config: { routePrefix: route.prefix, upstream: loggedUpstream },
     // reply-from's own info lines would carry the upstream URL with the client's query string.
     disableRequestLogging: true,
-    preHandler: async (request) => {
-      if (isReadable(request.body)) request.body = limitBody(request.body, route.bodyLimit)
+    // @fastify/http-proxy has matched the route, rewritten the path and refused
+    // traversal out of rewritePrefix; the hop itself is ours (src/upstream-forwarder.ts).
+    // The upstream's answer is written straight to the socket: headers set on
+    // the reply before (request id, rate-limit headers) go with it, onResponse
+    // hooks run, onSend hooks do not.
+    handler: (request, reply, dest, hooks) => {
+      if (climbsOut(dest)) throw new ERR_BAD_REQUEST()
+      if (declaredLengthExceeds(request.headers['content-length'], route.bodyLimit)) throw new ERR_BODY_TOO_LARGE()
+      const body = isReadable(request.body) ? limitBody(request.body, route.bodyLimit) : null
       request.upstreamSentAt = performance.now()
+      forward(request, reply, dest, body, plan, hooks.rewriteHeaders as RewriteResponseHeaders)
     },
     replyOptions: {
-      timeout,
-      // reply-from types its request for any server kind; ours is plain HTTP/1.
-      rewriteRequestHeaders: (request) => upstreamHeaders(request as FastifyRequest),
+      // Wrapped by @fastify/http-proxy (Location rewritten back under the
+      // prefix, invalid values dropped) and called once the upstream's answer
+      // headers are in: that is the upstream's latency.
       rewriteHeaders: (headers, request) => {
-        // Called once the upstream's answer headers are in: that is the upstream's latency.
         if (request !== undefined) series.upstreamAnswered((performance.now() - (request as FastifyRequest).upstreamSentAt) / 1000)
         return withoutGatewayCookies(headers as IncomingHttpHeaders, cookieNames)
-      },
-      onError: (reply, { error }) => {
-        const failure = UPSTREAM_FAILURE[toGatewayError(error).code]
-        if (failure !== undefined) series.upstreamFailed(failure)
-        reply.send(error)
       }
     }
   }
+  // Every body is streamed to the upstream as the client sent it, within the
+  // route's bodyLimit; Fastify's text/plain parser would buffer and re-encode it.
+  scope.removeContentTypeParser('text/plain')
   // The published types leave out wsClientOptions.rewriteRequestHeaders,
   // which the plugin reads (index.js, WebSocketProxy.handleConnection).
   scope.register(httpProxy, route.websocket

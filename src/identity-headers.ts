@@ -16,7 +16,9 @@ const ALWAYS_STRIPPED = [
   'x-request-id',
   // hop-by-hop headers; undici refuses some of them and the rest mean nothing upstream
   'connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'te', 'trailer',
-  'transfer-encoding', 'upgrade', 'http2-settings'
+  'transfer-encoding', 'upgrade', 'http2-settings',
+  // Node's server has already answered 100 Continue to the client; undici refuses the header
+  'expect'
 ]
 
 export function normaliseHeaderName (name: string): string {

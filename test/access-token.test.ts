@@ -2,7 +2,7 @@ import { generateKeyPairSync, sign as cryptoSign } from 'node:crypto'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
-import { AccessTokens, TokenRejected } from '../src/access-token.js'
+import { AccessTokens, TokenRejected, VERIFIED_CACHE_SIZE } from '../src/access-token.js'
 import { loadConfig } from '../src/config/load-config.js'
 import { writeTestConfig } from './helpers/gateway.js'
 
@@ -109,4 +109,28 @@ t.test('refused: alg none, other algorithms, unknown kid, wrong iss/aud/typ, exp
   const input = `${b64({ alg: 'HS256', typ: 'at+jwt', kid: 'k1' })}.${b64(good)}`
   const hmac = (await import('node:crypto')).createHmac('sha256', pem).update(input).digest('base64url')
   t.throws(() => tokens.verify(`${input}.${hmac}`), { name: 'TokenRejected', reason: 'invalid' }, 'HS256 with the public key')
+})
+
+t.test('verified tokens are cached whole: a hit still expires, and the cache never outgrows its bound', async (t) => {
+  const { dir } = await writeTestConfig()
+  const file = join(dir, 'hs.yaml')
+  writeFileSync(file, `tokens: { algorithm: HS256, secret: "${'s'.repeat(32)}" }\nauth: { users: { file: ./users.yaml } }\n`)
+  const tokens = new AccessTokens(loadConfig(file, {}).keys, { ...OPTIONS, clockSkewMs: 5_000 })
+  const issued = tokens.issue(INPUT)
+  const first = tokens.verify(issued.token)
+  t.equal(tokens.cachedTokens, 1)
+  t.equal(tokens.verify(issued.token), first, 'the second verification is the cached claims')
+  t.ok(Object.isFrozen(first) && Object.isFrozen(first.roles), 'cached claims cannot be changed by one request for the next')
+  // Within the skew past exp the cached token still passes; beyond it, it is expired like an uncached one.
+  t.equal(tokens.verify(issued.token, issued.exp * 1000 + 4_000).sub, 'u-1')
+  t.throws(() => tokens.verify(issued.token, issued.exp * 1000 + 6_000), { name: 'TokenRejected', reason: 'expired' })
+  t.equal(tokens.cachedTokens, 0, 'an expired token leaves the cache')
+
+  // One changed byte is another token: it misses the cache and fails the signature.
+  tokens.verify(issued.token)
+  const last = issued.token.at(-2) === 'A' ? 'B' : 'A'
+  t.throws(() => tokens.verify(`${issued.token.slice(0, -2)}${last}${issued.token.slice(-1)}`), { name: 'TokenRejected' })
+
+  for (let n = 0; n < VERIFIED_CACHE_SIZE + 100; n++) tokens.verify(tokens.issue({ ...INPUT, sub: `u-${n}` }).token)
+  t.equal(tokens.cachedTokens, VERIFIED_CACHE_SIZE, 'bounded: the oldest entries made room')
 })

@@ -3,7 +3,7 @@ import type { IncomingHttpHeaders } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { chromium, type BrowserContext, type Page } from 'playwright-core'
 import type { Test } from 'tap'
 import { buildGateway } from '../../src/build-gateway.js'
@@ -121,13 +121,24 @@ export async function startBrowserGateway (t: Test, overrides: ConfigOverrides =
   const app = await buildGateway(loaded)
   t.teardown(() => app.close())
   const answers: GatewayAnswer[] = []
+  // The gateway's own JSON errors pass through onSend; proxied answers are
+  // written straight to the socket (src/upstream-forwarder.ts), so every
+  // answer is recorded once it has gone out, in onResponse.
+  const codes = new WeakMap<FastifyRequest, string>()
   app.addHook('onSend', async (request, reply, payload) => {
+    if (typeof payload === 'string' && reply.statusCode >= 400) {
+      const { code } = JSON.parse(payload) as { code?: string }
+      if (code !== undefined) codes.set(request, code)
+    }
+    return payload
+  })
+  app.addHook('onResponse', async (request, reply) => {
     const answer: GatewayAnswer = { method: request.method, url: request.url, statusCode: reply.statusCode }
-    if (typeof payload === 'string' && reply.statusCode >= 400) answer.code = (JSON.parse(payload) as { code?: string }).code
+    const code = codes.get(request)
+    if (code !== undefined) answer.code = code
     if (request.headers.origin !== undefined) answer.origin = request.headers.origin
     if (request.cookies[cookieName] !== undefined) answer.refreshCookie = request.cookies[cookieName]
     answers.push(answer)
-    return payload
   })
   prepare?.(app)
   await app.listen({ host: '127.0.0.1', port: 0 })
