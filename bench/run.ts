@@ -9,7 +9,7 @@ import { loadConfig } from '../src/config/load-config.js'
 import { hashPassword } from '../src/password.js'
 import { hasCommand, runAutocannon, runWrk, TASKSET, WRK, writeWrkScript, type LoadOptions, type Sample } from './load.js'
 import { memoryPhase, type MemoryPhase } from './memory.js'
-import { cpuSeconds, serveRole, startNginx, startRole, type Role, type Server } from './servers.js'
+import { cpuSeconds, serveRole, startNginx, startRedis, startRole, type Role, type Server } from './servers.js'
 
 // `npm run bench`: the gateway's cost over the bare proxy, measured side by
 // side in one run. Every server runs in its own process; on a machine with
@@ -25,7 +25,8 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
 /** distinct callers in each memory phase; 0 skips the phases */
 const MEMORY_CALLERS = Number(process.env.BENCH_MEMORY_CALLERS ?? 100_000)
 const TOKENS = 1000
-const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379'
+/** Without BENCH_REDIS_URL the benchmark starts a redis-server of its own (or uses 127.0.0.1:6379 when none is installed). */
+const REDIS_URL = process.env.BENCH_REDIS_URL
 /** BENCH_PROFILE=DIR writes a V8 CPU profile of the in-process-store gateway into DIR. */
 const PROFILE_DIR = process.env.BENCH_PROFILE
 
@@ -75,11 +76,27 @@ function summary (samples: Sample[]): Sample {
   }
 }
 
-async function redisCalls (redis: Redis): Promise<number> {
+/** Calls per command so far, from INFO commandstats (commands run inside a script count as well). */
+async function redisCalls (redis: Redis): Promise<Map<string, number>> {
   const info = await redis.info('commandstats')
-  let total = 0
-  for (const match of info.matchAll(/calls=(\d+)/g)) total += Number(match[1])
-  return total
+  return new Map([...info.matchAll(/cmdstat_([^:]+):calls=(\d+)/g)].map((m) => [m[1], Number(m[2])]))
+}
+
+/** Per-request calls of each command between two readings; INFO itself is left out. */
+function callsPerRequest (before: Map<string, number>, after: Map<string, number>, requests: number): Map<string, number> {
+  const out = new Map<string, number>()
+  for (const [name, calls] of after) {
+    const delta = calls - (before.get(name) ?? 0) - (name === 'info' ? 1 : 0)
+    if (delta > 0) out.set(name, delta / Math.max(1, requests))
+  }
+  return out
+}
+
+function describeCalls (runs: Array<Map<string, number>>): string {
+  const names = new Set(runs.flatMap((r) => [...r.keys()]))
+  const each = [...names].map((name) => [name, median(runs.map((r) => r.get(name) ?? 0))] as const).filter(([, n]) => n >= 0.0001)
+  const total = each.reduce((n, [, x]) => n + x, 0)
+  return each.length === 0 ? '0.0000' : `${total.toFixed(4)} (${each.map(([name, n]) => `${name} ${n.toFixed(2)}`).join(', ')})`
 }
 
 const ms = (value: number): string => value.toFixed(2)
@@ -98,7 +115,9 @@ async function main (): Promise<void> {
     tokens: { algorithm: 'ES256', keys: [{ kid: 'b1', privateKey: './key.pem' }], accessTtl: '1h' },
     auth: { users: { file: './users.yaml' } }
   }
-  const redis = { redis: { url: REDIS_URL, keyPrefix: `tgbench:${randomUUID()}:` } }
+  const ownRedis = REDIS_URL === undefined && hasCommand('redis-server') ? await startRedis(18_520, LOAD_CPUS) : null
+  const redisUrl = REDIS_URL ?? ownRedis?.url ?? 'redis://127.0.0.1:6379'
+  const redis = { redis: { url: redisUrl, keyPrefix: `tgbench:${randomUUID()}:` } }
   const configs: Record<string, object> = {
     gateway: { ...base, routes: [route] },
     gatewayRedis: { ...base, ...redis, routes: [route] },
@@ -154,16 +173,15 @@ async function main (): Promise<void> {
     for (const target of targets) await measure(target, 2)
 
     const runs = new Map<string, Sample[]>(targets.map((t) => [t.key, []]))
-    const redisClient = new Redis(REDIS_URL)
-    const redisPerRequest = new Map<string, number[]>()
+    const redisClient = new Redis(redisUrl)
+    const redisPerRequest = new Map<string, Array<Map<string, number>>>()
     for (let round = 0; round < ROUNDS; round++) {
       for (const target of targets) {
-        const before = target.redis ? await redisCalls(redisClient) : 0
+        const before = target.redis ? await redisCalls(redisClient) : null
         const sample = await measure(target)
-        if (target.redis) {
-          // INFO itself is one call; the rest were made during the run.
-          const calls = (await redisCalls(redisClient)) - before - 1
-          redisPerRequest.set(target.key, [...(redisPerRequest.get(target.key) ?? []), calls / Math.max(1, sample.requests)])
+        if (before !== null) {
+          const calls = callsPerRequest(before, await redisCalls(redisClient), sample.requests)
+          redisPerRequest.set(target.key, [...(redisPerRequest.get(target.key) ?? []), calls])
         }
         runs.get(target.key)?.push(sample)
       }
@@ -213,10 +231,10 @@ async function main (): Promise<void> {
       ...targets.filter((t) => t.key.startsWith('gateway')).map((t) => {
         const x = s.get(t.key) as Sample
         const perRequest = redisPerRequest.get(t.key)
-        return `| ${t.label.replace('gateway, ', '')} | ${(x.rps / bare.rps).toFixed(2)} | ${x.p99 - bare.p99 >= 0 ? '+' : ''}${ms(x.p99 - bare.p99)} ms | ${(x.cpuUs / bare.cpuUs).toFixed(2)} | ${perRequest === undefined ? '–' : median(perRequest).toFixed(4)} |`
+        return `| ${t.label.replace('gateway, ', '')} | ${(x.rps / bare.rps).toFixed(2)} | ${x.p99 - bare.p99 >= 0 ? '+' : ''}${ms(x.p99 - bare.p99)} ms | ${(x.cpuUs / bare.cpuUs).toFixed(2)} | ${perRequest === undefined ? '–' : describeCalls(perRequest)} |`
       }),
       '',
-      'Redis commands are counted with INFO commandstats around each run, so other clients of that Redis would count too.',
+      `Redis commands are counted with INFO commandstats around each run (${ownRedis === null ? `on ${redisUrl}, so other clients of that Redis count too` : 'on a redis-server the benchmark started, pinned beside the load generator'}); commands a Lua script runs count as well, so one EVALSHA and the commands inside it are one round trip.`,
       ...(s.has('nginx') ? [] : ['nginx is not installed (`apt-get install nginx`), so it is not measured.']),
       ''
     ]
@@ -237,6 +255,7 @@ async function main (): Promise<void> {
     writeResults(join(__dirname, '..', '..', 'bench', 'results.md'), text)
   } finally {
     for (const server of servers) server.child.kill('SIGTERM')
+    ownRedis?.child.kill('SIGTERM')
   }
 }
 

@@ -4,6 +4,7 @@ import { createServer } from 'node:http'
 import { join } from 'node:path'
 import Fastify from 'fastify'
 import httpProxy from '@fastify/http-proxy'
+import { Redis } from 'ioredis'
 import { buildGateway } from '../src/build-gateway.js'
 import { loadConfig } from '../src/config/load-config.js'
 import { TASKSET } from './load.js'
@@ -123,6 +124,31 @@ function readLog (file: string): string {
   } catch {
     return ''
   }
+}
+
+/** A Redis of the benchmark's own on `port`, pinned with the load generator, so its CPU is not the gateway's. */
+export async function startRedis (port: number, cpus: string): Promise<{ url: string, child: ChildProcess }> {
+  const [command, args] = pinned(cpus, 'redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'])
+  const child = spawn(command, args, { stdio: 'ignore' })
+  const url = `redis://127.0.0.1:${port}`
+  const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
+  probe.on('error', () => { /* refused until redis-server listens; connect() rejects too */ })
+  try {
+    for (let attempt = 0; attempt < 50; attempt++) {
+      if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode}`)
+      try {
+        await probe.connect()
+        await probe.ping()
+        return { url, child }
+      } catch {
+        probe.disconnect()
+        await new Promise((resolve) => setTimeout(resolve, 100))
+      }
+    }
+  } finally {
+    probe.disconnect()
+  }
+  throw new Error('redis-server did not start')
 }
 
 /** CPU seconds (user + system) a process has used so far, from /proc; NaN where there is no /proc. */

@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import type { FastifyInstance, FastifyRequest, onRequestAsyncHookHandler } from 'fastify'
+import type { FastifyInstance, FastifyRequest, onRequestHookHandler } from 'fastify'
 import { TokenRejected, type AccessClaims } from '../src/access-token.js'
 import {
   ERR_INSUFFICIENT_SCOPE, ERR_STORE_UNAVAILABLE, ERR_TOKEN_EXPIRED, ERR_TOKEN_INVALID, ERR_TOKEN_MISSING, ERR_TOKEN_REVOKED
@@ -12,8 +12,18 @@ declare module 'fastify' {
   }
   interface FastifyInstance {
     /** A hook that authenticates and authorizes a request under `policy`; compile once per route. */
-    authenticateWith (policy: AuthPolicy): onRequestAsyncHookHandler
+    authenticateWith (policy: AuthPolicy): AuthenticateHook
   }
+}
+
+/**
+ * An onRequest hook (callback style: it never waits, so it makes no promise
+ * per request) and the same check as a plain function that throws, for hooks
+ * that compose it with other steps.
+ */
+export type AuthenticateHook = onRequestHookHandler & {
+  /** Sets `request.identity` or throws the error the client gets. */
+  check (request: FastifyRequest): void
 }
 
 export interface AuthPolicy {
@@ -43,13 +53,13 @@ export function rejectionError (rejection: TokenRejected): Error {
 async function authenticatePlugin (fastify: FastifyInstance): Promise<void> {
   fastify.decorateRequest('identity', null)
 
-  fastify.decorate('authenticateWith', function authenticateWith (policy: AuthPolicy): onRequestAsyncHookHandler {
+  fastify.decorate('authenticateWith', function authenticateWith (policy: AuthPolicy): AuthenticateHook {
     const scopes = [...policy.scopes]
     const roles = [...policy.roles]
     const authorize = scopes.length > 0 || roles.length > 0
     const metrics = fastify.metrics
 
-    return async function authenticate (request) {
+    function check (request: FastifyRequest): void {
       const token = bearerToken(request)
       if (token === undefined) {
         if (policy.mode === 'required') {
@@ -94,6 +104,17 @@ async function authenticatePlugin (fastify: FastifyInstance): Promise<void> {
       }
       request.identity = claims
     }
+
+    const hook: onRequestHookHandler = function authenticate (request, _reply, done) {
+      try {
+        check(request)
+      } catch (err) {
+        done(err as Error)
+        return
+      }
+      done()
+    }
+    return Object.assign(hook, { check })
   })
 }
 

@@ -78,10 +78,11 @@ function registerRoute (scope: FastifyInstance, route: RouteConfig, writer: Iden
     scope.addHook('onRequest', async function limitAndAuthenticate (request, reply) {
       if (request.headers.authorization === undefined) {
         await limit.byAddress(request, reply)
-        return authenticate.call(this, request, reply)
+        authenticate.check(request)
+        return
       }
       try {
-        await authenticate.call(this, request, reply)
+        authenticate.check(request)
       } catch (err) {
         await limit.byAddress(request, reply)
         throw err
@@ -89,6 +90,7 @@ function registerRoute (scope: FastifyInstance, route: RouteConfig, writer: Iden
       return request.identity === null ? limit.byAddress(request, reply) : limit.byUser(request, reply)
     })
   }
+
   const upstreamHeaders = (request: FastifyRequest): Record<string, string | string[]> => {
     const headers = writer.upstreamHeaders(request.headers, request.identity, forwardFacts(request, trustProxy))
     // The gateway consumed the bearer token; upstreams get the identity headers instead.
