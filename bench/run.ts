@@ -27,7 +27,7 @@ const MEMORY_CALLERS = Number(process.env.BENCH_MEMORY_CALLERS ?? 100_000)
 const TOKENS = 1000
 /** Without BENCH_REDIS_URL the benchmark starts a redis-server of its own (or uses 127.0.0.1:6379 when none is installed). */
 const REDIS_URL = process.env.BENCH_REDIS_URL
-/** BENCH_PROFILE=DIR writes a V8 CPU profile of the in-process-store gateway into DIR. */
+/** BENCH_PROFILE=DIR writes V8 CPU profiles of the bare proxy and the in-process-store gateway into DIR (bare.cpuprofile, gateway.cpuprofile). */
 const PROFILE_DIR = process.env.BENCH_PROFILE
 
 const CORES = cpus().length
@@ -150,9 +150,9 @@ async function main (): Promise<void> {
   let port = 18_510
   try {
     targets.push({ key: 'direct', label: 'upstream direct', server: up, redis: false })
-    await add('bare', 'bare proxy (fastify + @fastify/http-proxy)', startRole(self, 'bare', ports.bare, upstream, SERVER_CPU))
-    const profile = PROFILE_DIR === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`]
-    await add('gateway', 'gateway, in-process store', startRole(self, 'gateway', port++, files.gateway, SERVER_CPU, profile))
+    const profile = (name: string): string[] => PROFILE_DIR === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`, `--cpu-prof-name=${name}.cpuprofile`]
+    await add('bare', 'bare proxy (fastify + @fastify/http-proxy)', startRole(self, 'bare', ports.bare, upstream, SERVER_CPU, profile('bare')))
+    await add('gateway', 'gateway, in-process store', startRole(self, 'gateway', port++, files.gateway, SERVER_CPU, profile('gateway')))
     await add('gatewayRedis', 'gateway, Redis store', startRole(self, 'gateway', port++, files.gatewayRedis, SERVER_CPU), true)
     await add('gatewayLimited', 'gateway, in-process store, rate limit on', startRole(self, 'gateway', port++, files.gatewayLimited, SERVER_CPU))
     await add('gatewayRedisLimited', 'gateway, Redis store, rate limit on', startRole(self, 'gateway', port++, files.gatewayRedisLimited, SERVER_CPU), true)

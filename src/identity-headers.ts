@@ -22,7 +22,8 @@ const ALWAYS_STRIPPED = [
 ]
 
 export function normaliseHeaderName (name: string): string {
-  return name.toLowerCase().replace(/_/g, '-')
+  const lower = name.toLowerCase()
+  return lower.includes('_') ? lower.replace(/_/g, '-') : lower
 }
 
 export interface ForwardFacts {
@@ -48,6 +49,20 @@ export function compileIdentityHeaders (headers: Record<string, IdentityClaim>, 
   const identity = Object.entries(headers).map(([name, claim]) => [name.toLowerCase(), claim] as const)
   const stripped = new Set([...ALWAYS_STRIPPED, ...identity.map(([name]) => name)])
   const ownCookies = new Set(gatewayCookieNames)
+  // Claims are cached and frozen per token (src/access-token.ts), so the
+  // identity headers of a token are computed on its first request only.
+  const identityOf = new WeakMap<AccessClaims, ReadonlyArray<readonly [string, string]>>()
+  const identityHeaders = (claims: AccessClaims): ReadonlyArray<readonly [string, string]> => {
+    let pairs = identityOf.get(claims)
+    if (pairs === undefined) {
+      pairs = identity.flatMap(([name, claim]) => {
+        const value = claimValue(claims, claim)
+        return value === undefined ? [] : [[name, value] as const]
+      })
+      identityOf.set(claims, pairs)
+    }
+    return pairs
+  }
 
   return {
     identityHeaderNames: identity.map(([name]) => name),
@@ -67,10 +82,7 @@ export function compileIdentityHeaders (headers: Record<string, IdentityClaim>, 
         out[name] = value
       }
       if (claims !== null) {
-        for (const [name, claim] of identity) {
-          const value = claimValue(claims, claim)
-          if (value !== undefined) out[name] = value
-        }
+        for (const [name, value] of identityHeaders(claims)) out[name] = value
       }
       out['x-request-id'] = facts.requestId
       out['x-forwarded-for'] = facts.forwardedFor
