@@ -9,7 +9,7 @@ import { loadConfig } from '../src/config/load-config.js'
 import { hashPassword } from '../src/password.js'
 import { hasCommand, runAutocannon, runWrk, TASKSET, WRK, writeWrkScript, type LoadOptions, type Sample } from './load.js'
 import { memoryPhase, type MemoryPhase } from './memory.js'
-import { cpuSeconds, serveRole, startNginx, startRedis, startRole, type Role, type Server } from './servers.js'
+import { cpuSeconds, freePort, serveRole, startNginx, startRedis, startRole, type Role, type Server } from './servers.js'
 
 // `npm run bench`: the gateway's cost over the bare proxy, measured side by
 // side in one run. Every server runs in its own process; on a machine with
@@ -106,7 +106,7 @@ async function main (): Promise<void> {
   const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256', privateKeyEncoding: { format: 'pem', type: 'pkcs8' }, publicKeyEncoding: { format: 'pem', type: 'spki' } })
   writeFileSync(join(dir, 'key.pem'), privateKey)
   writeFileSync(join(dir, 'users.yaml'), stringify({ users: [{ id: 'u-1', username: 'bench', passwordHash: await hashPassword('bench-password') }] }))
-  const ports = { upstream: 18_501, bare: 18_502, nginx: 18_509 }
+  const ports = { upstream: await freePort(), bare: await freePort(), nginx: await freePort(), redis: await freePort() }
   const upstream = `http://127.0.0.1:${ports.upstream}`
   const route = { prefix: '/api', upstream, auth: 'required', scopes: ['bench:read'], rateLimit: false }
   // A budget no run can spend: the cost of counting is measured, not of refusing.
@@ -115,7 +115,7 @@ async function main (): Promise<void> {
     tokens: { algorithm: 'ES256', keys: [{ kid: 'b1', privateKey: './key.pem' }], accessTtl: '1h' },
     auth: { users: { file: './users.yaml' } }
   }
-  const ownRedis = REDIS_URL === undefined && hasCommand('redis-server') ? await startRedis(18_520, LOAD_CPUS) : null
+  const ownRedis = REDIS_URL === undefined && hasCommand('redis-server') ? await startRedis(ports.redis, LOAD_CPUS) : null
   const redisUrl = REDIS_URL ?? ownRedis?.url ?? 'redis://127.0.0.1:6379'
   const redis = { redis: { url: redisUrl, keyPrefix: `tgbench:${randomUUID()}:` } }
   const configs: Record<string, object> = {
@@ -139,23 +139,21 @@ async function main (): Promise<void> {
   const script = writeWrkScript(dir, tokens)
 
   const self = __filename
-  const up = await startRole(self, 'upstream', ports.upstream, '', LOAD_CPUS)
-  const servers: Server[] = [up]
+  const servers: Server[] = []
   const targets: Target[] = []
   const add = async (key: string, label: string, start: Promise<Server>, isRedis = false): Promise<void> => {
     const server = await start
     servers.push(server)
     targets.push({ key, label, server, redis: isRedis })
   }
-  let port = 18_510
   try {
-    targets.push({ key: 'direct', label: 'upstream direct', server: up, redis: false })
+    await add('direct', 'upstream direct', startRole(self, 'upstream', ports.upstream, '', LOAD_CPUS))
     const profile = (name: string): string[] => PROFILE_DIR === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`, `--cpu-prof-name=${name}.cpuprofile`]
     await add('bare', 'bare proxy (fastify + @fastify/http-proxy)', startRole(self, 'bare', ports.bare, upstream, SERVER_CPU, profile('bare')))
-    await add('gateway', 'gateway, in-process store', startRole(self, 'gateway', port++, files.gateway, SERVER_CPU, profile('gateway')))
-    await add('gatewayRedis', 'gateway, Redis store', startRole(self, 'gateway', port++, files.gatewayRedis, SERVER_CPU), true)
-    await add('gatewayLimited', 'gateway, in-process store, rate limit on', startRole(self, 'gateway', port++, files.gatewayLimited, SERVER_CPU))
-    await add('gatewayRedisLimited', 'gateway, Redis store, rate limit on', startRole(self, 'gateway', port++, files.gatewayRedisLimited, SERVER_CPU), true)
+    await add('gateway', 'gateway, in-process store', startRole(self, 'gateway', await freePort(), files.gateway, SERVER_CPU, profile('gateway')))
+    await add('gatewayRedis', 'gateway, Redis store', startRole(self, 'gateway', await freePort(), files.gatewayRedis, SERVER_CPU), true)
+    await add('gatewayLimited', 'gateway, in-process store, rate limit on', startRole(self, 'gateway', await freePort(), files.gatewayLimited, SERVER_CPU))
+    await add('gatewayRedisLimited', 'gateway, Redis store, rate limit on', startRole(self, 'gateway', await freePort(), files.gatewayRedisLimited, SERVER_CPU), true)
     if (hasCommand('nginx')) await add('nginx', 'nginx 1 worker (for context)', startNginx(dir, ports.nginx, ports.upstream, SERVER_CPU))
 
     const options: LoadOptions = { connections: CONNECTIONS, seconds: SECONDS, cpus: LOAD_CPUS }
@@ -193,7 +191,7 @@ async function main (): Promise<void> {
 
     let memory: MemoryPhase[] = []
     if (MEMORY_CALLERS > 0) {
-      const server = await startRole(self, 'gateway', port++, files.gatewayMemory, SERVER_CPU)
+      const server = await startRole(self, 'gateway', await freePort(), files.gatewayMemory, SERVER_CPU)
       servers.push(server)
       const valid = tokens[0]
       const signed = valid.slice(0, valid.lastIndexOf('.') + 1)

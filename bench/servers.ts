@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:http'
+import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import Fastify from 'fastify'
 import httpProxy from '@fastify/http-proxy'
@@ -124,6 +125,18 @@ function readLog (file: string): string {
   } catch {
     return ''
   }
+}
+
+/** A port nothing listens on now, for a server that must be told its port. */
+export function freePort (): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createNetServer()
+    probe.once('error', reject)
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as AddressInfo
+      probe.close(() => resolve(port))
+    })
+  })
 }
 
 /** A Redis of the benchmark's own on `port`, pinned with the load generator, so its CPU is not the gateway's. */
