@@ -385,3 +385,19 @@ t.test('request bodies reach the upstream byte for byte, whatever their content 
   }
   t.equal(up.received.length, bodies.length)
 })
+
+t.test('the gateway adds its request id and rate-limit headers to a proxied answer, unless the upstream set its own', async (t) => {
+  const up = await startUpstream(t, (req, res) => {
+    res.writeHead(200, req.url === '/own' ? { 'x-request-id': 'upstream-id', 'x-ratelimit-limit': '7' } : {})
+    res.end('ok')
+  })
+  const port = await gatewayPort(t, [{ prefix: '/app', upstream: up.url, auth: 'none', rateLimit: { max: 50, timeWindow: '1m' } }])
+  const plain = await send(port, '/app/plain', { headers: { 'x-request-id': 'client-id' } })
+  t.equal(plain.headers['x-request-id'], 'client-id')
+  t.equal(plain.headers['x-ratelimit-limit'], '50')
+  t.equal(plain.headers['x-ratelimit-remaining'], '49')
+  const own = await send(port, '/app/own', { headers: { 'x-request-id': 'client-id' } })
+  t.equal(own.headers['x-request-id'], 'upstream-id')
+  t.equal(own.headers['x-ratelimit-limit'], '7')
+  t.equal(own.headers['x-ratelimit-remaining'], '48', 'headers the upstream did not set are still the gateway\'s')
+})
