@@ -224,12 +224,12 @@ async function main (): Promise<void> {
         return `| ${t.label} | ${Math.round(x.rps)} | ${ms(x.p50)} | ${ms(x.p99)} | ${t.key === 'direct' ? '–' : Math.round(x.cpuUs)} | ${x.errors} |`
       }),
       '',
-      '| gateway / bare proxy | req/s | p99 difference | CPU per request | Redis commands per request |',
-      '|---|---:|---:|---:|---:|',
+      '| gateway / bare proxy | req/s | p99 | p99 difference | CPU per request | Redis commands per request |',
+      '|---|---:|---:|---:|---:|---:|',
       ...targets.filter((t) => t.key.startsWith('gateway')).map((t) => {
         const x = s.get(t.key) as Sample
         const perRequest = redisPerRequest.get(t.key)
-        return `| ${t.label.replace('gateway, ', '')} | ${(x.rps / bare.rps).toFixed(2)} | ${x.p99 - bare.p99 >= 0 ? '+' : ''}${ms(x.p99 - bare.p99)} ms | ${(x.cpuUs / bare.cpuUs).toFixed(2)} | ${perRequest === undefined ? '–' : describeCalls(perRequest)} |`
+        return `| ${t.label.replace('gateway, ', '')} | ${(x.rps / bare.rps).toFixed(2)} | ${(x.p99 / bare.p99).toFixed(2)} | ${x.p99 - bare.p99 >= 0 ? '+' : ''}${ms(x.p99 - bare.p99)} ms | ${(x.cpuUs / bare.cpuUs).toFixed(2)} | ${perRequest === undefined ? '–' : describeCalls(perRequest)} |`
       }),
       '',
       `Redis commands are counted with INFO commandstats around each run (${ownRedis === null ? `on ${redisUrl}, so other clients of that Redis count too` : 'on a redis-server the benchmark started, pinned beside the load generator'}); commands a Lua script runs count as well, so one EVALSHA and the commands inside it are one round trip.`,

@@ -58,6 +58,18 @@ async function authenticatePlugin (fastify: FastifyInstance): Promise<void> {
     const roles = [...policy.roles]
     const authorize = scopes.length > 0 || roles.length > 0
     const metrics = fastify.metrics
+    // Claims are cached and frozen per token (src/access-token.ts): this
+    // route's verdict on a token is worked out on its first request only.
+    const verdicts = new WeakMap<AccessClaims, boolean>()
+    const allows = (claims: AccessClaims): boolean => {
+      let verdict = verdicts.get(claims)
+      if (verdict === undefined) {
+        const granted = claims.scope === '' ? [] : claims.scope.split(' ')
+        verdict = scopes.every((s) => granted.includes(s)) && (roles.length === 0 || roles.some((r) => claims.roles.includes(r)))
+        verdicts.set(claims, verdict)
+      }
+      return verdict
+    }
 
     function check (request: FastifyRequest): void {
       const token = bearerToken(request)
@@ -73,9 +85,10 @@ async function authenticatePlugin (fastify: FastifyInstance): Promise<void> {
         throw new ERR_TOKEN_INVALID()
       }
 
+      const now = Date.now()
       let claims: AccessClaims
       try {
-        claims = fastify.accessTokens.verify(token)
+        claims = fastify.accessTokens.verify(token, now)
       } catch (err) {
         if (err instanceof TokenRejected) {
           request.log.info({ reason: err.reason, detail: err.message }, 'access token rejected')
@@ -85,7 +98,6 @@ async function authenticatePlugin (fastify: FastifyInstance): Promise<void> {
         throw err
       }
 
-      const now = Date.now()
       // A mirror that may have missed revocations cannot vouch for a token.
       if (!fastify.denylist.isTrusted(now)) throw new ERR_STORE_UNAVAILABLE()
       if (fastify.denylist.isRevoked(claims, now)) {
@@ -93,14 +105,9 @@ async function authenticatePlugin (fastify: FastifyInstance): Promise<void> {
         throw new ERR_TOKEN_REVOKED()
       }
 
-      if (authorize) {
-        const granted = claims.scope === '' ? [] : claims.scope.split(' ')
-        const scopesOk = scopes.every((s) => granted.includes(s))
-        const rolesOk = roles.length === 0 || roles.some((r) => claims.roles.includes(r))
-        if (!scopesOk || !rolesOk) {
-          metrics.auth('insufficient_scope')
-          throw new ERR_INSUFFICIENT_SCOPE()
-        }
+      if (authorize && !allows(claims)) {
+        metrics.auth('insufficient_scope')
+        throw new ERR_INSUFFICIENT_SCOPE()
       }
       request.identity = claims
     }

@@ -105,7 +105,10 @@ t.test('scopes are all required, roles any one suffices: 403 insufficient_scope'
   t.equal(await call('/staff/1', alice), 200)
   t.equal(await call('/staff/1', carol), 403)
   t.equal(await call('/admins/1', bob), 403)
-  t.equal(up.seen.length, 3, 'only the allowed requests arrived')
+  // Each route's verdict on a token is kept with its cached claims: asked again, the answers hold.
+  t.equal(await call('/write/1', bob), 403, 'the same token again: still refused on /write')
+  t.equal(await call('/staff/1', bob), 200, 'and still allowed on /staff')
+  t.equal(up.seen.length, 4, 'only the allowed requests arrived')
 })
 
 t.test('unknown paths are 404 JSON; a method the route does not allow is 405', async (t) => {
