@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process'
 import { generateKeyPairSync, randomBytes, randomUUID } from 'node:crypto'
 import { cpus, tmpdir } from 'node:os'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
@@ -100,6 +101,14 @@ function describeCalls (runs: Array<Map<string, number>>): string {
 }
 
 const ms = (value: number): string => value.toFixed(2)
+
+/** The commit measured, and whether the working tree differed from it. */
+function revision (): string {
+  const git = (...args: string[]): string => spawnSync('git', args, { encoding: 'utf8' }).stdout?.trim() ?? ''
+  const commit = git('rev-parse', '--short', 'HEAD')
+  if (commit === '') return 'an unknown commit'
+  return git('status', '--porcelain', '--untracked-files=no') === '' ? `commit ${commit}` : `commit ${commit} with uncommitted changes`
+}
 
 async function main (): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'tokengate-bench-'))
@@ -213,7 +222,7 @@ async function main (): Promise<void> {
     const lines = [
       '# tokengate benchmark',
       '',
-      `Run ${new Date().toISOString()} on ${CORES} cores (${cpuModel}), Node ${process.version}.`,
+      `Run ${new Date().toISOString()} at ${revision()} on ${CORES} cores (${cpuModel}), Node ${process.version}.`,
       `${WRK ? 'wrk (1 thread)' : 'autocannon (wrk is not installed)'}, ${CONNECTIONS} connections, ${SECONDS} s per run, ${ROUNDS} rounds through every target after a warm-up; medians. ${pinning}`,
       `Every request: GET /api/x with a bearer ES256 JWT, ${TOKENS} distinct users' tokens in rotation (the same header goes to every target). The gateway route checks the token, the denylist and one required scope, and sends five identity headers upstream.`,
       '',
