@@ -9,8 +9,8 @@ import { Pool, type Dispatcher } from 'undici'
 // client's socket is full. @fastify/http-proxy still matches the route,
 // rewrites and checks the path and proxies WebSockets; this replaces only
 // @fastify/reply-from's per-request work (a Readable per answer, its retry
-// wrapper, end-of-stream listeners, header copies), which a CPU profile showed
-// to be most of the proxy's cost over Node itself (bench/results.md).
+// wrapper, end-of-stream listeners, header copies): the part of the bare
+// proxy's cost that a CPU profile showed we could remove (bench/results.md).
 
 /** Response headers that describe one connection and never cross a proxy (RFC 9110 §7.6.1). */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade'])
