@@ -401,3 +401,18 @@ t.test('the gateway adds its request id and rate-limit headers to a proxied answ
   t.equal(own.headers['x-ratelimit-limit'], '7')
   t.equal(own.headers['x-ratelimit-remaining'], '48', 'headers the upstream did not set are still the gateway\'s')
 })
+
+t.test('HEAD goes upstream as HEAD; the client gets the upstream\'s headers and no body', async (t) => {
+  const up = await startUpstream(t, (req, res) => {
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': '1234' })
+    res.end(req.method === 'HEAD' ? undefined : Buffer.alloc(1234))
+  })
+  const port = await gatewayPort(t, [{ prefix: '/app', upstream: up.url, auth: 'none' }])
+  const head = await send(port, '/app/file', { method: 'HEAD' })
+  t.equal(head.status, 200)
+  t.equal(head.headers['content-length'], '1234')
+  t.equal(head.body.length, 0)
+  t.equal(up.seen.at(-1)?.method, 'HEAD')
+  const get = await send(port, '/app/file')
+  t.equal(get.body.length, 1234, 'the connection pool is fine after a HEAD')
+})
