@@ -125,8 +125,6 @@ function registerRoute (scope: FastifyInstance, route: RouteConfig, writer: Iden
     rewritePrefix: route.rewritePrefix ?? '/',
     httpMethods: methods,
     config: { routePrefix: route.prefix, upstream: loggedUpstream },
-    // reply-from's own info lines would carry the upstream URL with the client's query string.
-    disableRequestLogging: true,
     // @fastify/http-proxy has matched the route, rewritten the path and refused
     // traversal out of rewritePrefix; the hop itself is ours (src/upstream-forwarder.ts).
     // The upstream's answer is written straight to the socket: headers set on

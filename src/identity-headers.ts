@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import type { AccessClaims } from './access-token.js'
 import type { IdentityClaim } from './config/schema.js'
+import { connectionTokens, HOP_BY_HOP_HEADERS } from './hop-by-hop.js'
 
 // What reaches an upstream about the caller is decided here and only here.
 // Upstreams trust these headers, so a client must never be able to send one:
@@ -15,8 +16,7 @@ const ALWAYS_STRIPPED = [
   'x-http-method-override', 'x-http-method', 'x-method-override',
   'x-request-id',
   // hop-by-hop headers; undici refuses some of them and the rest mean nothing upstream
-  'connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'te', 'trailer',
-  'transfer-encoding', 'upgrade', 'http2-settings',
+  ...HOP_BY_HOP_HEADERS, 'proxy-authorization', 'http2-settings',
   // Node's server has already answered 100 Continue to the client; undici refuses the header
   'expect'
 ]
@@ -67,7 +67,7 @@ export function compileIdentityHeaders (headers: Record<string, IdentityClaim>, 
   return {
     identityHeaderNames: identity.map(([name]) => name),
     upstreamHeaders (incoming, claims, facts) {
-      const connectionNamed = connectionTokens(incoming.connection)
+      const connectionNamed = new Set(connectionTokens(incoming.connection).map(normaliseHeaderName))
       const out: Record<string, string | string[]> = {}
       for (const name in incoming) {
         const value = incoming[name]
@@ -111,12 +111,6 @@ function claimValue (claims: AccessClaims, claim: IdentityClaim): string | undef
  */
 export function headerSafe (value: string): string {
   return /^[\x20-\x24\x26-\x7e]*$/.test(value) ? value : value.replace(/[^\x20-\x24\x26-\x7e]/gu, (ch) => encodeURIComponent(ch))
-}
-
-function connectionTokens (value: string | string[] | undefined): Set<string> {
-  if (value === undefined) return new Set()
-  const list = Array.isArray(value) ? value.join(',') : value
-  return new Set(list.split(',').map((t) => normaliseHeaderName(t.trim())).filter((t) => t !== ''))
 }
 
 function withoutCookies (header: string, names: ReadonlySet<string>): string {

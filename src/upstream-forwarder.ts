@@ -2,6 +2,7 @@ import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'n
 import type { Readable } from 'node:stream'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { Pool, type Dispatcher } from 'undici'
+import { connectionTokens, HOP_BY_HOP_HEADERS } from './hop-by-hop.js'
 
 // The HTTP hop to an upstream: one undici Pool per route and one small
 // dispatch handler per request that writes the upstream's answer straight into
@@ -11,9 +12,6 @@ import { Pool, type Dispatcher } from 'undici'
 // @fastify/reply-from's per-request work (a Readable per answer, its retry
 // wrapper, end-of-stream listeners, header copies): the part of the bare
 // proxy's cost that a CPU profile showed we could remove (bench/results.md).
-
-/** Response headers that describe one connection and never cross a proxy (RFC 9110 §7.6.1). */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade'])
 
 export interface ForwardPlan {
   pool: Pool
@@ -164,14 +162,7 @@ export function climbsOut (path: string): boolean {
 
 /** Drops hop-by-hop headers and any header the upstream's Connection names. */
 function withoutHopByHop (headers: IncomingHttpHeaders): IncomingHttpHeaders {
-  const connection: string | string[] | undefined = headers.connection
-  if (connection !== undefined) {
-    // A list header may come on several lines (RFC 9110 §5.3).
-    for (const token of (Array.isArray(connection) ? connection.join(',') : connection).split(',')) {
-      const name = token.trim().toLowerCase()
-      if (name !== '') headers[name] = undefined
-    }
-  }
-  for (const name of HOP_BY_HOP) if (headers[name] !== undefined) headers[name] = undefined
+  for (const name of connectionTokens(headers.connection)) headers[name] = undefined
+  for (const name of HOP_BY_HOP_HEADERS) if (headers[name] !== undefined) headers[name] = undefined
   return headers
 }
