@@ -28,7 +28,7 @@ const MEMORY_CALLERS = Number(process.env.BENCH_MEMORY_CALLERS ?? 100_000)
 const TOKENS = 1000
 /** Without BENCH_REDIS_URL the benchmark starts a redis-server of its own (or uses 127.0.0.1:6379 when none is installed). */
 const REDIS_URL = process.env.BENCH_REDIS_URL
-/** BENCH_PROFILE=DIR writes V8 CPU profiles of the bare proxy and the in-process-store gateway into DIR (bare.cpuprofile, gateway.cpuprofile). */
+/** BENCH_PROFILE=DIR writes V8 CPU profiles of the bare proxy and the gateways into DIR (bare.cpuprofile, gateway.cpuprofile, gatewayLimited.cpuprofile, gatewayRedisLimited.cpuprofile). */
 const PROFILE_DIR = process.env.BENCH_PROFILE
 
 const CORES = cpus().length
@@ -161,8 +161,8 @@ async function main (): Promise<void> {
     await add('bare', 'bare proxy (fastify + @fastify/http-proxy)', startRole(self, 'bare', ports.bare, upstream, SERVER_CPU, profile('bare')))
     await add('gateway', 'gateway, in-process store', startRole(self, 'gateway', await freePort(), files.gateway, SERVER_CPU, profile('gateway')))
     await add('gatewayRedis', 'gateway, Redis store', startRole(self, 'gateway', await freePort(), files.gatewayRedis, SERVER_CPU), true)
-    await add('gatewayLimited', 'gateway, in-process store, rate limit on', startRole(self, 'gateway', await freePort(), files.gatewayLimited, SERVER_CPU))
-    await add('gatewayRedisLimited', 'gateway, Redis store, rate limit on', startRole(self, 'gateway', await freePort(), files.gatewayRedisLimited, SERVER_CPU), true)
+    await add('gatewayLimited', 'gateway, in-process store, rate limit on', startRole(self, 'gateway', await freePort(), files.gatewayLimited, SERVER_CPU, profile('gatewayLimited')))
+    await add('gatewayRedisLimited', 'gateway, Redis store, rate limit on', startRole(self, 'gateway', await freePort(), files.gatewayRedisLimited, SERVER_CPU, profile('gatewayRedisLimited')), true)
     if (hasCommand('nginx')) await add('nginx', 'nginx 1 worker (for context)', startNginx(dir, ports.nginx, ports.upstream, SERVER_CPU))
 
     const options: LoadOptions = { connections: CONNECTIONS, seconds: SECONDS, cpus: LOAD_CPUS }

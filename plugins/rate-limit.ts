@@ -7,14 +7,16 @@ import { parseDuration } from '../src/duration.js'
 import { ERR_RATE_LIMITED, ERR_STORE_UNAVAILABLE } from '../src/errors.js'
 import { MemoryLoginThrottle, RedisLoginThrottle, type LoginThrottle } from '../src/login-throttle.js'
 import { closeClient, fastFailClientOptions, watchOutages, whenReady } from '../src/store/redis-store.js'
+import { RedisRateCounter, rateLimitStoreOf } from '../src/redis-rate-counter.js'
 import type { RouteSeries } from '../src/gateway-metrics.js'
 
 // Rate limits of proxied routes and the login throttle. Counters live in
 // Redis when `redis.url` is set (every instance shares one budget) and in
-// process memory otherwise. The counting itself is @fastify/rate-limit's:
-// its Redis store (one Lua script) or its local store, used through
-// `createRateLimit`, so this gateway decides the key, the headers, the error
-// shape and what happens when Redis fails.
+// process memory otherwise. The limiting is @fastify/rate-limit's, used
+// through `createRateLimit`, so this gateway decides the key, the headers,
+// the error shape and what happens when Redis fails. Its local store counts
+// in memory; in Redis the counting is ours (src/redis-rate-counter.ts), which
+// sends the counts of one event-loop turn in one script call.
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -69,7 +71,7 @@ async function rateLimitPlugin (fastify: FastifyInstance, { config }: RateLimitP
   const common: RateLimitPluginOptions = { global: false, skipOnError: false }
   const shared = await limiterFactory(fastify, redis === null
     ? common
-    : { ...common, redis, nameSpace: `${config.redis.keyPrefix}rl:` })
+    : { ...common, store: rateLimitStoreOf(new RedisRateCounter(redis, `${config.redis.keyPrefix}rl:`)) })
   const local = redis === null ? null : await limiterFactory(fastify, common)
 
   const login = config.auth.loginRateLimit
@@ -101,8 +103,8 @@ async function rateLimitPlugin (fastify: FastifyInstance, { config }: RateLimitP
     if (policy === false) return null
     const inherited = config.rateLimit === false ? undefined : config.rateLimit.onStoreError
     const closed = (policy.onStoreError ?? inherited ?? 'open') === 'closed'
-    // Every route's counters share one Redis namespace (createRateLimit
-    // children are not told their route), so the key carries the prefix.
+    // Every route's counters share one namespace (createRateLimit children
+    // are not told their route), so the key carries the prefix.
     const tag = `${route.prefix}|`
     const addressKey = (request: FastifyRequest): string => `${tag}a:${clientAddress(request)}`
     const userKey = (request: FastifyRequest): string => `${tag}u:${request.identity?.sub ?? ''}`

@@ -2,7 +2,7 @@ import t, { type Test } from 'tap'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { login, PASSWORDS, startGateways, testConfig, type ConfigOverrides } from '../helpers/gateway.js'
 import { eachStore, mergeConfig, startNetworkLink, waitFor } from '../helpers/lifecycle.js'
-import { SHARED_REDIS_URL, sharedPrefix } from '../helpers/redis-server.js'
+import { SHARED_REDIS_URL, scanKeys, sharedPrefix, withRedis } from '../helpers/redis-server.js'
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js'
 
 // Rate limits of proxied routes, on both stores: the key (user, else client
@@ -134,6 +134,28 @@ t.test('two instances on one Redis share each budget', async (t) => {
   for (const app of [a, b, a]) t.equal((await get(app, '/api/x', { authorization: `Bearer ${token}` })).statusCode, 200)
   assertLimited(t, await get(b, '/api/x', { authorization: `Bearer ${token}` }), 'alice over her budget on the other instance')
   t.equal(up.seen.length, 5)
+})
+
+t.test('a burst on two instances: exactly max requests pass, counted under one Redis key that expires', async (t) => {
+  const prefix = sharedPrefix(t, 'rl-burst')
+  const { apps: [a, b], up } = await startLimited(t, { redis: { url: SHARED_REDIS_URL, keyPrefix: prefix } }, {}, 2, (upstream) => [
+    { prefix: '/open', upstream, auth: 'none', rateLimit: { max: 25, timeWindow: '1m' } }
+  ])
+  // Sent in one go, so each instance counts many of them in one Redis call.
+  const answers = await Promise.all(Array.from({ length: 40 }, (_, i) => get(i % 2 === 0 ? a : b, '/open/x')))
+  const passed = answers.filter((res) => res.statusCode === 200)
+  t.equal(passed.length, 25, 'max requests pass')
+  t.equal(answers.filter((res) => res.statusCode === 429).length, 15, 'the rest are refused')
+  t.equal(up.seen.length, 25, 'only those reach the upstream')
+  t.same(passed.map((res) => Number(res.headers['x-ratelimit-remaining'])).sort((x, y) => x - y),
+    Array.from({ length: 25 }, (_, i) => i), 'each passed request saw its own count: remaining 24 … 0, once each')
+
+  await withRedis(SHARED_REDIS_URL, async (redis) => {
+    t.same(await scanKeys(redis, prefix), [`${prefix}rl:/open|a:127.0.0.1`], 'one counter: the route and the client address')
+    t.equal(await redis.get(`${prefix}rl:/open|a:127.0.0.1`), '40', 'every request counted')
+    const ttl = await redis.pttl(`${prefix}rl:/open|a:127.0.0.1`)
+    t.ok(ttl > 0 && ttl <= 60_000, 'the counter expires with its window')
+  })
 })
 
 t.test('Redis down: open routes count per instance, closed routes answer 503, login 503; all recover', async (t) => {

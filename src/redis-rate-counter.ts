@@ -1,0 +1,132 @@
+import type { Redis } from 'ioredis'
+import type { FastifyRateLimitStore, FastifyRateLimitStoreCtor } from '@fastify/rate-limit'
+
+// Fixed-window counters in Redis for @fastify/rate-limit, shared by every
+// instance. Each request is still counted in Redis before it is let through
+// (no local allowance, no overshoot), but the counts asked for in one
+// event-loop turn travel together: one script call, one write and one reply
+// for all of them. Under load that turn holds many requests, and the round
+// trip's system calls and ioredis's per-command work are paid once for the
+// lot instead of once per request.
+
+// KEYS: the counters. ARGV[i]: the window of KEYS[i], ms.
+// Returns, for each key in order, its count after this request and the ms
+// until its window ends. A counter found without an expiry gets one, so a
+// key written by something else cannot block its caller forever.
+const COUNT_LUA = `
+local out = {}
+for i, key in ipairs(KEYS) do
+  local current = redis.call('INCR', key)
+  local ttl = -1
+  if current > 1 then ttl = redis.call('PTTL', key) end
+  if ttl < 0 then
+    ttl = tonumber(ARGV[i])
+    redis.call('PEXPIRE', key, ttl)
+  end
+  out[2 * i - 1] = current
+  out[2 * i] = ttl
+end
+return out
+`
+
+/** Keys per script call: bounds how long one call holds Redis's single thread. */
+export const MAX_KEYS_PER_CALL = 256
+
+export interface WindowCount {
+  /** Requests counted in this window, this one included. */
+  current: number
+  /** Milliseconds until the window ends. */
+  ttl: number
+}
+
+export type CountCallback = (err: Error | null, count?: WindowCount) => void
+
+interface CountScript {
+  tgRateCount (...numberOfKeysKeysAndWindows: Array<string | number>): Promise<unknown>
+}
+
+export class RedisRateCounter {
+  readonly #redis: Redis & CountScript
+  readonly #namespace: string
+  #keys: string[] = []
+  #windows: number[] = []
+  #callbacks: CountCallback[] = []
+  #scheduled = false
+
+  /**
+   * `redis` must fail fast (no offline queue, a command timeout): a count
+   * that waits is a request that hangs. Keys are stored as `namespace + key`.
+   */
+  constructor (redis: Redis, namespace: string) {
+    // No numberOfKeys: the number of keys is the call's first argument.
+    redis.defineCommand('tgRateCount', { lua: COUNT_LUA })
+    this.#redis = redis as Redis & CountScript
+    this.#namespace = namespace
+  }
+
+  /** Counts one request under `key`; `callback` gets the count once Redis has it, or Redis's error. */
+  count (key: string, windowMs: number, callback: CountCallback): void {
+    this.#keys.push(this.#namespace + key)
+    this.#windows.push(windowMs)
+    this.#callbacks.push(callback)
+    if (this.#scheduled) return
+    this.#scheduled = true
+    // setImmediate, not nextTick: it runs after every socket read of this
+    // turn has been handled, so the batch holds all of them.
+    setImmediate(this.#flush)
+  }
+
+  readonly #flush = (): void => {
+    const keys = this.#keys
+    const windows = this.#windows
+    const callbacks = this.#callbacks
+    this.#keys = []
+    this.#windows = []
+    this.#callbacks = []
+    this.#scheduled = false
+    if (keys.length <= MAX_KEYS_PER_CALL) {
+      this.#send(keys, windows, callbacks)
+      return
+    }
+    for (let start = 0; start < keys.length; start += MAX_KEYS_PER_CALL) {
+      const end = start + MAX_KEYS_PER_CALL
+      this.#send(keys.slice(start, end), windows.slice(start, end), callbacks.slice(start, end))
+    }
+  }
+
+  #send (keys: string[], windows: number[], callbacks: CountCallback[]): void {
+    this.#redis.tgRateCount(keys.length, ...keys, ...windows).then(
+      (reply) => {
+        if (!Array.isArray(reply) || reply.length !== keys.length * 2) {
+          fail(callbacks, new Error('Redis rate-limit script answered an unexpected reply'))
+          return
+        }
+        for (let i = 0; i < callbacks.length; i++) {
+          callbacks[i]!(null, { current: Number(reply[2 * i]), ttl: Number(reply[2 * i + 1]) })
+        }
+      },
+      (err: unknown) => { fail(callbacks, err instanceof Error ? err : new Error(String(err))) }
+    )
+  }
+}
+
+function fail (callbacks: CountCallback[], err: Error): void {
+  for (const callback of callbacks) callback(err)
+}
+
+/**
+ * The counter as a @fastify/rate-limit store class (the plugin constructs
+ * its store itself). Every limiter shares the one namespace: the gateway's
+ * keys already name their route.
+ */
+export function rateLimitStoreOf (counter: RedisRateCounter): FastifyRateLimitStoreCtor {
+  return class RedisRateLimitStore implements FastifyRateLimitStore {
+    incr (key: string, callback: CountCallback, timeWindow: number): void {
+      counter.count(key, timeWindow, callback)
+    }
+
+    child (): FastifyRateLimitStore {
+      return this
+    }
+  }
+}
