@@ -22,6 +22,8 @@ export interface LoadOptions {
   seconds: number
   /** the CPUs the load generator may use, for taskset; empty: anywhere */
   cpus: string
+  /** autocannon only: requests per second over all connections; unset: as fast as the server answers */
+  rate?: number
 }
 
 export function hasCommand (name: string): boolean {
@@ -31,9 +33,15 @@ export function hasCommand (name: string): boolean {
 export const WRK = hasCommand('wrk')
 export const TASKSET = hasCommand('taskset')
 
-/** A wrk script that sends every request with the next token of the list, in rotation. */
-export function writeWrkScript (dir: string, tokens: readonly string[]): string {
-  const file = join(dir, 'tokens.lua')
+/**
+ * A wrk script that sends every request with the next token of the list, in
+ * rotation. With `pauseMs`, each connection waits a random 0 … 2 × pauseMs
+ * (whole ms, wrk's unit) before each request: a steady offered load below
+ * saturation, spread so that the connections do not fire together. wrk times
+ * a request from its first byte written, so the pause is not in its latency.
+ */
+export function writeWrkScript (dir: string, tokens: readonly string[], pauseMs?: number): string {
+  const file = join(dir, pauseMs === undefined ? 'tokens.lua' : 'tokens-paced.lua')
   writeFileSync(file, [
     `local tokens = {${tokens.map((t) => `"${t}"`).join(',')}}`,
     'local n = 0',
@@ -41,6 +49,7 @@ export function writeWrkScript (dir: string, tokens: readonly string[]): string 
     '  n = n % #tokens + 1',
     '  return wrk.format(nil, nil, { ["Authorization"] = "Bearer " .. tokens[n] })',
     'end',
+    ...(pauseMs === undefined ? [] : [`delay = function() return math.random(0, ${2 * pauseMs}) end`]),
     ''
   ].join('\n'))
   return file
@@ -86,6 +95,7 @@ export async function runAutocannon (url: string, tokens: readonly string[], opt
     url,
     connections: options.connections,
     duration: options.seconds,
+    ...(options.rate === undefined ? {} : { overallRate: options.rate }),
     requests: [{ setupRequest: (req) => ({ ...req, headers: { ...req.headers, authorization: `Bearer ${tokens[i++ % tokens.length]}` } }) }]
   })
   return {

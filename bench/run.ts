@@ -30,6 +30,8 @@ const TOKENS = 1000
 const REDIS_URL = process.env.BENCH_REDIS_URL
 /** BENCH_PROFILE=DIR writes V8 CPU profiles of the bare proxy and the gateways into DIR (bare.cpuprofile, gateway.cpuprofile, gatewayLimited.cpuprofile, gatewayRedisLimited.cpuprofile). */
 const PROFILE_DIR = process.env.BENCH_PROFILE
+/** The steady-load phase offers this share of the bare proxy's saturated req/s to every target; 0 skips it. */
+const PACED_SHARE = Number(process.env.BENCH_PACED_SHARE ?? 0.5)
 
 const CORES = cpus().length
 const SERVER_CPU = CORES >= 2 && TASKSET ? String(CORES - 1) : ''
@@ -111,6 +113,8 @@ function revision (): string {
 }
 
 async function main (): Promise<void> {
+  // This process (and autocannon, which runs inside it) keeps off the core of the server under test.
+  if (LOAD_CPUS !== '') spawnSync('taskset', ['-a', '-p', '-c', LOAD_CPUS, String(process.pid)], { stdio: 'ignore' })
   const dir = mkdtempSync(join(tmpdir(), 'tokengate-bench-'))
   const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256', privateKeyEncoding: { format: 'pem', type: 'pkcs8' }, publicKeyEncoding: { format: 'pem', type: 'spki' } })
   writeFileSync(join(dir, 'key.pem'), privateKey)
@@ -167,12 +171,12 @@ async function main (): Promise<void> {
 
     const options: LoadOptions = { connections: CONNECTIONS, seconds: SECONDS, cpus: LOAD_CPUS }
     const path = '/api/x'
-    const measure = async (target: Target, seconds = SECONDS): Promise<Sample> => {
+    const measure = async (target: Target, seconds = SECONDS, pacing?: { script: string, rate: number }): Promise<Sample> => {
       const pid = target.server.child.pid
       const cpuBefore = cpuSeconds(pid)
       const result = WRK
-        ? await runWrk(`${target.server.url}${path}`, script, { ...options, seconds })
-        : await runAutocannon(`${target.server.url}${path}`, tokens, { ...options, seconds })
+        ? await runWrk(`${target.server.url}${path}`, pacing?.script ?? script, { ...options, seconds })
+        : await runAutocannon(`${target.server.url}${path}`, tokens, { ...options, seconds, rate: pacing?.rate })
       return { ...result, cpuUs: (cpuSeconds(pid) - cpuBefore) * 1e6 / Math.max(1, result.requests) }
     }
 
@@ -197,6 +201,22 @@ async function main (): Promise<void> {
 
     const s = new Map([...runs].map(([k, v]) => [k, summary(v)]))
     const bare = s.get('bare') as Sample
+
+    // At saturation p99 is mostly queueing behind whatever stalled the
+    // server's one thread; at a load every target can carry, it is the time a
+    // request takes. The same offered load for every target: a share of the
+    // bare proxy's saturated req/s.
+    const pacedTargets = targets.filter((t) => t.key === 'bare' || t.key.startsWith('gateway'))
+    const offered = Math.round(bare.rps * PACED_SHARE)
+    const pauseMs = Math.max(1, Math.round(CONNECTIONS * 1000 / offered))
+    const pacedScript = writeWrkScript(dir, tokens, pauseMs)
+    const pacedRuns = new Map<string, Sample[]>(pacedTargets.map((t) => [t.key, []]))
+    if (PACED_SHARE > 0) {
+      for (let round = 0; round < ROUNDS; round++) {
+        for (const target of pacedTargets) pacedRuns.get(target.key)?.push(await measure(target, SECONDS, { script: pacedScript, rate: offered }))
+      }
+    }
+    const paced = new Map([...pacedRuns].filter(([, v]) => v.length > 0).map(([k, v]) => [k, summary(v)]))
 
     let memory: MemoryPhase[] = []
     if (MEMORY_CALLERS > 0) {
@@ -245,6 +265,23 @@ async function main (): Promise<void> {
       ...(s.has('nginx') ? [] : ['nginx is not installed (`apt-get install nginx`), so it is not measured.']),
       ''
     ]
+    const pacedBare = paced.get('bare')
+    if (pacedBare !== undefined) {
+      lines.push(
+        '## Latency at a steady load below saturation',
+        '',
+        `The same offered load for every target, about ${Math.round(PACED_SHARE * 100)} % of the bare proxy's saturated req/s above (${WRK ? `each of the ${CONNECTIONS} connections waits a random 0–${2 * pauseMs} ms before each request` : `autocannon's overallRate of ${offered} req/s`}); ${ROUNDS} rounds, medians.`,
+        '',
+        '| target | req/s | p50 ms | p99 ms | p99 difference to the bare proxy |',
+        '|---|---:|---:|---:|---:|',
+        ...pacedTargets.map((t) => {
+          const x = paced.get(t.key) as Sample
+          const diff = x.p99 - pacedBare.p99
+          return `| ${t.label} | ${Math.round(x.rps)} | ${ms(x.p50)} | ${ms(x.p99)} | ${t.key === 'bare' ? '–' : `${diff >= 0 ? '+' : ''}${ms(diff)} ms`} |`
+        }),
+        ''
+      )
+    }
     if (memory.length > 0) {
       lines.push(
         `## Memory under ${MEMORY_CALLERS} distinct callers`,
