@@ -209,14 +209,15 @@ async function main (): Promise<void> {
     const pacedTargets = targets.filter((t) => t.key === 'bare' || t.key.startsWith('gateway'))
     const offered = Math.round(bare.rps * PACED_SHARE)
     const pauseMs = Math.max(1, Math.round(CONNECTIONS * 1000 / offered))
-    const pacedScript = writeWrkScript(dir, tokens, pauseMs)
-    const pacedRuns = new Map<string, Sample[]>(pacedTargets.map((t) => [t.key, []]))
+    const paced = new Map<string, Sample>()
     if (PACED_SHARE > 0) {
+      const pacing = { script: writeWrkScript(dir, tokens, pauseMs), rate: offered }
+      const pacedRuns = new Map<string, Sample[]>(pacedTargets.map((t) => [t.key, []]))
       for (let round = 0; round < ROUNDS; round++) {
-        for (const target of pacedTargets) pacedRuns.get(target.key)?.push(await measure(target, SECONDS, { script: pacedScript, rate: offered }))
+        for (const target of pacedTargets) pacedRuns.get(target.key)?.push(await measure(target, SECONDS, pacing))
       }
+      for (const [key, samples] of pacedRuns) paced.set(key, summary(samples))
     }
-    const paced = new Map([...pacedRuns].filter(([, v]) => v.length > 0).map(([k, v]) => [k, summary(v)]))
 
     let memory: MemoryPhase[] = []
     if (MEMORY_CALLERS > 0) {

@@ -84,10 +84,6 @@ export class RedisRateCounter {
     this.#windows = []
     this.#callbacks = []
     this.#scheduled = false
-    if (keys.length <= MAX_KEYS_PER_CALL) {
-      this.#send(keys, windows, callbacks)
-      return
-    }
     for (let start = 0; start < keys.length; start += MAX_KEYS_PER_CALL) {
       const end = start + MAX_KEYS_PER_CALL
       this.#send(keys.slice(start, end), windows.slice(start, end), callbacks.slice(start, end))
