@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
-import { UNMATCHED_ROUTE } from '../src/gateway-metrics.js'
-import { redactUrl } from '../src/logger.js'
+import { UNMATCHED_ROUTE } from '../src/ops/gateway-metrics.js'
+import { redactUrl } from '../src/ops/logger.js'
 
 // One access line per request, written when the answer is done: what ops
 // search by (route, status, latency, upstream, user id) and nothing that is a

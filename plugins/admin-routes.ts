@@ -42,5 +42,5 @@ async function adminRoutesPlugin (fastify: FastifyInstance, { adminRole }: Admin
 export default fp(adminRoutesPlugin, {
   name: 'tokengate-admin-routes',
   fastify: '5.x',
-  dependencies: ['tokengate-authenticate', 'tokengate-auth-routes']
+  dependencies: ['tokengate-authenticate', 'tokengate-store']
 })

@@ -4,29 +4,22 @@ import '@fastify/cookie'
 import { Type, type Static } from '@sinclair/typebox'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { LoadedConfig } from '../src/config/load-config.js'
-import { parseDuration } from '../src/duration.js'
-import { TokenRejected } from '../src/access-token.js'
+import { parseDuration } from '../src/config/duration.js'
+import { TokenRejected } from '../src/tokens/access-token.js'
 import {
   ERR_BAD_REQUEST, ERR_CSRF, ERR_INVALID_GRANT, ERR_LOGIN_FAILED, ERR_RATE_LIMITED, ERR_TOKEN_INVALID, ERR_TOKEN_MISSING
 } from '../src/errors.js'
-import { dummyPasswordHash, MAX_PASSWORD_BYTES, verifyPassword } from '../src/password.js'
-import { refreshCookie } from '../src/refresh-cookie.js'
-import { generateRefreshToken, hashRefreshToken, isWellFormedRefreshToken, openSuccessor, sealSuccessor } from '../src/refresh-token.js'
-import { Revoker } from '../src/revoker.js'
-import type { SessionInfo } from '../src/store/session-store.js'
-import type { UserRecord } from '../src/users-file.js'
-import { bearerToken, rejectionError } from './authenticate.js'
-import { clientAddress } from './rate-limit.js'
+import { dummyPasswordHash, MAX_PASSWORD_BYTES, verifyPassword } from '../src/users/password.js'
+import { refreshCookie } from '../src/tokens/refresh-cookie.js'
+import { generateRefreshToken, hashRefreshToken, isWellFormedRefreshToken, openSuccessor, sealSuccessor } from '../src/tokens/refresh-token.js'
+import type { SessionInfo } from '../src/sessions/session-store.js'
+import type { UserRecord } from '../src/users/users-file.js'
+import { bearerToken, rejectionError } from '../src/tokens/bearer-token.js'
+import { clientAddress } from '../src/limits/client-address.js'
 
 // The token lifecycle a client follows: log in, refresh (rotating the refresh
 // token, detecting reuse), log out. Browsers keep the refresh token in an
 // HTTP-only cookie; other clients ask for it in the body.
-
-declare module 'fastify' {
-  interface FastifyInstance {
-    revoker: Revoker
-  }
-}
 
 export interface AuthRoutesOptions {
   loaded: LoadedConfig
@@ -79,12 +72,10 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
   const refreshTtlMs = parseDuration(config.tokens.refreshTtl)
   const idleTimeoutMs = parseDuration(config.tokens.idleTimeout)
   const graceMs = parseDuration(config.tokens.reuseGrace)
-  const accessTtlMs = parseDuration(config.tokens.accessTtl)
   const allowedOrigins = new Set([...config.auth.allowedOrigins, ...(config.server.publicUrl === undefined ? [] : [new URL(config.server.publicUrl).origin])])
-  const revoker = new Revoker(fastify.store, fastify.denylist, accessTtlMs, parseDuration(config.tokens.clockSkew))
+  const revoker = fastify.revoker
   // A session revoked for reuse stays on the denylist as long as any other revocation.
   const denyHorizonMs = revoker.horizonMs
-  fastify.decorate('revoker', revoker)
 
   const issueTokens = (reply: FastifyReply, user: UserRecord, sid: string, refreshToken: string, transport: 'cookie' | 'body', sessionExpiresAt: number): Static<typeof TokenResponse> => {
     const access = fastify.accessTokens.issue({

@@ -1,8 +1,9 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyRequest, onRequestHookHandler } from 'fastify'
-import { TokenRejected, type AccessClaims } from '../src/access-token.js'
+import { TokenRejected, type AccessClaims } from '../src/tokens/access-token.js'
+import { bearerToken, rejectionError } from '../src/tokens/bearer-token.js'
 import {
-  ERR_INSUFFICIENT_SCOPE, ERR_STORE_UNAVAILABLE, ERR_TOKEN_EXPIRED, ERR_TOKEN_INVALID, ERR_TOKEN_MISSING, ERR_TOKEN_REVOKED
+  ERR_INSUFFICIENT_SCOPE, ERR_STORE_UNAVAILABLE, ERR_TOKEN_INVALID, ERR_TOKEN_MISSING, ERR_TOKEN_REVOKED
 } from '../src/errors.js'
 
 declare module 'fastify' {
@@ -32,22 +33,6 @@ export interface AuthPolicy {
   scopes: readonly string[]
   /** any one suffices */
   roles: readonly string[]
-}
-
-// RFC 6750 §2.1: `Bearer` (any case), one or more spaces, a b64token.
-const BEARER = /^bearer +([A-Za-z0-9\-._~+/]+=*) *$/i
-
-/** The bearer token of a request: undefined when none was sent, null when the header is not a bearer token. */
-export function bearerToken (request: FastifyRequest): string | null | undefined {
-  const header = request.headers.authorization
-  if (header === undefined || header === '') return undefined
-  const match = BEARER.exec(header)
-  return match === null ? null : match[1]
-}
-
-/** The error a client sees for a refused access token: expired ones are told apart, so clients know to refresh. */
-export function rejectionError (rejection: TokenRejected): Error {
-  return rejection.reason === 'expired' ? new ERR_TOKEN_EXPIRED() : new ERR_TOKEN_INVALID()
 }
 
 async function authenticatePlugin (fastify: FastifyInstance): Promise<void> {

@@ -5,8 +5,8 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, onResponseHookHandl
 import { parseCidr } from '../src/config/load-config.js'
 import type { MetricsConfig } from '../src/config/schema.js'
 import { ERR_FORBIDDEN, ERR_TOKEN_INVALID, ERR_TOKEN_MISSING } from '../src/errors.js'
-import { GatewayMetrics, UNMATCHED_ROUTE, type RouteSeries } from '../src/gateway-metrics.js'
-import { bearerToken } from './authenticate.js'
+import { GatewayMetrics, UNMATCHED_ROUTE, type RouteSeries } from '../src/ops/gateway-metrics.js'
+import { bearerToken } from '../src/tokens/bearer-token.js'
 
 // Prometheus metrics: GET /metrics, and the bookkeeping behind it. Each route
 // gets its own onResponse hook, closed over its series when it is registered,

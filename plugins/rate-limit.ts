@@ -1,14 +1,15 @@
 import fp from 'fastify-plugin'
-import fastifyRateLimit, { normalizeIP, type RateLimitPluginOptions } from '@fastify/rate-limit'
+import fastifyRateLimit, { type RateLimitPluginOptions } from '@fastify/rate-limit'
 import { Redis } from 'ioredis'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { GatewayConfig, RateLimitConfig, RouteConfig } from '../src/config/schema.js'
-import { parseDuration } from '../src/duration.js'
+import { parseDuration } from '../src/config/duration.js'
 import { ERR_RATE_LIMITED, ERR_STORE_UNAVAILABLE } from '../src/errors.js'
-import { MemoryLoginThrottle, RedisLoginThrottle, type LoginThrottle } from '../src/login-throttle.js'
-import { closeClient, fastFailClientOptions, watchOutages, whenReady } from '../src/store/redis-store.js'
-import { RedisRateCounter, rateLimitStoreOf } from '../src/redis-rate-counter.js'
-import type { RouteSeries } from '../src/gateway-metrics.js'
+import { MemoryLoginThrottle, RedisLoginThrottle, type LoginThrottle } from '../src/limits/login-throttle.js'
+import { closeClient, fastFailClientOptions, watchOutages, whenReady } from '../src/sessions/redis-store.js'
+import { RedisRateCounter, rateLimitStoreOf } from '../src/limits/redis-rate-counter.js'
+import { clientAddress } from '../src/limits/client-address.js'
+import type { RouteSeries } from '../src/ops/gateway-metrics.js'
 
 // Rate limits of proxied routes and the login throttle. Counters live in
 // Redis when `redis.url` is set (every instance shares one budget) and in
@@ -37,15 +38,8 @@ export interface RouteRateLimit {
   byUser (request: FastifyRequest, reply: FastifyReply): Promise<void>
 }
 
-/** IPv6 clients usually hold a whole /64: one budget per /64, not per address. */
-export const IPV6_SUBNET = 64
 /** Without `auth.loginRateLimit.addressMax`, an address may fail this many times an account's budget. */
 export const DEFAULT_ADDRESS_FACTOR = 5
-
-/** The client address a budget is keyed by: request.ip honours server.trustProxy, so a client cannot pick it. */
-export function clientAddress (request: FastifyRequest): string {
-  return normalizeIP(request.ip, IPV6_SUBNET)
-}
 
 type CreateRateLimit = FastifyInstance['createRateLimit']
 type Limiter = ReturnType<CreateRateLimit>

@@ -64,5 +64,5 @@ async function sessionRoutesPlugin (fastify: FastifyInstance): Promise<void> {
 export default fp(sessionRoutesPlugin, {
   name: 'tokengate-session-routes',
   fastify: '5.x',
-  dependencies: ['tokengate-authenticate', 'tokengate-auth-routes']
+  dependencies: ['tokengate-authenticate', 'tokengate-store']
 })

@@ -1,17 +1,18 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import type { GatewayConfig } from '../src/config/schema.js'
-import { parseDuration } from '../src/duration.js'
-import { DenylistMirror } from '../src/denylist-mirror.js'
-import { MemoryStore } from '../src/store/memory-store.js'
-import { RedisStore } from '../src/store/redis-store.js'
-import type { SessionStore } from '../src/store/session-store.js'
-import type { GatewayMetrics } from '../src/gateway-metrics.js'
+import { parseDuration } from '../src/config/duration.js'
+import { DenylistMirror } from '../src/sessions/denylist-mirror.js'
+import { openStore } from '../src/sessions/open-store.js'
+import { Revoker } from '../src/sessions/revoker.js'
+import type { SessionStore } from '../src/sessions/session-store.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
     store: SessionStore
     denylist: DenylistMirror
+    /** Ends sessions and denies access tokens the same way from every entry point. */
+    revoker: Revoker
   }
 }
 
@@ -21,24 +22,13 @@ export interface StorePluginOptions {
   store?: SessionStore
 }
 
-export function openStore (config: GatewayConfig, log: FastifyInstance['log'], metrics?: GatewayMetrics): SessionStore {
-  if (config.redis.url === '') return new MemoryStore()
-  return new RedisStore({
-    url: config.redis.url,
-    keyPrefix: config.redis.keyPrefix,
-    connectTimeoutMs: parseDuration(config.redis.connectTimeout),
-    commandTimeoutMs: parseDuration(config.redis.commandTimeout),
-    log,
-    ...(metrics === undefined ? {} : { onCommandError: () => metrics.redisError('store') })
-  })
-}
-
 async function storePlugin (fastify: FastifyInstance, opts: StorePluginOptions): Promise<void> {
   const owned = opts.store === undefined
   const store = opts.store ?? openStore(opts.config, fastify.log, fastify.metrics)
   const denylist = new DenylistMirror(store, { maxStalenessMs: parseDuration(opts.config.denylist.maxStaleness), log: fastify.log })
   fastify.decorate('store', store)
   fastify.decorate('denylist', denylist)
+  fastify.decorate('revoker', new Revoker(store, denylist, parseDuration(opts.config.tokens.accessTtl), parseDuration(opts.config.tokens.clockSkew)))
   fastify.metrics.trackDenylist(() => denylist.size)
   fastify.addHook('onReady', async () => {
     // A store that is down at start is not fatal: protected routes answer 503

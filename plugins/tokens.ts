@@ -1,8 +1,8 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
-import { AccessTokens } from '../src/access-token.js'
+import { AccessTokens } from '../src/tokens/access-token.js'
 import type { LoadedConfig } from '../src/config/load-config.js'
-import { parseDuration } from '../src/duration.js'
+import { parseDuration } from '../src/config/duration.js'
 
 declare module 'fastify' {
   interface FastifyInstance {

@@ -5,7 +5,7 @@ import { checkConfig } from './config/load-config.js'
 import { configReferenceTable, withConfigReference } from './config/config-reference.js'
 import { editorJsonSchema } from './config/schema.js'
 import { ConfigError, formatIssue } from './config/yaml-source.js'
-import { hashPassword, MAX_PASSWORD_BYTES } from './password.js'
+import { hashPassword, MAX_PASSWORD_BYTES } from './users/password.js'
 import { startGateway } from './server.js'
 
 const USAGE = `usage:

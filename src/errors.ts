@@ -1,43 +1,103 @@
-import createError from '@fastify/error'
+import createError, { type FastifyErrorConstructor } from '@fastify/error'
 
 // The one registry of errors a client can see. Codes are stable: clients and
 // dashboards match on them, so an entry may be added but never renamed.
-// The README's error table is checked against this list by a test.
+// Everything else is derived from this object: the error classes, the code
+// list the error handler allows through, the OAuth error names, the 401/403
+// challenges. test/errors.test.ts checks the README's table against it.
 
-export const ERR_NOT_FOUND = createError('TG_NOT_FOUND', 'No route for %s %s', 404)
-export const ERR_METHOD_NOT_ALLOWED = createError('TG_METHOD_NOT_ALLOWED', 'Method %s is not allowed on this route', 405)
-export const ERR_BAD_REQUEST = createError('TG_BAD_REQUEST', 'The request is malformed', 400)
-export const ERR_VALIDATION = createError('TG_VALIDATION', 'Invalid request: %s', 400)
-export const ERR_BODY_TOO_LARGE = createError('TG_BODY_TOO_LARGE', 'The request body is too large', 413)
-export const ERR_UNSUPPORTED_MEDIA_TYPE = createError('TG_UNSUPPORTED_MEDIA_TYPE', 'Unsupported content type', 415)
-export const ERR_HEADERS_TOO_LARGE = createError('TG_HEADERS_TOO_LARGE', 'Request headers too large', 431)
+export interface ErrorSpec {
+  readonly status: number
+  /** `%s` placeholders are filled from the constructor's arguments. */
+  readonly message: string
+  /** The OAuth 2.0 error name (RFC 6749 §5.2, RFC 6750 §3.1) in the body's `error`; else the HTTP reason. */
+  readonly oauth?: string
+  /**
+   * The `WWW-Authenticate: Bearer` challenge this error carries (RFC 6750 §3):
+   * `bare` names no error (no token was presented, or it was not a bearer
+   * token that failed); `error` names the OAuth error and describes it.
+   */
+  readonly challenge?: 'bare' | 'error'
+  /**
+   * Expected while a dependency is down (a store outage): logged without a
+   * stack, since the outage itself is logged once when it starts and ends.
+   */
+  readonly outage?: boolean
+}
 
-export const ERR_TOKEN_MISSING = createError('TG_TOKEN_MISSING', 'Authentication is required', 401)
-export const ERR_TOKEN_INVALID = createError('TG_TOKEN_INVALID', 'The access token is invalid', 401)
-export const ERR_TOKEN_EXPIRED = createError('TG_TOKEN_EXPIRED', 'The access token has expired', 401)
-export const ERR_TOKEN_REVOKED = createError('TG_TOKEN_REVOKED', 'The access token has been revoked', 401)
-export const ERR_INSUFFICIENT_SCOPE = createError('TG_INSUFFICIENT_SCOPE', 'The access token lacks the scope or role this route requires', 403)
+export const ERRORS = {
+  TG_NOT_FOUND: { status: 404, message: 'No route for %s %s' },
+  TG_METHOD_NOT_ALLOWED: { status: 405, message: 'Method %s is not allowed on this route' },
+  TG_BAD_REQUEST: { status: 400, message: 'The request is malformed' },
+  TG_VALIDATION: { status: 400, message: 'Invalid request: %s' },
+  TG_REQUEST_TIMEOUT: { status: 408, message: 'The request took too long to arrive' },
+  TG_BODY_TOO_LARGE: { status: 413, message: 'The request body is too large' },
+  TG_URI_TOO_LONG: { status: 414, message: 'The request target is too long' },
+  TG_UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'Unsupported content type' },
+  TG_HEADERS_TOO_LARGE: { status: 431, message: 'Request headers too large' },
 
-export const ERR_LOGIN_FAILED = createError('TG_LOGIN_FAILED', 'Invalid username or password', 401)
-export const ERR_INVALID_GRANT = createError('TG_INVALID_GRANT', 'The refresh token is invalid, expired or revoked', 401)
-export const ERR_CSRF = createError('TG_CSRF', 'Cross-site request refused', 403)
-export const ERR_FORBIDDEN = createError('TG_FORBIDDEN', 'You may not do this', 403)
-export const ERR_SESSION_NOT_FOUND = createError('TG_SESSION_NOT_FOUND', 'No such session', 404)
-export const ERR_RATE_LIMITED = createError('TG_RATE_LIMITED', 'Too many requests, retry in %s', 429)
+  TG_TOKEN_MISSING: { status: 401, message: 'Authentication is required', oauth: 'invalid_request', challenge: 'bare' },
+  TG_TOKEN_INVALID: { status: 401, message: 'The access token is invalid', oauth: 'invalid_token', challenge: 'error' },
+  TG_TOKEN_EXPIRED: { status: 401, message: 'The access token has expired', oauth: 'invalid_token', challenge: 'error' },
+  TG_TOKEN_REVOKED: { status: 401, message: 'The access token has been revoked', oauth: 'invalid_token', challenge: 'error' },
+  TG_INSUFFICIENT_SCOPE: { status: 403, message: 'The access token lacks the scope or role this route requires', oauth: 'insufficient_scope', challenge: 'error' },
 
-export const ERR_INTERNAL = createError('TG_INTERNAL', 'Internal error', 500)
-export const ERR_UPSTREAM_BAD_GATEWAY = createError('TG_UPSTREAM_BAD_GATEWAY', 'The upstream service failed', 502)
-export const ERR_UPSTREAM_UNAVAILABLE = createError('TG_UPSTREAM_UNAVAILABLE', 'The upstream service is unavailable', 503)
-export const ERR_UPSTREAM_TIMEOUT = createError('TG_UPSTREAM_TIMEOUT', 'The upstream service did not answer in time', 504)
-export const ERR_STORE_UNAVAILABLE = createError('TG_STORE_UNAVAILABLE', 'The session store is unavailable, retry shortly', 503)
-export const ERR_SHUTTING_DOWN = createError('TG_SHUTTING_DOWN', 'The gateway is shutting down', 503)
+  TG_LOGIN_FAILED: { status: 401, message: 'Invalid username or password', challenge: 'bare' },
+  TG_INVALID_GRANT: { status: 401, message: 'The refresh token is invalid, expired or revoked', oauth: 'invalid_grant', challenge: 'bare' },
+  TG_CSRF: { status: 403, message: 'Cross-site request refused' },
+  TG_FORBIDDEN: { status: 403, message: 'You may not do this' },
+  TG_SESSION_NOT_FOUND: { status: 404, message: 'No such session' },
+  TG_RATE_LIMITED: { status: 429, message: 'Too many requests, retry in %s' },
 
-/** Every code above, for the README table test and for the error handler's allow-list. */
-export const ERROR_CODES: ReadonlySet<string> = new Set([
-  ERR_NOT_FOUND, ERR_METHOD_NOT_ALLOWED, ERR_BAD_REQUEST, ERR_VALIDATION, ERR_BODY_TOO_LARGE,
-  ERR_UNSUPPORTED_MEDIA_TYPE, ERR_HEADERS_TOO_LARGE, ERR_TOKEN_MISSING, ERR_TOKEN_INVALID,
-  ERR_TOKEN_EXPIRED, ERR_TOKEN_REVOKED, ERR_INSUFFICIENT_SCOPE, ERR_LOGIN_FAILED, ERR_INVALID_GRANT,
-  ERR_CSRF, ERR_FORBIDDEN, ERR_SESSION_NOT_FOUND, ERR_RATE_LIMITED, ERR_INTERNAL,
-  ERR_UPSTREAM_BAD_GATEWAY, ERR_UPSTREAM_UNAVAILABLE, ERR_UPSTREAM_TIMEOUT, ERR_STORE_UNAVAILABLE,
-  ERR_SHUTTING_DOWN
-].map((E) => new E().code))
+  TG_INTERNAL: { status: 500, message: 'Internal error' },
+  TG_UPSTREAM_BAD_GATEWAY: { status: 502, message: 'The upstream service failed' },
+  TG_UPSTREAM_UNAVAILABLE: { status: 503, message: 'The upstream service is unavailable' },
+  TG_UPSTREAM_TIMEOUT: { status: 504, message: 'The upstream service did not answer in time' },
+  TG_STORE_UNAVAILABLE: { status: 503, message: 'The session store is unavailable, retry shortly', outage: true },
+  TG_SHUTTING_DOWN: { status: 503, message: 'The gateway is shutting down' }
+} as const satisfies Record<string, ErrorSpec>
+
+export type ErrorCode = keyof typeof ERRORS
+
+/** Every registered code, for the error handler's allow-list. */
+export const ERROR_CODES: ReadonlySet<string> = new Set(Object.keys(ERRORS))
+
+/** The registry entry of a code, or undefined for a code that is not ours. */
+export function errorSpec (code: string): ErrorSpec | undefined {
+  return ERROR_CODES.has(code) ? ERRORS[code as ErrorCode] : undefined
+}
+
+function define (code: ErrorCode): FastifyErrorConstructor {
+  const spec: ErrorSpec = ERRORS[code]
+  return createError(code, spec.message, spec.status)
+}
+
+export const ERR_NOT_FOUND = define('TG_NOT_FOUND')
+export const ERR_METHOD_NOT_ALLOWED = define('TG_METHOD_NOT_ALLOWED')
+export const ERR_BAD_REQUEST = define('TG_BAD_REQUEST')
+export const ERR_VALIDATION = define('TG_VALIDATION')
+export const ERR_REQUEST_TIMEOUT = define('TG_REQUEST_TIMEOUT')
+export const ERR_BODY_TOO_LARGE = define('TG_BODY_TOO_LARGE')
+export const ERR_URI_TOO_LONG = define('TG_URI_TOO_LONG')
+export const ERR_UNSUPPORTED_MEDIA_TYPE = define('TG_UNSUPPORTED_MEDIA_TYPE')
+export const ERR_HEADERS_TOO_LARGE = define('TG_HEADERS_TOO_LARGE')
+
+export const ERR_TOKEN_MISSING = define('TG_TOKEN_MISSING')
+export const ERR_TOKEN_INVALID = define('TG_TOKEN_INVALID')
+export const ERR_TOKEN_EXPIRED = define('TG_TOKEN_EXPIRED')
+export const ERR_TOKEN_REVOKED = define('TG_TOKEN_REVOKED')
+export const ERR_INSUFFICIENT_SCOPE = define('TG_INSUFFICIENT_SCOPE')
+
+export const ERR_LOGIN_FAILED = define('TG_LOGIN_FAILED')
+export const ERR_INVALID_GRANT = define('TG_INVALID_GRANT')
+export const ERR_CSRF = define('TG_CSRF')
+export const ERR_FORBIDDEN = define('TG_FORBIDDEN')
+export const ERR_SESSION_NOT_FOUND = define('TG_SESSION_NOT_FOUND')
+export const ERR_RATE_LIMITED = define('TG_RATE_LIMITED')
+
+export const ERR_INTERNAL = define('TG_INTERNAL')
+export const ERR_UPSTREAM_BAD_GATEWAY = define('TG_UPSTREAM_BAD_GATEWAY')
+export const ERR_UPSTREAM_UNAVAILABLE = define('TG_UPSTREAM_UNAVAILABLE')
+export const ERR_UPSTREAM_TIMEOUT = define('TG_UPSTREAM_TIMEOUT')
+export const ERR_STORE_UNAVAILABLE = define('TG_STORE_UNAVAILABLE')
+export const ERR_SHUTTING_DOWN = define('TG_SHUTTING_DOWN')

@@ -1,9 +1,9 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { FastifyInstance } from 'fastify'
-import { errorBody } from '../plugins/errors.js'
+import { errorBody } from './error-response.js'
 import { ERR_SHUTTING_DOWN } from './errors.js'
-import { httpServerOptions, type ServerLimits } from './server-limits.js'
+import { httpServerOptions, type ServerLimits } from './ops/server-limits.js'
 
 // One listening HTTP server in front of one gateway at a time. A hot reload
 // builds a new gateway beside the running one and swaps it in: connections

@@ -1,4 +1,4 @@
-import { DURATION_PATTERN } from '../duration.js'
+import { DURATION_PATTERN } from './duration.js'
 import { GatewayConfigSchema } from './schema.js'
 
 // The README's key-by-key reference is generated from the schema, so the two

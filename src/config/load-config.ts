@@ -1,10 +1,10 @@
 import { isIP } from 'node:net'
 import { dirname, resolve } from 'node:path'
-import { parseDuration } from '../duration.js'
+import { parseDuration } from './duration.js'
 import { GatewayConfigSchema, type GatewayConfig } from './schema.js'
 import { ConfigError, YamlSource, type ConfigIssue } from './yaml-source.js'
-import { loadTokenKeys, type TokenKeys } from '../token-keys.js'
-import { readUsers, type UserDirectory } from '../users-file.js'
+import { loadTokenKeys, type TokenKeys } from '../tokens/token-keys.js'
+import { readUsers, type UserDirectory } from '../users/users-file.js'
 
 /** Paths the gateway answers itself; a proxied route may not shadow them. */
 export const RESERVED_PREFIXES = ['/auth', '/admin', '/.well-known', '/healthz', '/readyz', '/metrics'] as const

@@ -1,5 +1,5 @@
 import { Type, type Static, type TString } from '@sinclair/typebox'
-import { DURATION_PATTERN } from '../duration.js'
+import { DURATION_PATTERN } from './duration.js'
 
 // One schema gives the config's TypeScript type, its validation (Ajv, with the
 // defaults written here) and the JSON Schema that editors read

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs'
 import { Ajv, type ErrorObject } from 'ajv'
 import type { TSchema } from '@sinclair/typebox'
 import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type Node, type Scalar } from 'yaml'
-import { DURATION_PATTERN } from '../duration.js'
+import { DURATION_PATTERN } from './duration.js'
 
 // Reads a YAML file, fills `${VAR}` / `${VAR:-default}` from the environment,
 // validates it against a TypeBox schema and reports every problem as

@@ -7,7 +7,7 @@ import type { Test } from 'tap'
 import { stringify } from 'yaml'
 import { buildGateway, type BuildOptions } from '../../src/build-gateway.js'
 import { loadConfig, type LoadedConfig } from '../../src/config/load-config.js'
-import { hashPassword } from '../../src/password.js'
+import { hashPassword } from '../../src/users/password.js'
 
 // Builds a gateway for a test from a config written to a temp dir, the way
 // ops would write one, so every test also goes through the real loader.

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import type { Test } from 'tap'
-import { generateRefreshToken, hashRefreshToken, openSuccessor, sealSuccessor } from '../../src/refresh-token.js'
-import type { CreateSessionInput, DenyEntry, RotateInput, SessionStore } from '../../src/store/session-store.js'
+import { generateRefreshToken, hashRefreshToken, openSuccessor, sealSuccessor } from '../../src/tokens/refresh-token.js'
+import type { CreateSessionInput, DenyEntry, RotateInput, SessionStore } from '../../src/sessions/session-store.js'
 import { eventually } from './redis-server.js'
 
 // What every SessionStore must do, run against each implementation so that

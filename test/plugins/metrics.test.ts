@@ -1,6 +1,6 @@
 import t from 'tap'
 import { checkConfig } from '../../src/config/load-config.js'
-import { UNMATCHED_ROUTE } from '../../src/gateway-metrics.js'
+import { UNMATCHED_ROUTE } from '../../src/ops/gateway-metrics.js'
 import { login, PASSWORDS, startGateway, writeTestConfig } from '../helpers/gateway.js'
 import { closedPort, startUpstream } from '../helpers/upstream.js'
 import type { FastifyInstance } from 'fastify'

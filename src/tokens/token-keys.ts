@@ -1,8 +1,8 @@
 import { createPrivateKey, createPublicKey, type KeyObject, type JsonWebKey } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
-import type { Algorithm, GatewayConfig } from './config/schema.js'
-import type { KeyPath } from './config/yaml-source.js'
+import type { Algorithm, GatewayConfig } from '../config/schema.js'
+import type { KeyPath } from '../config/yaml-source.js'
 
 // Key material for access tokens, loaded once per config. Asymmetric keys come
 // from PEM files listed in `tokens.keys`: the first signs, all verify, each by

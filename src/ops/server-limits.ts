@@ -1,6 +1,6 @@
 import type { ServerOptions } from 'node:http'
-import type { GatewayConfig } from './config/schema.js'
-import { parseDuration } from './duration.js'
+import type { GatewayConfig } from '../config/schema.js'
+import { parseDuration } from '../config/duration.js'
 
 // The HTTP server's limits, set explicitly rather than left to Node's
 // defaults, in one place: buildGateway gives them to Fastify's server, and

@@ -1,4 +1,4 @@
-import type { GatewayConfig } from './config/schema.js'
+import type { GatewayConfig } from '../config/schema.js'
 
 // Where the refresh token lives in a browser: an HTTP-only cookie scoped to
 // the auth endpoints only, never sent to a proxied route. When secure, the

@@ -1,7 +1,7 @@
 import t from 'tap'
 import type { Test } from 'tap'
-import { MemoryStore } from '../../src/store/memory-store.js'
-import { StoreUnavailableError } from '../../src/store/session-store.js'
+import { MemoryStore } from '../../src/sessions/memory-store.js'
+import { StoreUnavailableError } from '../../src/sessions/session-store.js'
 import { ACCESS_TTL_MS, IDLE_MS, login, rotation, storeContract } from '../helpers/store-contract.js'
 
 function makeStore (t: Test): Promise<MemoryStore> {

@@ -1,4 +1,4 @@
-import type { DenyEntry, SessionStore } from './store/session-store.js'
+import type { DenyEntry, SessionStore } from './session-store.js'
 
 // Every instance keeps the whole denylist in memory so that checking a token
 // costs a Map lookup, never a Redis round trip. The store's feed keeps it

@@ -6,7 +6,7 @@ import {
   openSuccessor,
   REFRESH_TOKEN_LENGTH,
   sealSuccessor
-} from '../src/refresh-token.js'
+} from '../../src/tokens/refresh-token.js'
 
 t.test('a refresh token is 32 random bytes in 43 base64url characters', async (t) => {
   const tokens = new Set(Array.from({ length: 100 }, generateRefreshToken))

@@ -1,9 +1,9 @@
 import t from 'tap'
 import type { Test } from 'tap'
 import type { Redis } from 'ioredis'
-import { hashRefreshToken, openSuccessor } from '../../src/refresh-token.js'
-import { RedisStore } from '../../src/store/redis-store.js'
-import { StoreUnavailableError, type SessionStore } from '../../src/store/session-store.js'
+import { hashRefreshToken, openSuccessor } from '../../src/tokens/refresh-token.js'
+import { RedisStore } from '../../src/sessions/redis-store.js'
+import { StoreUnavailableError, type SessionStore } from '../../src/sessions/session-store.js'
 import { createRedisUser, eventually, scanKeys, SHARED_REDIS_URL, sharedPrefix, startPrivateRedis, withRedis } from '../helpers/redis-server.js'
 import { login, rotation, storeContract } from '../helpers/store-contract.js'
 

@@ -37,9 +37,9 @@ const EXAMPLE_APP_HEADERS = {
   'cache-control': 'no-cache'
 }
 
-/** examples/browser-app, found from src/ (tests) and from dist/src/ (built). */
+/** examples/browser-app, found from src/demo/ (tests) and from dist/src/demo/ (built). */
 export function exampleAppDir (): string | undefined {
-  return [join(__dirname, '..', 'examples', 'browser-app'), join(__dirname, '..', '..', 'examples', 'browser-app')]
+  return [join(__dirname, '..', '..', 'examples', 'browser-app'), join(__dirname, '..', '..', '..', 'examples', 'browser-app')]
     .find((dir) => existsSync(join(dir, 'index.html')))
 }
 

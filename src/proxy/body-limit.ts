@@ -1,5 +1,5 @@
 import { Transform, type Readable, type TransformCallback } from 'node:stream'
-import { ERR_BODY_TOO_LARGE } from './errors.js'
+import { ERR_BODY_TOO_LARGE } from '../errors.js'
 
 // A proxied body is streamed, not buffered, so its size is only known as it
 // flows. This counts it on the way through and fails the stream at the first

@@ -4,12 +4,12 @@ import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import t from 'tap'
 import type { Test } from 'tap'
-import { createEchoUpstream, exampleAppDir, type EchoReply } from '../src/demo-upstream.js'
+import { createEchoUpstream, exampleAppDir, type EchoReply } from '../../src/demo/demo-upstream.js'
 
 // The demo upstream echoes every request, except under /app/, where it serves
 // the example browser app's few files and nothing else.
 
-const APP_DIR = join(__dirname, '..', 'examples', 'browser-app')
+const APP_DIR = join(__dirname, '..', '..', 'examples', 'browser-app')
 
 async function listen (t: Test, appDir?: string): Promise<string> {
   const server = createEchoUpstream(appDir)

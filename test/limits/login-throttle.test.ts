@@ -1,5 +1,5 @@
 import t from 'tap'
-import { MemoryLoginThrottle } from '../src/login-throttle.js'
+import { MemoryLoginThrottle } from '../../src/limits/login-throttle.js'
 
 // The in-process login throttle as plain logic, on an explicit clock.
 

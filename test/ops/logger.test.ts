@@ -2,11 +2,11 @@ import { Writable } from 'node:stream'
 import t from 'tap'
 import type { Test } from 'tap'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
-import { buildGateway } from '../src/build-gateway.js'
-import { loggerOptions, redactUrl } from '../src/logger.js'
-import { PASSWORDS, testConfig } from './helpers/gateway.js'
-import { closedPort, startUpstream } from './helpers/upstream.js'
-import { setCookies } from './helpers/lifecycle.js'
+import { buildGateway } from '../../src/build-gateway.js'
+import { loggerOptions, redactUrl } from '../../src/ops/logger.js'
+import { PASSWORDS, testConfig } from '../helpers/gateway.js'
+import { closedPort, startUpstream } from '../helpers/upstream.js'
+import { setCookies } from '../helpers/lifecycle.js'
 
 // What the gateway logs, read from the stream pino writes to: one access line
 // per request with the request id, quiet health checks, and not one

@@ -1,5 +1,5 @@
 import type { DenylistMirror } from './denylist-mirror.js'
-import type { DenyEntry, SessionInfo, SessionStore } from './store/session-store.js'
+import type { DenyEntry, SessionInfo, SessionStore } from './session-store.js'
 
 // Ending sessions and revoking access tokens, the same way from every entry
 // point (logout, session list, reuse, admin). A denylist entry lives as long

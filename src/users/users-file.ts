@@ -1,5 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox'
-import type { YamlSource } from './config/yaml-source.js'
+import type { YamlSource } from '../config/yaml-source.js'
 
 // The users file (`auth.users.file`): the accounts the gateway logs in itself.
 // Values end up in identity headers upstream, so the schema keeps them to

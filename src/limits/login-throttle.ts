@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis'
-import { StoreUnavailableError } from './store/session-store.js'
+import { StoreUnavailableError } from '../sessions/session-store.js'
 
 // Login throttling: failed attempts are counted per account (lower-cased
 // username, known or not, so the answer tells nothing about existence) and

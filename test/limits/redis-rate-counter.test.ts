@@ -1,8 +1,8 @@
 import t from 'tap'
 import { Redis } from 'ioredis'
-import { MAX_KEYS_PER_CALL, RedisRateCounter, type WindowCount } from '../src/redis-rate-counter.js'
-import { closeClient, fastFailClientOptions, watchOutages, whenReady } from '../src/store/redis-store.js'
-import { eventually, startPrivateRedis, uniquePrefix } from './helpers/redis-server.js'
+import { MAX_KEYS_PER_CALL, RedisRateCounter, type WindowCount } from '../../src/limits/redis-rate-counter.js'
+import { closeClient, fastFailClientOptions, watchOutages, whenReady } from '../../src/sessions/redis-store.js'
+import { eventually, startPrivateRedis, uniquePrefix } from '../helpers/redis-server.js'
 
 // The Redis counter behind rate-limited routes, against a redis-server of
 // this file's own (so INFO commandstats counts only what this test sends):

@@ -1,10 +1,10 @@
 import t from 'tap'
 import type { Test } from 'tap'
-import { DenylistMirror } from '../src/denylist-mirror.js'
-import { MemoryStore } from '../src/store/memory-store.js'
-import { RedisStore } from '../src/store/redis-store.js'
-import { StoreUnavailableError, type DenyEntry, type SessionStore } from '../src/store/session-store.js'
-import { createRedisUser, eventually, SHARED_REDIS_URL, sharedPrefix, startPrivateRedis } from './helpers/redis-server.js'
+import { DenylistMirror } from '../../src/sessions/denylist-mirror.js'
+import { MemoryStore } from '../../src/sessions/memory-store.js'
+import { RedisStore } from '../../src/sessions/redis-store.js'
+import { StoreUnavailableError, type DenyEntry, type SessionStore } from '../../src/sessions/session-store.js'
+import { createRedisUser, eventually, SHARED_REDIS_URL, sharedPrefix, startPrivateRedis } from '../helpers/redis-server.js'
 
 const MAX_STALENESS_MS = 5000
 

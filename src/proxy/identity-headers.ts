@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http'
-import type { AccessClaims } from './access-token.js'
-import type { IdentityClaim } from './config/schema.js'
+import type { AccessClaims } from '../tokens/access-token.js'
+import type { IdentityClaim } from '../config/schema.js'
 import { connectionTokens, HOP_BY_HOP_HEADERS } from './hop-by-hop.js'
 
 // What reaches an upstream about the caller is decided here and only here.

@@ -2,9 +2,9 @@ import { generateKeyPairSync, sign as cryptoSign } from 'node:crypto'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
-import { AccessTokens, TokenRejected, VERIFIED_CACHE_SIZE } from '../src/access-token.js'
-import { loadConfig } from '../src/config/load-config.js'
-import { writeTestConfig } from './helpers/gateway.js'
+import { AccessTokens, TokenRejected, VERIFIED_CACHE_SIZE } from '../../src/tokens/access-token.js'
+import { loadConfig } from '../../src/config/load-config.js'
+import { writeTestConfig } from '../helpers/gateway.js'
 
 // Access tokens for every supported algorithm, key rotation by kid, and the
 // narrow verification that refuses anything we did not sign as configured.
