@@ -88,6 +88,17 @@ eachStore(t, 'the lock ends with its window', async (t, store) => {
   t.pass('the lock expired')
 })
 
+eachStore(t, 'the window starts with the first failure, not with an earlier success', async (t, store) => {
+  const [app] = await startGateways(t, store, { max: 2, timeWindow: '2s' })
+  t.equal((await right(app, 'alice')).statusCode, 200, 'a success first')
+  await new Promise((resolve) => setTimeout(resolve, 1500))
+  t.equal((await wrong(app, 'alice')).statusCode, 401)
+  t.equal((await wrong(app, 'alice')).statusCode, 401)
+  // Past the end of a window that had started with the success: still locked.
+  await new Promise((resolve) => setTimeout(resolve, 700))
+  assertThrottled(t, await right(app, 'alice'), 'locked for a whole window from the first failure')
+})
+
 eachStore(t, 'a spoofed X-Forwarded-For does not give an attacker fresh address budgets', async (t, store) => {
   const [app] = await startGateways(t, store, { max: 10, timeWindow: '1m', addressMax: 2 })
   const spoof = (n: number): { headers: Record<string, string> } => ({ headers: { 'x-forwarded-for': `198.51.100.${n}` } })
