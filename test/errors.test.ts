@@ -7,8 +7,9 @@ import { ERRORS } from '../src/errors.js'
 import { ConfigError } from '../src/config/yaml-source.js'
 import { loadConfig } from '../src/config/load-config.js'
 import { PASSWORDS, startGateway, writeTestConfig } from './helpers/gateway.js'
-import { startPrivateRedis, uniquePrefix, eventually } from './helpers/redis-server.js'
+import { startPrivateRedis, uniquePrefix } from './helpers/redis-server.js'
 import { startUpstream } from './helpers/upstream.js'
+import { waitFor } from './helpers/wait-for.js'
 
 // Errors as a client and an operator see them: the README's table is the
 // registry, errors raised before any route carry our body and a TG_ code,
@@ -109,7 +110,7 @@ t.test('a client cutting off its own login body is logged as its abort, not as a
     socket.on('close', () => resolve())
     socket.on('error', () => { /* closing anyway */ })
   })
-  await eventually('the refusal is logged', () => lines.some((l) => l.msg === 'request refused'))
+  await waitFor('the refusal is logged', () => lines.some((l) => l.msg === 'request refused'))
   t.match(lines.find((l) => l.msg === 'request refused'), { level: 30, code: 'TG_BAD_REQUEST', cause: 'client aborted the request' })
   t.notOk(lines.some((l) => typeof l.level === 'number' && l.level >= 50), 'no error-level line')
   t.notOk(lines.some((l) => l.code === 'TG_UPSTREAM_BAD_GATEWAY'), 'not called an upstream failure')
@@ -132,11 +133,11 @@ t.test('a store outage: each refused request logged without a stack, the outage 
     t.equal(line.level, 40, 'at warn')
     t.notOk('err' in line, 'without the error object and its stack')
   }
-  await eventually('the outage start is logged', () => lines.some((l) => /connection failed/.test(String(l.msg))))
+  await waitFor('the outage start is logged', () => lines.some((l) => /connection failed/.test(String(l.msg))))
 
   await redis.start()
-  await eventually('a login succeeds again', async () => (await login()) === 200, 40, 250)
-  await eventually('the outage end is logged', () => lines.some((l) => /connection is back/.test(String(l.msg))))
+  await waitFor('a login succeeds again', async () => (await login()) === 200, 40, 250)
+  await waitFor('the outage end is logged', () => lines.some((l) => /connection is back/.test(String(l.msg))))
   const perClient = (re: RegExp): Record<string, number> => {
     const counts: Record<string, number> = {}
     for (const l of lines) if (re.test(String(l.msg))) counts[String(l.client)] = (counts[String(l.client)] ?? 0) + 1

@@ -1,8 +1,9 @@
 import t, { type Test } from 'tap'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { PASSWORDS, startGateways as startInstances, testConfig, type ConfigOverrides } from '../helpers/gateway.js'
-import { eachStore, mergeConfig, startNetworkLink, waitFor } from '../helpers/lifecycle.js'
+import { eachStore, mergeConfig, startNetworkLink } from '../helpers/lifecycle.js'
 import { SHARED_REDIS_URL, sharedPrefix } from '../helpers/redis-server.js'
+import { waitFor } from '../helpers/wait-for.js'
 
 // POST /auth/login under auth.loginRateLimit, on both stores: failed attempts
 // lock the account (and, past its own budget, the address) for the rest of
