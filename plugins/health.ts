@@ -8,16 +8,21 @@ async function healthPlugin (fastify: FastifyInstance): Promise<void> {
   fastify.get('/healthz', { logLevel: 'warn' }, async () => ({ status: 'ok' }))
 
   fastify.get('/readyz', { logLevel: 'warn' }, async (_request, reply) => {
-    const checks = { store: 'ok', denylist: 'ok' }
+    const checks = { store: 'ok', denylist: 'ok', users: 'ok' }
     try {
       await fastify.store.ping()
     } catch {
       checks.store = 'unavailable'
     }
     if (!fastify.denylist.isTrusted(Date.now())) checks.denylist = 'stale'
-    const ready = checks.store === 'ok' && checks.denylist === 'ok'
+    try {
+      await fastify.userSource.ping()
+    } catch {
+      checks.users = 'unavailable'
+    }
+    const ready = checks.store === 'ok' && checks.denylist === 'ok' && checks.users === 'ok'
     return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', checks })
   })
 }
 
-export default fp(healthPlugin, { name: 'tokengate-health', fastify: '5.x', dependencies: ['tokengate-store'] })
+export default fp(healthPlugin, { name: 'tokengate-health', fastify: '5.x', dependencies: ['tokengate-store', 'tokengate-user-source'] })

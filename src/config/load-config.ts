@@ -7,7 +7,7 @@ import { loadTokenKeys, type TokenKeys } from '../tokens/token-keys.js'
 import { readUsers, type UserDirectory } from '../users/users-file.js'
 
 /** Paths the gateway answers itself; a proxied route may not shadow them. */
-export const RESERVED_PREFIXES = ['/auth', '/admin', '/.well-known', '/healthz', '/readyz', '/metrics'] as const
+export const RESERVED_PREFIXES = ['/auth', '/admin', '/oauth', '/.well-known', '/healthz', '/readyz', '/metrics'] as const
 
 /** A config that passed every check, with what it points at already loaded. */
 export interface LoadedConfig {
@@ -40,14 +40,30 @@ export function checkConfig (file: string, env: NodeJS.ProcessEnv = process.env)
   })
   const keys = loadTokenKeys(config.tokens, baseDir, (path, message) => source.report(path, message))
 
-  const usersFile = resolve(baseDir, config.auth.users.file)
-  const usersSource = new YamlSource(usersFile, null)
-  const users = readUsers(usersSource)
+  checkClients(config, source)
+  // With PostgreSQL the users are read per login (plugins/user-source.ts); the directory stays empty.
+  const usersConfig = config.auth.users
+  const usersFile = 'file' in usersConfig ? resolve(baseDir, usersConfig.file) : null
+  const usersSource = usersFile === null ? null : new YamlSource(usersFile, null)
+  const users = usersSource === null ? { byUsername: new Map(), byId: new Map() } : readUsers(usersSource)
 
-  const issues = [...source.issues, ...usersSource.issues]
+  const issues = [...source.issues, ...(usersSource?.issues ?? [])]
   if (issues.length > 0 || keys === null || users === null) return { loaded: null, issues }
-  config.auth.users.file = usersFile
+  if ('file' in usersConfig && usersFile !== null) usersConfig.file = usersFile
   return { loaded: { file, config, keys, users }, issues: [] }
+}
+
+function checkClients (config: GatewayConfig, source: YamlSource): void {
+  const ids = new Map<string, number>()
+  config.auth.clients.forEach((client, i) => {
+    const earlier = ids.get(client.id)
+    if (earlier !== undefined) source.report(['auth', 'clients', i, 'id'], `duplicates auth.clients[${earlier}].id "${client.id}"`)
+    ids.set(client.id, i)
+    // The denylist keeps an entry for tokens.accessTtl; a longer-lived token would outlive its revocation.
+    if (client.accessTtl !== undefined && parseDuration(client.accessTtl) > parseDuration(config.tokens.accessTtl)) {
+      source.report(['auth', 'clients', i, 'accessTtl'], `must not be longer than tokens.accessTtl (${config.tokens.accessTtl})`)
+    }
+  })
 }
 
 function checkServer (config: GatewayConfig, source: YamlSource): void {
