@@ -10,7 +10,7 @@ import {
 import { clientAddress } from '../src/limits/client-address.js'
 import { grantedScopes, MachineClients, MalformedClientCredentials, presentedClient, type ClientConfig } from '../src/oauth/machine-clients.js'
 import { discoveryDocument } from '../src/oauth/discovery.js'
-import { hashRefreshToken, isWellFormedRefreshToken } from '../src/tokens/refresh-token.js'
+import { generateRefreshToken, hashRefreshToken, isWellFormedRefreshToken } from '../src/tokens/refresh-token.js'
 import type { AccessClaims } from '../src/tokens/access-token.js'
 
 // The standard OAuth endpoints for machine clients: the client-credentials
@@ -36,6 +36,7 @@ function param (body: FormBody, name: string): string | undefined {
 async function oauthRoutesPlugin (fastify: FastifyInstance, { loaded }: OAuthRoutesOptions): Promise<void> {
   const { config } = loaded
   const clients = new MachineClients(config.auth.clients)
+  const accessTtlMs = parseDuration(config.tokens.accessTtl)
 
   /** Authenticates the calling client, throttled like a login per client id and address. */
   const authenticateClient = async (request: FastifyRequest, reply: FastifyReply): Promise<ClientConfig> => {
@@ -102,8 +103,23 @@ async function oauthRoutesPlugin (fastify: FastifyInstance, { loaded }: OAuthRou
       const client = await authenticateClient(request, reply)
       const scopes = grantedScopes(client, requested)
       if (scopes === null) throw new ERR_INVALID_SCOPE()
-      // Each token is a session of its own, so /oauth/revoke and the denylist can name it.
+      // Each token is a session of its own in the store, with a refresh hash
+      // nobody holds: POST /admin/revoke {sub} then ends it like a user's
+      // session, even in the second it was issued (the sub entry has
+      // one-second resolution), and a store that is down refuses here (503).
       const sid = `cc-${randomBytes(12).toString('base64url')}`
+      const ttlMs = client.accessTtl === undefined ? accessTtlMs : parseDuration(client.accessTtl)
+      const now = Date.now()
+      await fastify.store.createSession({
+        sid,
+        sub: client.id,
+        refreshHash: hashRefreshToken(generateRefreshToken()),
+        now,
+        expiresAt: now + ttlMs,
+        idleTimeoutMs: ttlMs,
+        userAgent: String(request.headers['user-agent'] ?? '').slice(0, 256),
+        address: request.ip
+      })
       const access = fastify.accessTokens.issue({
         sub: client.id,
         sid,
@@ -111,8 +127,8 @@ async function oauthRoutesPlugin (fastify: FastifyInstance, { loaded }: OAuthRou
         roles: client.roles,
         scopes,
         clientId: client.id,
-        ...(client.accessTtl === undefined ? {} : { ttlMs: parseDuration(client.accessTtl) })
-      })
+        ttlMs
+      }, now)
       request.log.info({ event: 'client_token', sub: client.id, sid }, 'client token issued')
       return { access_token: access.token, token_type: 'Bearer', expires_in: access.expiresIn, scope: scopes.join(' ') }
     })
