@@ -18,16 +18,17 @@ export interface UserSourcePluginOptions {
 }
 
 async function userSourcePlugin (fastify: FastifyInstance, { loaded }: UserSourcePluginOptions): Promise<void> {
-  const users = loaded.config.auth.users
-  const source: UserSource = 'postgres' in users
+  // The loader has checked that exactly one of file / postgres is set.
+  const pgConfig = loaded.config.auth.users.postgres
+  const source: UserSource = pgConfig !== undefined
     ? new PostgresUserSource({
-      url: users.postgres.url,
-      query: users.postgres.query,
-      idQuery: users.postgres.idQuery,
-      rehashQuery: users.postgres.rehashQuery,
-      passwordUpdateQuery: users.postgres.passwordUpdateQuery,
-      connectTimeoutMs: parseDuration(users.postgres.connectTimeout),
-      statementTimeoutMs: parseDuration(users.postgres.statementTimeout),
+      url: pgConfig.url,
+      query: pgConfig.query,
+      idQuery: pgConfig.idQuery,
+      rehashQuery: pgConfig.rehashQuery,
+      passwordUpdateQuery: pgConfig.passwordUpdateQuery,
+      connectTimeoutMs: parseDuration(pgConfig.connectTimeout),
+      statementTimeoutMs: parseDuration(pgConfig.statementTimeout),
       log: fastify.log
     })
     : new FileUserSource(loaded.users)

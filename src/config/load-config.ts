@@ -43,13 +43,14 @@ export function checkConfig (file: string, env: NodeJS.ProcessEnv = process.env)
   checkClients(config, source)
   // With PostgreSQL the users are read per login (plugins/user-source.ts); the directory stays empty.
   const usersConfig = config.auth.users
-  const usersFile = 'file' in usersConfig ? resolve(baseDir, usersConfig.file) : null
+  if ((usersConfig.file === undefined) === (usersConfig.postgres === undefined)) source.report(['auth', 'users'], 'must have exactly one of file or postgres')
+  const usersFile = usersConfig.file === undefined ? null : resolve(baseDir, usersConfig.file)
   const usersSource = usersFile === null ? null : new YamlSource(usersFile, null)
   const users = usersSource === null ? { byUsername: new Map(), byId: new Map() } : readUsers(usersSource)
 
   const issues = [...source.issues, ...(usersSource?.issues ?? [])]
   if (issues.length > 0 || keys === null || users === null) return { loaded: null, issues }
-  if ('file' in usersConfig && usersFile !== null) usersConfig.file = usersFile
+  if (usersFile !== null) usersConfig.file = usersFile
   return { loaded: { file, config, keys, users }, issues: [] }
 }
 

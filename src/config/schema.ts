@@ -86,10 +86,12 @@ export const ClientSchema = Type.Object({
 }, Strict)
 
 export const AuthSchema = Type.Object({
-  users: Type.Union([
-    Type.Object({ file: Type.String({ minLength: 1, description: 'users YAML file, relative to the config file' }) }, Strict),
-    Type.Object({ postgres: PostgresUsersSchema }, Strict)
-  ], { description: 'where users live: { file } or { postgres }' }),
+  // One object with two optional keys rather than a union: a typo inside
+  // `postgres` is then reported at its own line, not as "must be one of".
+  users: Type.Object({
+    file: Type.Optional(Type.String({ minLength: 1, description: 'users YAML file, relative to the config file' })),
+    postgres: Type.Optional(PostgresUsersSchema)
+  }, { ...Strict, description: 'where users live: exactly one of file or postgres' }),
   clients: Type.Array(ClientSchema, { default: [], description: 'machine clients for POST /oauth/token (client_credentials), /oauth/introspect and /oauth/revoke' }),
   loginRateLimit: Type.Object({
     max: Type.Integer({ minimum: 1, default: 5, description: 'failed logins per account (username) per window; then 429 until the window ends' }),
