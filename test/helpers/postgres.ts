@@ -5,7 +5,7 @@ import type { FastifyInstance } from 'fastify'
 import type { Test } from 'tap'
 import pg from 'pg'
 import { parse, stringify } from 'yaml'
-import { buildGateway } from '../../src/build-gateway.js'
+import { buildGateway, type BuildOptions } from '../../src/build-gateway.js'
 import { loadConfig } from '../../src/config/load-config.js'
 import { writeTestConfig, type ConfigOverrides } from './gateway.js'
 
@@ -76,12 +76,12 @@ function postgresSettings (schema: TestSchema, url: string, extra: Record<string
 }
 
 /** A gateway whose `auth.users` is exactly `users` (the test config's users file replaced, not merged). */
-export async function startGatewayWithUsers (t: Test, users: Record<string, unknown>, overrides: ConfigOverrides = {}): Promise<FastifyInstance> {
+export async function startGatewayWithUsers (t: Test, users: Record<string, unknown>, overrides: ConfigOverrides = {}, options: BuildOptions = {}): Promise<FastifyInstance> {
   const { file } = await writeTestConfig(overrides)
   const doc = parse(readFileSync(file, 'utf8')) as { auth: Record<string, unknown> }
   doc.auth.users = users
   writeFileSync(file, stringify(doc))
-  const app = await buildGateway(loadConfig(file, {}))
+  const app = await buildGateway(loadConfig(file, {}), options)
   t.teardown(() => app.close())
   await app.ready()
   return app

@@ -1,7 +1,9 @@
+import { Writable } from 'node:stream'
 import t from 'tap'
 import bcrypt from 'bcryptjs'
 import { hash, Algorithm } from '@node-rs/argon2'
 import { hashPassword } from '../../src/users/password.js'
+import { loggerOptions } from '../../src/ops/logger.js'
 import { addUser, cuttableHop, postgresUsers, scryptPhc, startGatewayWithUsers, storedHash, usersSchema } from '../helpers/postgres.js'
 import { startUpstream } from '../helpers/upstream.js'
 
@@ -86,7 +88,9 @@ t.test('PostgreSQL unreachable: login 503 with Retry-After, proxied routes unaff
   await addUser(schema, { id: 'u-1', username: 'frank', hash: await hashPassword(PASSWORD) })
   const hop = await cuttableHop(t)
   const upstream = await startUpstream(t)
-  const app = await startGatewayWithUsers(t, postgresUsers(schema, hop.url), { routes: [{ prefix: '/api', upstream: upstream.url, auth: 'required' }] })
+  let logs = ''
+  const stream = new Writable({ write (chunk: Buffer, _encoding, callback) { logs += chunk.toString('utf8'); callback() } })
+  const app = await startGatewayWithUsers(t, postgresUsers(schema, hop.url), { routes: [{ prefix: '/api', upstream: upstream.url, auth: 'required' }] }, { logger: loggerOptions('info', false, stream) })
   const token = (await login(app, 'frank')).json().access_token
   t.equal((await app.inject({ method: 'GET', url: '/readyz' })).statusCode, 200)
 
@@ -101,7 +105,12 @@ t.test('PostgreSQL unreachable: login 503 with Retry-After, proxied routes unaff
   const proxied = await app.inject({ method: 'GET', url: '/api/x', headers: { authorization: `Bearer ${token}` } })
   t.equal(proxied.statusCode, 200, 'a token already issued still passes')
 
+  t.equal((await login(app, 'frank')).statusCode, 503, 'still down')
+  t.equal(logs.split('\n').filter((l) => l.includes('user database unavailable')).length, 1, 'one log line for the outage')
+  t.notMatch(logs, /"statusCode":500|TG_INTERNAL/)
+
   hop.mend()
   t.equal((await login(app, 'frank')).statusCode, 200)
+  t.match(logs, 'user database reachable again')
   t.equal((await app.inject({ method: 'GET', url: '/readyz' })).statusCode, 200)
 })
