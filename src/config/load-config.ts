@@ -48,6 +48,12 @@ export function checkConfig (file: string, env: NodeJS.ProcessEnv = process.env)
   const usersSource = usersFile === null ? null : new YamlSource(usersFile, null)
   const users = usersSource === null ? { byUsername: new Map(), byId: new Map() } : readUsers(usersSource)
 
+  // A client's tokens carry its id as sub: shared with a user, one revocation would hit both.
+  if (users !== null) {
+    config.auth.clients.forEach((client, i) => {
+      if (users.byId.has(client.id)) source.report(['auth', 'clients', i, 'id'], `is also the id of a user in ${config.auth.users.file ?? 'the users file'}`)
+    })
+  }
   const issues = [...source.issues, ...(usersSource?.issues ?? [])]
   if (issues.length > 0 || keys === null || users === null) return { loaded: null, issues }
   if (usersFile !== null) usersConfig.file = usersFile

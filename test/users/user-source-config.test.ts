@@ -40,3 +40,8 @@ t.test('clients: duplicate ids, a secret that is not an argon2id hash, a lifetim
   const plain = await issuesFor((auth) => { auth.clients = [{ id: 'svc', secretHash: 'hunter2', scopes: [] }] })
   t.match(plain.join('\n'), /auth\.clients\[0\]\.secretHash must be an argon2id hash/)
 })
+
+t.test('a client may not share its id with a user of the users file', async (t) => {
+  const issues = await issuesFor((auth) => { auth.clients = [{ id: 'u-1', secretHash: '$argon2id$v=19$m=19456,t=2,p=1$x$y', scopes: [] }] })
+  t.match(issues.join('\n'), /auth\.clients\[0\]\.id is also the id of a user/)
+})
