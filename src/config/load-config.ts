@@ -4,7 +4,7 @@ import { parseDuration } from './duration.js'
 import { GatewayConfigSchema, type GatewayConfig } from './schema.js'
 import { ConfigError, YamlSource, type ConfigIssue } from './yaml-source.js'
 import { loadTokenKeys, type TokenKeys } from '../tokens/token-keys.js'
-import { readUsers, type UserDirectory } from '../users/users-file.js'
+import { readUsers, type UserDirectory, type UserRecord } from '../users/users-file.js'
 
 /** Paths the gateway answers itself; a proxied route may not shadow them. */
 export const RESERVED_PREFIXES = ['/auth', '/admin', '/oauth', '/.well-known', '/healthz', '/readyz', '/metrics'] as const
@@ -46,7 +46,7 @@ export function checkConfig (file: string, env: NodeJS.ProcessEnv = process.env)
   if ((usersConfig.file === undefined) === (usersConfig.postgres === undefined)) source.report(['auth', 'users'], 'must have exactly one of file or postgres')
   const usersFile = usersConfig.file === undefined ? null : resolve(baseDir, usersConfig.file)
   const usersSource = usersFile === null ? null : new YamlSource(usersFile, null)
-  const users = usersSource === null ? { byUsername: new Map(), byId: new Map() } : readUsers(usersSource)
+  const users = usersSource === null ? { byUsername: new Map<string, UserRecord>(), byId: new Map<string, UserRecord>() } : readUsers(usersSource)
 
   // A client's tokens carry its id as sub: shared with a user, one revocation would hit both.
   if (users !== null) {
