@@ -1,3 +1,4 @@
+import { accessSync, constants } from 'node:fs'
 import { isIP } from 'node:net'
 import { dirname, resolve } from 'node:path'
 import { parseDuration } from './duration.js'
@@ -45,8 +46,10 @@ export function checkConfig (file: string, env: NodeJS.ProcessEnv = process.env)
   const usersConfig = config.auth.users
   if ((usersConfig.file === undefined) === (usersConfig.postgres === undefined)) source.report(['auth', 'users'], 'must have exactly one of file or postgres')
   const usersFile = usersConfig.file === undefined ? null : resolve(baseDir, usersConfig.file)
-  const usersSource = usersFile === null ? null : new YamlSource(usersFile, null)
-  const users = usersSource === null ? { byUsername: new Map<string, UserRecord>(), byId: new Map<string, UserRecord>() } : readUsers(usersSource)
+  const read = usersFile === null
+    ? { directory: { byUsername: new Map<string, UserRecord>(), byId: new Map<string, UserRecord>() }, issues: [] }
+    : readUsersAt(usersFile, source)
+  const users = read?.directory ?? null
 
   // A client's tokens carry its id as sub: shared with a user, one revocation would hit both.
   if (users !== null) {
@@ -54,10 +57,25 @@ export function checkConfig (file: string, env: NodeJS.ProcessEnv = process.env)
       if (users.byId.has(client.id)) source.report(['auth', 'clients', i, 'id'], `is also the id of a user in ${config.auth.users.file ?? 'the users file'}`)
     })
   }
-  const issues = [...source.issues, ...(usersSource?.issues ?? [])]
+  const issues = [...source.issues, ...(read?.issues ?? [])]
   if (issues.length > 0 || keys === null || users === null) return { loaded: null, issues }
   if (usersFile !== null) usersConfig.file = usersFile
   return { loaded: { file, config, keys, users }, issues: [] }
+}
+
+/**
+ * A users file that cannot be opened is a mistake in the config, so it is
+ * reported there, at `auth.users.file`; problems inside it at their own lines.
+ */
+function readUsersAt (usersFile: string, source: YamlSource): { directory: UserDirectory | null, issues: ConfigIssue[] } | null {
+  try {
+    accessSync(usersFile, constants.R_OK)
+  } catch (err) {
+    source.report(['auth', 'users', 'file'], `cannot be read: ${(err as NodeJS.ErrnoException).code ?? String(err)} (${usersFile})`)
+    return null
+  }
+  const usersSource = new YamlSource(usersFile, null)
+  return { directory: readUsers(usersSource), issues: usersSource.issues }
 }
 
 function checkClients (config: GatewayConfig, source: YamlSource): void {
