@@ -167,6 +167,9 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
     }
     const now = Date.now()
     const next = generateRefreshToken()
+    // Asked before rotating: a user source found down after the rotation would
+    // leave the client holding a spent token (reuse, once the grace is over).
+    await fastify.userSource.ping()
     const outcome = await fastify.store.rotate({
       presentedHash: hashRefreshToken(presented.token),
       newHash: hashRefreshToken(next),

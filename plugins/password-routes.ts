@@ -4,6 +4,7 @@ import type { FastifyInstance } from 'fastify'
 import { ERR_PASSWORD_CHANGE_UNSUPPORTED, ERR_PASSWORD_INCORRECT, ERR_RATE_LIMITED } from '../src/errors.js'
 import { clientAddress } from '../src/limits/client-address.js'
 import { hashPassword, MAX_PASSWORD_BYTES } from '../src/users/password.js'
+import { signedIn } from '../src/tokens/signed-in.js'
 
 // Changing one's own password where the user source can write. Everything
 // else the user had open ends: a changed password is often a stolen one.
@@ -18,7 +19,7 @@ async function passwordRoutesPlugin (fastify: FastifyInstance): Promise<void> {
     onRequest: fastify.authenticateWith({ mode: 'required', scopes: [], roles: [] }),
     schema: { body: PasswordBody }
   }, async (request, reply) => {
-    const identity = request.identity!
+    const identity = signedIn(request)
     if (!fastify.userSource.canChangePassword) throw new ERR_PASSWORD_CHANGE_UNSUPPORTED()
     const { current_password: current, new_password: next } = request.body as Static<typeof PasswordBody>
     if (Buffer.byteLength(current, 'utf8') > MAX_PASSWORD_BYTES || Buffer.byteLength(next, 'utf8') > MAX_PASSWORD_BYTES) throw new ERR_PASSWORD_INCORRECT()

@@ -91,7 +91,8 @@ t.test('PostgreSQL unreachable: login 503 with Retry-After, proxied routes unaff
   let logs = ''
   const stream = new Writable({ write (chunk: Buffer, _encoding, callback) { logs += chunk.toString('utf8'); callback() } })
   const app = await startGatewayWithUsers(t, postgresUsers(schema, hop.url), { routes: [{ prefix: '/api', upstream: upstream.url, auth: 'required' }] }, { logger: loggerOptions('info', false, stream) })
-  const token = (await login(app, 'frank')).json().access_token
+  const first = (await login(app, 'frank')).json()
+  const token = first.access_token
   t.equal((await app.inject({ method: 'GET', url: '/readyz' })).statusCode, 200)
 
   hop.cut()
@@ -105,6 +106,8 @@ t.test('PostgreSQL unreachable: login 503 with Retry-After, proxied routes unaff
   const proxied = await app.inject({ method: 'GET', url: '/api/x', headers: { authorization: `Bearer ${token}` } })
   t.equal(proxied.statusCode, 200, 'a token already issued still passes')
 
+  const refreshDown = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refresh_token: first.refresh_token } })
+  t.equal(refreshDown.statusCode, 503, 'a refresh waits for the user source too')
   t.equal((await login(app, 'frank')).statusCode, 503, 'still down')
   t.equal(logs.split('\n').filter((l) => l.includes('user database unavailable')).length, 1, 'one log line for the outage')
   t.notMatch(logs, /"statusCode":500|TG_INTERNAL/)
@@ -112,5 +115,7 @@ t.test('PostgreSQL unreachable: login 503 with Retry-After, proxied routes unaff
   hop.mend()
   t.equal((await login(app, 'frank')).statusCode, 200)
   t.match(logs, 'user database reachable again')
+  // The refresh refused during the outage did not spend the token.
+  t.equal((await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refresh_token: first.refresh_token } })).statusCode, 200)
   t.equal((await app.inject({ method: 'GET', url: '/readyz' })).statusCode, 200)
 })
