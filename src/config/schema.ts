@@ -96,9 +96,26 @@ export const IdentitySchema = Type.Object({
   )
 }, { ...Strict, default: {} })
 
+export const BALANCE_MODES = ['round-robin', 'least-request'] as const
+
+const UpstreamUrl = Type.String({ pattern: '^https?://[^/?#]+/?$', description: 'an http(s)://host[:port] URL with no path' })
+
+export const HealthCheckSchema = Type.Object({
+  path: Type.String({ pattern: '^/', description: 'probed with GET on each target; a 2xx or 3xx answer is healthy' }),
+  interval: Duration('between probes of one target', '5s'),
+  timeout: Duration('one probe', '2s'),
+  healthyAfter: Type.Integer({ minimum: 1, default: 2, description: 'passing probes in a row that bring an ejected target back' }),
+  unhealthyAfter: Type.Integer({ minimum: 1, default: 3, description: 'failing probes in a row that eject a target' })
+}, { ...Strict, description: 'active health checks from the gateway to every target of the route' })
+
 export const RouteSchema = Type.Object({
   prefix: Type.String({ pattern: '^/[A-Za-z0-9._~!$&\'()*+,;=:@/-]*$', description: 'a path prefix such as /api/orders' }),
-  upstream: Type.String({ pattern: '^https?://[^/?#]+/?$', description: 'an http(s)://host[:port] URL with no path' }),
+  upstream: Type.Union([UpstreamUrl, Type.Array(UpstreamUrl, { minItems: 1 })], { description: 'one http(s)://host[:port] URL with no path, or a list of them (targets sharing one scheme)' }),
+  balance: Type.Union(BALANCE_MODES.map((m) => Type.Literal(m)), { default: 'round-robin', description: 'how requests are spread over the targets' }),
+  ejectAfter: Type.Integer({ minimum: 1, default: 3, description: 'connect failures, resets or timeouts in a row that eject a target' }),
+  ejectFor: Duration('first ejection; doubled on each repeated ejection, at most 32 times this', '1s'),
+  retries: Type.Integer({ minimum: 0, maximum: 5, default: 1, description: 'retries on another target, only when safe, within the route\'s 20 % retry budget' }),
+  healthCheck: Type.Optional(HealthCheckSchema),
   rewritePrefix: Type.Optional(Type.String({ pattern: '^(/.*)?$' })),
   auth: Type.Union(AUTH_MODES.map((m) => Type.Literal(m)), { default: 'required' }),
   scopes: Type.Array(Type.String({ minLength: 1 }), { default: [], description: 'all are required' }),
@@ -139,6 +156,8 @@ export const GatewayConfigSchema = Type.Object({
 
 export type GatewayConfig = Static<typeof GatewayConfigSchema>
 export type RouteConfig = Static<typeof RouteSchema>
+export type HealthCheckConfig = Static<typeof HealthCheckSchema>
+export type BalanceMode = typeof BALANCE_MODES[number]
 export type MetricsConfig = Static<typeof MetricsSchema>
 export type RateLimitConfig = Static<typeof RateLimitSchema>
 export type KeyConfig = Static<typeof KeySchema>
