@@ -75,13 +75,15 @@ function checkRoutes (config: GatewayConfig, source: YamlSource): void {
   })
 }
 
+const UPSTREAM_URL = /^https?:\/\/[^/?#]+\/?$/
+
 /** Every target of a route parses as a URL, and all share the first one's scheme (the hop and Location rewriting assume one). */
 function checkUpstreams (upstream: string | string[], i: number, source: YamlSource): void {
   const list = Array.isArray(upstream) ? upstream : [upstream]
   const scheme = list[0].slice(0, list[0].indexOf(':'))
   list.forEach((url, j) => {
     const path = Array.isArray(upstream) ? ['routes', i, 'upstream', j] : ['routes', i, 'upstream']
-    if (!URL.canParse(url)) source.report(path, 'is not a valid URL')
+    if (!UPSTREAM_URL.test(url) || !URL.canParse(url)) source.report(path, 'must be an http(s)://host[:port] URL with no path')
     else if (!url.startsWith(`${scheme}:`)) source.report(path, `must use ${scheme}:// like the route's first target`)
   })
 }

@@ -98,7 +98,9 @@ export const IdentitySchema = Type.Object({
 
 export const BALANCE_MODES = ['round-robin', 'least-request'] as const
 
-const UpstreamUrl = Type.String({ pattern: '^https?://[^/?#]+/?$', description: 'an http(s)://host[:port] URL with no path' })
+// The URL's form is checked by load-config (UPSTREAM_URL), item by item: a
+// pattern inside this union would only say "must be a string or an array".
+const UpstreamUrl = Type.String({ minLength: 1, description: 'an http(s)://host[:port] URL with no path' })
 
 export const HealthCheckSchema = Type.Object({
   path: Type.String({ pattern: '^/', description: 'probed with GET on each target; a 2xx or 3xx answer is healthy' }),
