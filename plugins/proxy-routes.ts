@@ -120,6 +120,7 @@ function registerRoute (scope: FastifyInstance, route: RouteConfig, writer: Iden
     targets,
     retries: route.retries,
     budget: new RetryBudget(),
+    tracing: scope.tracing,
     timeout,
     requestHeaders: upstreamHeaders,
     onError: (reply, error) => {
@@ -213,5 +214,5 @@ function withoutGatewayCookies (headers: IncomingHttpHeaders, cookieNames: reado
 export default fp(proxyRoutesPlugin, {
   name: 'tokengate-proxy-routes',
   fastify: '5.x',
-  dependencies: ['tokengate-metrics', 'tokengate-authenticate', 'tokengate-rate-limit']
+  dependencies: ['tokengate-metrics', 'tokengate-authenticate', 'tokengate-rate-limit', 'tokengate-tracing']
 })

@@ -135,6 +135,16 @@ export const MetricsSchema = Type.Object({
   allow: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { description: 'when set, only these client addresses or CIDRs (e.g. 10.0.0.0/8, ::1) may scrape; the address honours server.trustProxy' }))
 }, { ...Strict, default: {}, description: 'the Prometheus endpoint; unauthenticated and open to every address unless restricted here' })
 
+export const TracingSchema = Type.Object({
+  enabled: Type.Boolean({ default: false, description: 'W3C trace context to upstreams and OpenTelemetry spans; false does no tracing work at all' }),
+  trustIncoming: Type.Boolean({ default: false, description: 'continue the trace of a client\'s traceparent/tracestate; false starts a new trace per request' }),
+  userId: Type.Union([Type.Literal('hash'), Type.Literal('omit')], { default: 'hash', description: 'the server span\'s user id: a SHA-256 prefix of the token subject, or none' }),
+  serviceName: Type.String({ minLength: 1, default: 'tokengate' }),
+  otlp: Type.Optional(Type.Object({
+    endpoint: Type.String({ pattern: '^https?://', description: 'OTLP/HTTP traces URL, e.g. http://127.0.0.1:4318/v1/traces (JSON encoding)' })
+  }, Strict))
+}, { ...Strict, default: {}, description: 'distributed tracing across the hop to upstreams' })
+
 export const DemoSchema = Type.Object({
   echoUpstream: Type.Optional(Type.Object({
     enabled: Type.Boolean({ default: true }),
@@ -153,6 +163,7 @@ export const GatewayConfigSchema = Type.Object({
   identity: IdentitySchema,
   routes: Type.Array(RouteSchema, { default: [] }),
   metrics: MetricsSchema,
+  tracing: TracingSchema,
   demo: Type.Optional(DemoSchema)
 }, { ...Strict, $id: 'https://tokengate.dev/gateway.config.schema.json', title: 'tokengate gateway.config.yaml' })
 
@@ -161,6 +172,7 @@ export type RouteConfig = Static<typeof RouteSchema>
 export type HealthCheckConfig = Static<typeof HealthCheckSchema>
 export type BalanceMode = typeof BALANCE_MODES[number]
 export type MetricsConfig = Static<typeof MetricsSchema>
+export type TracingConfig = Static<typeof TracingSchema>
 export type RateLimitConfig = Static<typeof RateLimitSchema>
 export type KeyConfig = Static<typeof KeySchema>
 export type Algorithm = typeof ALGORITHMS[number]

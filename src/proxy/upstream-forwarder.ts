@@ -3,6 +3,8 @@ import type { Readable } from 'node:stream'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { performance } from 'node:perf_hooks'
 import type { Dispatcher } from 'undici'
+import type { Span } from '@opentelemetry/api'
+import type { GatewayTracing } from '../ops/tracing.js'
 import type { RetryBudget } from './retry-budget.js'
 import type { TargetSet, UpstreamTarget } from './upstream-targets.js'
 import { connectionTokens, HOP_BY_HOP_HEADERS } from './hop-by-hop.js'
@@ -21,6 +23,8 @@ export interface ForwardPlan {
   /** retries on another target per request, when safe (see retryable) */
   retries: number
   budget: RetryBudget
+  /** null when tracing is off: then no span is started and no traceparent written */
+  tracing: GatewayTracing | null
   /** ms to wait for the upstream's headers, and between body chunks; then 504 */
   timeout: number
   /** the request headers the upstream gets (client's, cleaned, plus ours) */
@@ -53,15 +57,16 @@ export function forward (request: FastifyRequest, reply: FastifyReply, path: str
   plan.budget.request(now)
   const url = request.url
   const query = url.indexOf('?')
+  const headers = plan.requestHeaders(request)
   const options: Dispatcher.DispatchOptions = {
     method: request.method as Dispatcher.HttpMethod,
     path: query === -1 ? path : path + url.slice(query),
-    headers: plan.requestHeaders(request),
+    headers,
     body,
     headersTimeout: plan.timeout,
     bodyTimeout: plan.timeout
   }
-  const exchange = new Exchange(request, reply, plan, rewriteHeaders, options, target, 0)
+  const exchange = new Exchange(request, reply, plan, rewriteHeaders, options, headers, target, 0)
   reply.raw.once('close', exchange.onClientClose)
   exchange.send()
 }
@@ -100,6 +105,8 @@ class Exchange implements Dispatcher.DispatchHandler {
   private started = false
   private ended = false
   private readonly res: ServerResponse
+  /** the client span of the current attempt, while tracing is on */
+  private span: Span | null = null
 
   constructor (
     private readonly request: FastifyRequest,
@@ -107,6 +114,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     private readonly plan: ForwardPlan,
     private readonly rewriteHeaders: RewriteResponseHeaders,
     private readonly options: Dispatcher.DispatchOptions,
+    private readonly headers: Record<string, string | string[]>,
     private target: UpstreamTarget,
     private attempt: number
   ) {
@@ -117,6 +125,10 @@ class Exchange implements Dispatcher.DispatchHandler {
     const target = this.target
     target.inflight++
     target.observer.request()
+    const tracing = this.plan.tracing
+    if (tracing !== null && this.request.serverSpan !== null) {
+      this.span = tracing.startClient(this.request.serverSpan, this.request.method, target.origin, this.attempt, this.headers)
+    }
     target.pool.dispatch(this.options, this)
   }
 
@@ -135,6 +147,7 @@ class Exchange implements Dispatcher.DispatchHandler {
 
   onResponseStart (controller: Dispatcher.DispatchController, statusCode: number, upstream: IncomingHttpHeaders): void {
     this.plan.targets.succeeded(this.target)
+    if (this.span !== null) this.endSpan('answered', statusCode)
     const headers = withoutHopByHop(upstream)
     const out: Record<string, string | number | string[] | undefined> = this.reply.getHeaders()
     const answer = this.rewriteHeaders(headers, this.request)
@@ -172,6 +185,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   onResponseError (_controller: Dispatcher.DispatchController, error: Error): void {
     const target = this.target
     target.inflight--
+    if (this.span !== null) this.endSpan(error instanceof ClientGone ? 'client_gone' : (failureCode(error) || error.name))
     if (error instanceof ClientGone) {
       this.ended = true
       this.plan.targets.released(target)
@@ -189,6 +203,12 @@ class Exchange implements Dispatcher.DispatchHandler {
     }
     // Part of the answer is out: the only honest signal left is a cut connection.
     this.res.destroy(error)
+  }
+
+  private endSpan (outcome: string, statusCode?: number): void {
+    const span = this.span
+    this.span = null
+    if (span !== null) this.plan.tracing?.endClient(span, outcome, statusCode)
   }
 
   /**
