@@ -234,3 +234,17 @@ t.test('a target list with a bad URL refuses to start, naming file:line:col and 
   const mixed = await writeTestConfig({ routes: [{ prefix: '/svc', upstream: ['http://127.0.0.1:1', 'https://127.0.0.1:2'] }] })
   t.match(message(mixed.file), /gateway\.config\.yaml:\d+:\d+ routes\[0\]\.upstream\[1\] must use http:\/\//)
 })
+
+t.test('a hung target times out ejectAfter times, then is ejected and no request waits on it', async (t) => {
+  const hungPort = await closedPort()
+  const hung = await hangOn(t, hungPort)
+  const live = await startUpstream(t)
+  const { port } = await gatewayPort(t, { upstream: [`http://127.0.0.1:${hungPort}`, live.url], ejectAfter: 2, ejectFor: '60s', timeout: '300ms' })
+  const statuses: number[] = []
+  for (let i = 0; i < 10; i++) statuses.push((await send(port, '/svc/x')).status)
+  t.equal(statuses.filter((s) => s === 504).length, 2, 'two requests waited out the timeout (a timed-out request is not retried)')
+  t.equal(statuses.filter((s) => s === 200).length, 8)
+  const connections = hung.connections()
+  for (let i = 0; i < 5; i++) t.equal((await send(port, '/svc/x')).status, 200)
+  t.equal(hung.connections(), connections, 'the ejected target got no new connection')
+})
