@@ -1,6 +1,7 @@
 import { once } from 'node:events'
 import { createServer, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type Server } from 'node:http'
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net'
+import { performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
 import t, { type Test } from 'tap'
 import { loadConfig } from '../../src/config/load-config.js'
@@ -190,6 +191,7 @@ t.test('retries stay within the route budget under a flood', async (t) => {
   const total = 200
   const statuses: number[] = []
   let sent = 0
+  const started = performance.now()
   await Promise.all(Array.from({ length: 8 }, async () => {
     while (sent < total) {
       sent++
@@ -197,7 +199,10 @@ t.test('retries stay within the route budget under a flood', async (t) => {
     }
   }))
   const attempts = bad.seen.length + good.seen.length
-  t.ok(attempts <= total * 1.2 + 3, `at most 20 % extra attempts (plus a floor of 3): ${attempts} for ${total} requests`)
+  // The budget is 20 % of the requests over a rolling 5 s window plus a floor
+  // of 3 per window: on a slow machine the flood may span several windows.
+  const windows = Math.ceil((performance.now() - started) / 5000) + 1
+  t.ok(attempts <= total * 1.2 + 3 * windows, `at most 20 % extra attempts (plus 3 per 5 s window): ${attempts} for ${total} requests`)
   t.ok(attempts > total, 'some requests were retried')
   t.ok(statuses.includes(502), 'once the budget is spent, a failure reaches the client instead of a retry')
 })
