@@ -119,8 +119,9 @@ async function main (): Promise<void> {
   const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256', privateKeyEncoding: { format: 'pem', type: 'pkcs8' }, publicKeyEncoding: { format: 'pem', type: 'spki' } })
   writeFileSync(join(dir, 'key.pem'), privateKey)
   writeFileSync(join(dir, 'users.yaml'), stringify({ users: [{ id: 'u-1', username: 'bench', passwordHash: await hashPassword('bench-password') }] }))
-  const ports = { upstream: await freePort(), bare: await freePort(), nginx: await freePort(), redis: await freePort() }
+  const ports = { upstream: await freePort(), upstream2: await freePort(), bare: await freePort(), nginx: await freePort(), redis: await freePort() }
   const upstream = `http://127.0.0.1:${ports.upstream}`
+  const upstream2 = `http://127.0.0.1:${ports.upstream2}`
   const route = { prefix: '/api', upstream, auth: 'required', scopes: ['bench:read'], rateLimit: false }
   // A budget no run can spend: the cost of counting is measured, not of refusing.
   const limited = { ...route, rateLimit: { max: 100_000_000, timeWindow: '1m' } }
@@ -137,7 +138,11 @@ async function main (): Promise<void> {
     gatewayLimited: { ...base, routes: [limited] },
     gatewayRedisLimited: { ...base, ...redis, routes: [limited] },
     // many client addresses arrive through X-Forwarded-For from a trusted hop
-    gatewayMemory: { ...base, server: { trustProxy: true }, routes: [limited] }
+    gatewayMemory: { ...base, server: { trustProxy: true }, routes: [limited] },
+    // the same route over two targets (round-robin), and with tracing on (spans
+    // exported over OTLP/HTTP to the second upstream, which answers 200 to anything)
+    gatewayTwoTargets: { ...base, routes: [{ ...route, upstream: [upstream, upstream2] }] },
+    gatewayTracing: { ...base, tracing: { enabled: true, otlp: { endpoint: `${upstream2}/v1/traces` } }, routes: [route] }
   }
   const files: Record<string, string> = {}
   for (const [name, config] of Object.entries(configs)) {
@@ -167,6 +172,9 @@ async function main (): Promise<void> {
     await add('gatewayRedis', 'gateway, Redis store', startRole(self, 'gateway', await freePort(), files.gatewayRedis, SERVER_CPU), true)
     await add('gatewayLimited', 'gateway, in-process store, rate limit on', startRole(self, 'gateway', await freePort(), files.gatewayLimited, SERVER_CPU, profile('gatewayLimited')))
     await add('gatewayRedisLimited', 'gateway, Redis store, rate limit on', startRole(self, 'gateway', await freePort(), files.gatewayRedisLimited, SERVER_CPU, profile('gatewayRedisLimited')), true)
+    servers.push(await startRole(self, 'upstream', ports.upstream2, '', LOAD_CPUS))
+    await add('gatewayTwoTargets', 'gateway, in-process store, two targets', startRole(self, 'gateway', await freePort(), files.gatewayTwoTargets, SERVER_CPU))
+    await add('gatewayTracing', 'gateway, in-process store, tracing on (OTLP export)', startRole(self, 'gateway', await freePort(), files.gatewayTracing, SERVER_CPU))
     if (hasCommand('nginx')) await add('nginx', 'nginx 1 worker (for context)', startNginx(dir, ports.nginx, ports.upstream, SERVER_CPU))
 
     const options: LoadOptions = { connections: CONNECTIONS, seconds: SECONDS, cpus: LOAD_CPUS }

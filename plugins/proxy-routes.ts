@@ -8,12 +8,15 @@ import type { GatewayConfig, RouteConfig } from '../src/config/schema.js'
 import { HTTP_METHODS } from '../src/config/schema.js'
 import { declaredLengthExceeds, limitBody } from '../src/proxy/body-limit.js'
 import { parseDuration } from '../src/config/duration.js'
-import { ERR_BAD_REQUEST, ERR_BODY_TOO_LARGE, ERR_METHOD_NOT_ALLOWED } from '../src/errors.js'
+import { ERR_BAD_REQUEST, ERR_BODY_TOO_LARGE, ERR_METHOD_NOT_ALLOWED, ERR_UPSTREAM_UNAVAILABLE } from '../src/errors.js'
 import { forwardFacts } from '../src/proxy/forwarded.js'
 import { compileIdentityHeaders, type IdentityHeaderWriter } from '../src/proxy/identity-headers.js'
 import { gatewayCookieNames } from '../src/tokens/refresh-cookie.js'
 import type { RouteSeries, UpstreamFailure } from '../src/ops/gateway-metrics.js'
-import { climbsOut, forward, upstreamPool, type ForwardPlan, type RewriteResponseHeaders } from '../src/proxy/upstream-forwarder.js'
+import { climbsOut, forward, type ForwardPlan, type RewriteResponseHeaders } from '../src/proxy/upstream-forwarder.js'
+import { TargetSet } from '../src/proxy/upstream-targets.js'
+import { RetryBudget } from '../src/proxy/retry-budget.js'
+import { startHealthChecks } from '../src/proxy/health-check.js'
 import { toGatewayError } from '../src/error-response.js'
 
 // One encapsulated @fastify/http-proxy per configured route, each with its own
@@ -68,7 +71,8 @@ async function proxyRoutesPlugin (fastify: FastifyInstance, { config }: ProxyRou
 function registerRoute (scope: FastifyInstance, route: RouteConfig, writer: IdentityHeaderWriter, cookieNames: readonly string[], trustProxy: boolean, series: RouteSeries): void {
   const methods = route.methods ?? HTTP_METHODS.filter((m) => m !== 'HEAD')
   const timeout = parseDuration(route.timeout)
-  const loggedUpstream = route.upstream.replace(/^(https?:\/\/)[^@/]*@/, '$1')
+  const upstreams = Array.isArray(route.upstream) ? route.upstream : [route.upstream]
+  const loggedUpstream = upstreams.map((u) => u.replace(/^(https?:\/\/)[^@/]*@/, '$1')).join(',')
 
   const authenticate = route.auth === 'none' ? null : scope.authenticateWith({ mode: route.auth, scopes: route.scopes, roles: route.roles })
   const limit = scope.routeRateLimit(route)
@@ -113,8 +117,17 @@ function registerRoute (scope: FastifyInstance, route: RouteConfig, writer: Iden
     }
   }
 
+  const targets = new TargetSet(upstreams, { balance: route.balance, ejectAfter: route.ejectAfter, ejectFor: parseDuration(route.ejectFor) })
+  for (const target of targets.targets) {
+    const targetSeries = series.target(target.origin)
+    targetSeries.trackUp(() => target.up)
+    target.observer = targetSeries
+  }
   const plan: ForwardPlan = {
-    pool: upstreamPool(route.upstream),
+    targets,
+    retries: route.retries,
+    budget: new RetryBudget(),
+    tracing: scope.tracing,
     timeout,
     requestHeaders: upstreamHeaders,
     onError: (reply, error) => {
@@ -122,12 +135,22 @@ function registerRoute (scope: FastifyInstance, route: RouteConfig, writer: Iden
       const failure = UPSTREAM_FAILURE[mapped.code]
       if (failure !== undefined) series.upstreamFailed(failure)
       reply.send(mapped)
+    },
+    onUnavailable: (reply, retryAfter) => {
+      series.upstreamFailed('unavailable')
+      reply.header('retry-after', String(retryAfter)).send(new ERR_UPSTREAM_UNAVAILABLE())
     }
   }
-  scope.addHook('onClose', () => plan.pool.destroy())
+  const health = route.healthCheck === undefined ? null : startHealthChecks(targets, route.healthCheck)
+  scope.addHook('onClose', async () => {
+    health?.stop()
+    await targets.close()
+  })
 
   const options: FastifyHttpProxyOptions = {
-    upstream: route.upstream,
+    // Location rewriting and WebSockets use the first target (the HTTP hop
+    // itself balances over all of them in the handler below).
+    upstream: upstreams[0],
     prefix: route.prefix,
     rewritePrefix: route.rewritePrefix ?? '/',
     httpMethods: methods,
@@ -198,5 +221,5 @@ function withoutGatewayCookies (headers: IncomingHttpHeaders, cookieNames: reado
 export default fp(proxyRoutesPlugin, {
   name: 'tokengate-proxy-routes',
   fastify: '5.x',
-  dependencies: ['tokengate-metrics', 'tokengate-authenticate', 'tokengate-rate-limit']
+  dependencies: ['tokengate-metrics', 'tokengate-authenticate', 'tokengate-rate-limit', 'tokengate-tracing']
 })

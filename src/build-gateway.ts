@@ -9,6 +9,7 @@ import type { SessionStore } from './sessions/session-store.js'
 import type { GatewayMetrics } from './ops/gateway-metrics.js'
 import errors from '../plugins/errors.js'
 import metrics from '../plugins/metrics.js'
+import tracing from '../plugins/tracing.js'
 import requestId from '../plugins/request-id.js'
 import store from '../plugins/store.js'
 import tokens from '../plugins/tokens.js'
@@ -70,6 +71,7 @@ export async function buildGateway (loaded: LoadedConfig, options: BuildOptions 
 
   await app.register(errors)
   await app.register(metrics, { config: config.metrics, ...(options.metrics === undefined ? {} : { metrics: options.metrics }) })
+  await app.register(tracing, { config: config.tracing })
   await app.register(requestId)
   await app.register(cookie)
   await app.register(store, { config, ...(options.store === undefined ? {} : { store: options.store }) })

@@ -109,9 +109,23 @@ function checkRoutes (config: GatewayConfig, source: YamlSource): void {
     const reserved = RESERVED_PREFIXES.find((r) => prefix === '/' || prefix === r || prefix.startsWith(`${r}/`))
     if (reserved !== undefined) source.report(['routes', i, 'prefix'], `may not be ${prefix === '/' ? '"/"' : `under ${reserved}`}: the gateway answers there itself`)
     if (/(^|\/)\.\.?(\/|$)|\/\//.test(route.prefix)) source.report(['routes', i, 'prefix'], 'may not contain "." or ".." segments or "//"')
+    checkUpstreams(route.upstream, i, source)
     if (route.auth === 'none' && (route.scopes.length > 0 || route.roles.length > 0)) {
       source.report(['routes', i, 'auth'], 'is none, but the route lists scopes or roles: use required')
     }
+  })
+}
+
+const UPSTREAM_URL = /^https?:\/\/[^/?#]+\/?$/
+
+/** Every target of a route parses as a URL, and all share the first one's scheme (the hop and Location rewriting assume one). */
+function checkUpstreams (upstream: string | string[], i: number, source: YamlSource): void {
+  const list = Array.isArray(upstream) ? upstream : [upstream]
+  const scheme = list[0].slice(0, list[0].indexOf(':'))
+  list.forEach((url, j) => {
+    const path = Array.isArray(upstream) ? ['routes', i, 'upstream', j] : ['routes', i, 'upstream']
+    if (!UPSTREAM_URL.test(url) || !URL.canParse(url)) source.report(path, 'must be an http(s)://host[:port] URL with no path')
+    else if (!url.startsWith(`${scheme}:`)) source.report(path, `must use ${scheme}:// like the route's first target`)
   })
 }
 

@@ -121,9 +121,28 @@ export const IdentitySchema = Type.Object({
   )
 }, { ...Strict, default: {} })
 
+export const BALANCE_MODES = ['round-robin', 'least-request'] as const
+
+// The URL's form is checked by load-config (UPSTREAM_URL), item by item: a
+// pattern inside this union would only say "must be a string or an array".
+const UpstreamUrl = Type.String({ minLength: 1, description: 'an http(s)://host[:port] URL with no path' })
+
+export const HealthCheckSchema = Type.Object({
+  path: Type.String({ pattern: '^/', description: 'probed with GET on each target; a 2xx or 3xx answer is healthy' }),
+  interval: Duration('between probes of one target', '5s'),
+  timeout: Duration('one probe', '2s'),
+  healthyAfter: Type.Integer({ minimum: 1, default: 2, description: 'passing probes in a row that bring an ejected target back' }),
+  unhealthyAfter: Type.Integer({ minimum: 1, default: 3, description: 'failing probes in a row that eject a target' })
+}, { ...Strict, description: 'active health checks from the gateway to every target of the route' })
+
 export const RouteSchema = Type.Object({
   prefix: Type.String({ pattern: '^/[A-Za-z0-9._~!$&\'()*+,;=:@/-]*$', description: 'a path prefix such as /api/orders' }),
-  upstream: Type.String({ pattern: '^https?://[^/?#]+/?$', description: 'an http(s)://host[:port] URL with no path' }),
+  upstream: Type.Union([UpstreamUrl, Type.Array(UpstreamUrl, { minItems: 1 })], { description: 'one http(s)://host[:port] URL with no path, or a list of them (targets sharing one scheme)' }),
+  balance: Type.Union(BALANCE_MODES.map((m) => Type.Literal(m)), { default: 'round-robin', description: 'how requests are spread over the targets' }),
+  ejectAfter: Type.Integer({ minimum: 1, default: 3, description: 'connect failures, resets or timeouts in a row that eject a target' }),
+  ejectFor: Duration('first ejection; doubled on each repeated ejection, at most 32 times this', '1s'),
+  retries: Type.Integer({ minimum: 0, maximum: 5, default: 1, description: 'retries on another target, only when safe, within the route\'s 20 % retry budget' }),
+  healthCheck: Type.Optional(HealthCheckSchema),
   rewritePrefix: Type.Optional(Type.String({ pattern: '^(/.*)?$' })),
   auth: Type.Union(AUTH_MODES.map((m) => Type.Literal(m)), { default: 'required' }),
   scopes: Type.Array(Type.String({ minLength: 1 }), { default: [], description: 'all are required' }),
@@ -140,6 +159,16 @@ export const MetricsSchema = Type.Object({
   bearerToken: Type.Optional(Type.String({ minLength: 16, description: 'when set, a scrape must send Authorization: Bearer <this> (at least 16 characters; use ${VAR})' })),
   allow: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { description: 'when set, only these client addresses or CIDRs (e.g. 10.0.0.0/8, ::1) may scrape; the address honours server.trustProxy' }))
 }, { ...Strict, default: {}, description: 'the Prometheus endpoint; unauthenticated and open to every address unless restricted here' })
+
+export const TracingSchema = Type.Object({
+  enabled: Type.Boolean({ default: false, description: 'W3C trace context to upstreams and OpenTelemetry spans; false does no tracing work at all' }),
+  trustIncoming: Type.Boolean({ default: false, description: 'continue the trace of a client\'s traceparent/tracestate; false starts a new trace per request' }),
+  userId: Type.Union([Type.Literal('hash'), Type.Literal('omit')], { default: 'hash', description: 'the server span\'s user id: a SHA-256 prefix of the token subject, or none' }),
+  serviceName: Type.String({ minLength: 1, default: 'tokengate' }),
+  otlp: Type.Optional(Type.Object({
+    endpoint: Type.String({ pattern: '^https?://', description: 'OTLP/HTTP traces URL, e.g. http://127.0.0.1:4318/v1/traces (JSON encoding)' })
+  }, Strict))
+}, { ...Strict, default: {}, description: 'distributed tracing across the hop to upstreams' })
 
 export const DemoSchema = Type.Object({
   echoUpstream: Type.Optional(Type.Object({
@@ -159,12 +188,16 @@ export const GatewayConfigSchema = Type.Object({
   identity: IdentitySchema,
   routes: Type.Array(RouteSchema, { default: [] }),
   metrics: MetricsSchema,
+  tracing: TracingSchema,
   demo: Type.Optional(DemoSchema)
 }, { ...Strict, $id: 'https://tokengate.dev/gateway.config.schema.json', title: 'tokengate gateway.config.yaml' })
 
 export type GatewayConfig = Static<typeof GatewayConfigSchema>
 export type RouteConfig = Static<typeof RouteSchema>
+export type HealthCheckConfig = Static<typeof HealthCheckSchema>
+export type BalanceMode = typeof BALANCE_MODES[number]
 export type MetricsConfig = Static<typeof MetricsSchema>
+export type TracingConfig = Static<typeof TracingSchema>
 export type RateLimitConfig = Static<typeof RateLimitSchema>
 export type KeyConfig = Static<typeof KeySchema>
 export type Algorithm = typeof ALGORITHMS[number]

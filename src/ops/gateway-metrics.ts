@@ -84,6 +84,20 @@ export class RouteSeries {
     this.#rateLimited ??= this.#metrics.rateLimited.labels(this.route)
     this.#rateLimited.inc()
   }
+
+  /** The per-target series of one upstream target of this route (its origin, without userinfo). */
+  target (origin: string): TargetSeries {
+    return this.#metrics.target(this.route, origin)
+  }
+}
+
+/** What a route's target reports: prebuilt children, so the request path only increments. */
+export interface TargetSeries {
+  request (): void
+  failure (): void
+  ejection (): void
+  /** where the up gauge reads the target's state from (1 in, 0 ejected) */
+  trackUp (up: () => number): void
 }
 
 export class GatewayMetrics {
@@ -95,6 +109,10 @@ export class GatewayMetrics {
   readonly rateLimited: Counter<'route'>
   readonly authEvents: Counter<'outcome'>
   readonly redisErrors: Counter<'client'>
+  readonly targetRequests: Counter<'route' | 'target'>
+  readonly targetFailures: Counter<'route' | 'target'>
+  readonly targetEjections: Counter<'route' | 'target'>
+  readonly #targetUp = new Map<string, { route: string, target: string, up: () => number }>()
   readonly #auth = new Map<AuthOutcome, Counter.Internal>()
   readonly #redis = new Map<RedisClientName, Counter.Internal>()
   readonly #routes = new Map<string, RouteSeries>()
@@ -146,6 +164,34 @@ export class GatewayMetrics {
       labelNames: ['client'],
       registers
     })
+    this.targetRequests = new Counter({
+      name: `${METRIC_PREFIX}upstream_target_requests_total`,
+      help: 'Attempts sent to one upstream target (retries included), by route and target',
+      labelNames: ['route', 'target'],
+      registers
+    })
+    this.targetFailures = new Counter({
+      name: `${METRIC_PREFIX}upstream_target_failures_total`,
+      help: 'Attempts to one upstream target that failed to connect, were reset or timed out, by route and target',
+      labelNames: ['route', 'target'],
+      registers
+    })
+    this.targetEjections = new Counter({
+      name: `${METRIC_PREFIX}upstream_target_ejections_total`,
+      help: 'Times an upstream target was ejected (passive failures or active health check), by route and target',
+      labelNames: ['route', 'target'],
+      registers
+    })
+    const ups = this.#targetUp
+    new Gauge({
+      name: `${METRIC_PREFIX}upstream_target_up`,
+      help: '1 while an upstream target takes traffic, 0 while it is ejected, by route and target',
+      labelNames: ['route', 'target'],
+      registers,
+      collect () {
+        for (const { route, target, up } of ups.values()) this.labels(route, target).set(up())
+      }
+    })
     const size = (): number => this.#denylistSize()
     new Gauge({
       name: `${METRIC_PREFIX}denylist_entries`,
@@ -174,6 +220,23 @@ export class GatewayMetrics {
       this.#routes.set(label, series)
     }
     return series
+  }
+
+  /** The series of one target of a route; a rebuilt gateway on the same registry takes over the up gauge. */
+  target (route: string, target: string): TargetSeries {
+    const requests = this.targetRequests.labels(route, target)
+    const failures = this.targetFailures.labels(route, target)
+    const ejections = this.targetEjections.labels(route, target)
+    requests.inc(0)
+    failures.inc(0)
+    ejections.inc(0)
+    const ups = this.#targetUp
+    return {
+      request: () => requests.inc(),
+      failure: () => failures.inc(),
+      ejection: () => ejections.inc(),
+      trackUp: (up) => { ups.set(`${route} ${target}`, { route, target, up }) }
+    }
   }
 
   auth (outcome: AuthOutcome): void {

@@ -1,10 +1,15 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { Pool, type Dispatcher } from 'undici'
+import { performance } from 'node:perf_hooks'
+import type { Dispatcher } from 'undici'
+import type { Span } from '@opentelemetry/api'
+import type { GatewayTracing } from '../ops/tracing.js'
+import type { RetryBudget } from './retry-budget.js'
+import type { TargetSet, UpstreamTarget } from './upstream-targets.js'
 import { connectionTokens, HOP_BY_HOP_HEADERS } from './hop-by-hop.js'
 
-// The HTTP hop to an upstream: one undici Pool per route and one small
+// The HTTP hop to an upstream: one undici Pool per target and one small
 // dispatch handler per request that writes the upstream's answer straight into
 // the client's response, chunk by chunk, pausing the upstream while the
 // client's socket is full. @fastify/http-proxy still matches the route,
@@ -14,44 +19,56 @@ import { connectionTokens, HOP_BY_HOP_HEADERS } from './hop-by-hop.js'
 // proxy's cost that a CPU profile showed we could remove (bench/results.md).
 
 export interface ForwardPlan {
-  pool: Pool
+  targets: TargetSet
+  /** retries on another target per request, when safe (see retryable) */
+  retries: number
+  budget: RetryBudget
+  /** null when tracing is off: then no span is started and no traceparent written */
+  tracing: GatewayTracing | null
   /** ms to wait for the upstream's headers, and between body chunks; then 504 */
   timeout: number
   /** the request headers the upstream gets (client's, cleaned, plus ours) */
   requestHeaders (request: FastifyRequest): Record<string, string | string[]>
   /** the upstream failed before its answer started: answer the client through Fastify */
   onError (reply: FastifyReply, error: Error): void
+  /** every target is ejected (the circuit is open): 503 at once, try again in `retryAfter` seconds */
+  onUnavailable (reply: FastifyReply, retryAfter: number): void
 }
 
 /** The upstream's answer headers as the client gets them; hop-by-hop ones are already gone. */
 export type RewriteResponseHeaders = (headers: IncomingHttpHeaders, request: FastifyRequest) => IncomingHttpHeaders
 
-/** A pool for one upstream origin; connections are kept alive and reused by every request of the route. */
-export function upstreamPool (upstream: string): Pool {
-  return new Pool(new URL(upstream).origin)
-}
-
 /** The request body to stream upstream, if the method can carry one. */
 export type ForwardBody = Readable | null
 
 /**
- * Sends `request` to the plan's upstream at `path` (already rewritten and
- * checked; the client's query string is added as it was sent) and streams the
- * answer back.
+ * Sends `request` to one of the plan's targets at `path` (already rewritten
+ * and checked; the client's query string is added as it was sent) and streams
+ * the answer back; on a failure that left the request unsent, or harmless to
+ * repeat, tries another target.
  */
 export function forward (request: FastifyRequest, reply: FastifyReply, path: string, body: ForwardBody, plan: ForwardPlan, rewriteHeaders: RewriteResponseHeaders): void {
+  const now = performance.now()
+  const target = plan.targets.pick(now)
+  if (target === null) {
+    plan.onUnavailable(reply, plan.targets.retryAfter(now))
+    return
+  }
+  plan.budget.request(now)
   const url = request.url
   const query = url.indexOf('?')
-  const exchange = new Exchange(request, reply, plan, rewriteHeaders)
-  reply.raw.once('close', exchange.onClientClose)
-  plan.pool.dispatch({
+  const headers = plan.requestHeaders(request)
+  const options: Dispatcher.DispatchOptions = {
     method: request.method as Dispatcher.HttpMethod,
     path: query === -1 ? path : path + url.slice(query),
-    headers: plan.requestHeaders(request),
+    headers,
     body,
     headersTimeout: plan.timeout,
     bodyTimeout: plan.timeout
-  }, exchange)
+  }
+  const exchange = new Exchange(request, reply, plan, rewriteHeaders, options, headers, target, 0)
+  reply.raw.once('close', exchange.onClientClose)
+  exchange.send()
 }
 
 /** Thrown into the upstream request when the client went away first. */
@@ -62,20 +79,57 @@ class ClientGone extends Error {
   }
 }
 
+/** The connection was never made: nothing of the request reached the target. */
+const CONNECT_FAILURES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT'])
+/** The target is in trouble (counts toward ejection): besides connect failures, resets and timeouts. */
+const TARGET_FAILURES = new Set([...CONNECT_FAILURES, 'ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT'])
+/** Waited the whole timeout already: a retry would double the client's wait. */
+const TIMEOUTS = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT', 'ETIMEDOUT'])
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE'])
+
+/** The Node/undici code of a failure, looking through causes and the AggregateError of a refused dual-stack connect. */
+function failureCode (error: Error): string {
+  let current: Error & { code?: string } = error
+  for (let depth = 0; depth < 5; depth++) {
+    if (current.code !== undefined && TARGET_FAILURES.has(current.code)) return current.code
+    if (current instanceof AggregateError && current.errors[0] instanceof Error) current = current.errors[0]
+    else if (current.cause instanceof Error) current = current.cause
+    else break
+  }
+  return ''
+}
+
 class Exchange implements Dispatcher.DispatchHandler {
   private controller: Dispatcher.DispatchController | null = null
   /** the answer started: from here on the response belongs to us, not to Fastify */
   private started = false
   private ended = false
   private readonly res: ServerResponse
+  /** the client span of the current attempt, while tracing is on */
+  private span: Span | null = null
 
   constructor (
     private readonly request: FastifyRequest,
     private readonly reply: FastifyReply,
     private readonly plan: ForwardPlan,
-    private readonly rewriteHeaders: RewriteResponseHeaders
+    private readonly rewriteHeaders: RewriteResponseHeaders,
+    private readonly options: Dispatcher.DispatchOptions,
+    private readonly headers: Record<string, string | string[]>,
+    private target: UpstreamTarget,
+    private attempt: number
   ) {
     this.res = reply.raw
+  }
+
+  send (): void {
+    const target = this.target
+    target.inflight++
+    target.observer.request()
+    const tracing = this.plan.tracing
+    if (tracing !== null && this.request.serverSpan !== null) {
+      this.span = tracing.startClient(this.request.serverSpan, this.request.method, target.origin, this.attempt, this.headers)
+    }
+    target.pool.dispatch(this.options, this)
   }
 
   readonly onClientClose = (): void => {
@@ -92,6 +146,8 @@ class Exchange implements Dispatcher.DispatchHandler {
   }
 
   onResponseStart (controller: Dispatcher.DispatchController, statusCode: number, upstream: IncomingHttpHeaders): void {
+    this.plan.targets.succeeded(this.target)
+    if (this.span !== null) this.endSpan('answered', statusCode)
     const headers = withoutHopByHop(upstream)
     const out: Record<string, string | number | string[] | undefined> = this.reply.getHeaders()
     const answer = this.rewriteHeaders(headers, this.request)
@@ -122,18 +178,61 @@ class Exchange implements Dispatcher.DispatchHandler {
 
   onResponseEnd (): void {
     this.ended = true
+    this.target.inflight--
     this.res.end()
   }
 
   onResponseError (_controller: Dispatcher.DispatchController, error: Error): void {
+    const target = this.target
+    target.inflight--
+    if (this.span !== null) this.endSpan(error instanceof ClientGone ? 'client_gone' : (failureCode(error) || error.name))
+    if (error instanceof ClientGone) {
+      this.ended = true
+      this.plan.targets.released(target)
+      return
+    }
+    const code = failureCode(error)
+    const now = performance.now()
+    if (code !== '') this.plan.targets.failed(target, now)
+    else this.plan.targets.released(target)
+    if (!this.started && this.retryable(code, now)) return
     this.ended = true
-    if (error instanceof ClientGone) return
     if (!this.started) {
       this.plan.onError(this.reply, error)
       return
     }
     // Part of the answer is out: the only honest signal left is a cut connection.
     this.res.destroy(error)
+  }
+
+  private endSpan (outcome: string, statusCode?: number): void {
+    const span = this.span
+    this.span = null
+    if (span !== null) this.plan.tracing?.endClient(span, outcome, statusCode)
+  }
+
+  /**
+   * Sends the request again to another target, and says so, when that cannot
+   * make the upstream act twice: the connection to the first was never made,
+   * or the method is idempotent and the request had no body (a streamed body
+   * is gone once sent, and is never buffered to make a retry possible). A
+   * request that waited out its timeout is not retried, and every retry is
+   * within the route's budget.
+   */
+  private retryable (code: string, now: number): boolean {
+    if (code === '' || this.attempt >= this.plan.retries || this.options.body !== null || this.res.destroyed) return false
+    if (!CONNECT_FAILURES.has(code) && (TIMEOUTS.has(code) || !IDEMPOTENT.has(this.request.method))) return false
+    const next = this.plan.targets.pick(now, this.target)
+    if (next === null) return false
+    if (!this.plan.budget.tryRetry(now)) {
+      this.plan.targets.released(next)
+      return false
+    }
+    this.target = next
+    this.attempt++
+    this.controller = null
+    this.send()
+    return true
   }
 }
 
