@@ -1,5 +1,6 @@
 import t from 'tap'
-import { climbsOut, upstreamPool } from '../../src/proxy/upstream-forwarder.js'
+import { climbsOut } from '../../src/proxy/upstream-forwarder.js'
+import { UpstreamTarget } from '../../src/proxy/upstream-targets.js'
 
 // The forwarder's own logic: which rewritten paths could climb out of where
 // a route points on an upstream that decodes them. The hop itself over HTTP
@@ -15,9 +16,10 @@ for (const path of staying) {
   t.test(`${path} stays`, async (t) => { t.equal(climbsOut(path), false) })
 }
 
-t.test('an upstream pool is made for the upstream origin and can be closed', async (t) => {
-  const pool = upstreamPool('http://127.0.0.1:1/base')
-  t.equal(pool.closed, false)
-  await pool.close()
-  t.equal(pool.closed, true)
+t.test('a target keeps a pool for the upstream origin, which can be closed', async (t) => {
+  const target = new UpstreamTarget('http://127.0.0.1:1/base')
+  t.equal(target.origin, 'http://127.0.0.1:1')
+  t.equal(target.pool.closed, false)
+  await target.pool.close()
+  t.equal(target.pool.closed, true)
 })
