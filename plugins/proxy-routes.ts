@@ -15,6 +15,7 @@ import { gatewayCookieNames } from '../src/tokens/refresh-cookie.js'
 import type { RouteSeries, UpstreamFailure } from '../src/ops/gateway-metrics.js'
 import { climbsOut, forward, upstreamPool, type ForwardPlan, type RewriteResponseHeaders } from '../src/proxy/upstream-forwarder.js'
 import { toGatewayError } from '../src/error-response.js'
+import { routeCorsPolicy } from '../src/cors/cors-policy.js'
 
 // One encapsulated @fastify/http-proxy per configured route, each with its own
 // hooks: rate limit + authenticate → authorize → size guard → proxy. Everything a route
@@ -53,15 +54,18 @@ async function proxyRoutesPlugin (fastify: FastifyInstance, { config }: ProxyRou
   fastify.decorateRequest('upstreamSentAt', 0)
   for (const route of config.routes) {
     await fastify.register(async function proxiedRoute (scope) {
-      registerRoute(scope, route, writer, cookieNames, trustProxy, fastify.metrics.route(route.prefix))
+      registerRoute(scope, config, route, writer, cookieNames, trustProxy, fastify.metrics.route(route.prefix))
     })
   }
 }
 
-function registerRoute (scope: FastifyInstance, route: RouteConfig, writer: IdentityHeaderWriter, cookieNames: readonly string[], trustProxy: boolean, series: RouteSeries): void {
+function registerRoute (scope: FastifyInstance, config: GatewayConfig, route: RouteConfig, writer: IdentityHeaderWriter, cookieNames: readonly string[], trustProxy: boolean, series: RouteSeries): void {
   const methods = route.methods ?? HTTP_METHODS.filter((m) => m !== 'HEAD')
   const timeout = parseDuration(route.timeout)
   const loggedUpstream = route.upstream.replace(/^(https?:\/\/)[^@/]*@/, '$1')
+  // Resolved once; @fastify/cors (plugins/cors.ts) reads it from the route config.
+  const corsPolicy = routeCorsPolicy(config, route)
+  const routeConfig = { routePrefix: route.prefix, upstream: loggedUpstream, cors: corsPolicy === null ? false as const : corsPolicy.options }
 
   const authenticate = route.auth === 'none' ? null : scope.authenticateWith({ mode: route.auth, scopes: route.scopes, roles: route.roles })
   const limit = scope.routeRateLimit(route)
@@ -124,7 +128,7 @@ function registerRoute (scope: FastifyInstance, route: RouteConfig, writer: Iden
     prefix: route.prefix,
     rewritePrefix: route.rewritePrefix ?? '/',
     httpMethods: methods,
-    config: { routePrefix: route.prefix, upstream: loggedUpstream },
+    config: routeConfig,
     // @fastify/http-proxy has matched the route, rewritten the path and refused
     // traversal out of rewritePrefix; the hop itself is ours (src/upstream-forwarder.ts).
     // The upstream's answer is written straight to the socket: headers set on
@@ -143,7 +147,8 @@ function registerRoute (scope: FastifyInstance, route: RouteConfig, writer: Iden
       // headers are in: that is the upstream's latency.
       rewriteHeaders: (headers, request) => {
         if (request !== undefined) series.upstreamAnswered((performance.now() - (request as FastifyRequest).upstreamSentAt) / 1000)
-        return withoutGatewayCookies(headers as IncomingHttpHeaders, cookieNames)
+        const kept = withoutGatewayCookies(headers as IncomingHttpHeaders, cookieNames)
+        return corsPolicy === null ? kept : withoutUpstreamCors(kept)
       }
     }
   }
@@ -164,7 +169,7 @@ function registerRoute (scope: FastifyInstance, route: RouteConfig, writer: Iden
       scope.route({
         method: others,
         url,
-        config: { routePrefix: route.prefix, upstream: loggedUpstream },
+        config: routeConfig,
         handler: async (request, reply) => {
           reply.header('allow', allow)
           throw new ERR_METHOD_NOT_ALLOWED(request.method)
@@ -172,6 +177,19 @@ function registerRoute (scope: FastifyInstance, route: RouteConfig, writer: Iden
       })
     }
   }
+}
+
+/**
+ * Where the gateway does CORS, it alone does: the forwarder lets upstream
+ * headers win over the reply's, so the upstream's Access-Control-* headers are
+ * dropped here and its Vary is merged with ours (Origin) instead of replacing it.
+ */
+function withoutUpstreamCors (headers: IncomingHttpHeaders): IncomingHttpHeaders {
+  for (const name of Object.keys(headers)) if (name.startsWith('access-control-')) headers[name] = undefined
+  // @fastify/cors set Vary: Origin on the reply (our origin option is a function).
+  const vary = headers.vary
+  if (vary !== undefined && !/(^|,)\s*(origin|\*)\s*(,|$)/i.test(vary)) headers.vary = `Origin, ${vary}`
+  return headers
 }
 
 function isReadable (body: unknown): body is Readable {

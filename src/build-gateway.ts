@@ -18,6 +18,7 @@ import health from '../plugins/health.js'
 import accessLog from '../plugins/access-log.js'
 import proxyRoutes from '../plugins/proxy-routes.js'
 import rateLimit from '../plugins/rate-limit.js'
+import cors from '../plugins/cors.js'
 
 export interface BuildOptions {
   logger?: FastifyServerOptions['logger']
@@ -63,6 +64,7 @@ export async function buildGateway (loaded: LoadedConfig, options: BuildOptions 
   await app.register(errors)
   await app.register(metrics, { config: config.metrics, ...(options.metrics === undefined ? {} : { metrics: options.metrics }) })
   await app.register(requestId)
+  await app.register(cors, { config })
   await app.register(cookie)
   await app.register(store, { config, ...(options.store === undefined ? {} : { store: options.store }) })
   await app.register(tokens, { loaded })
