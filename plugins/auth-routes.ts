@@ -1,3 +1,4 @@
+import { corsTrustedOrigins } from '../src/cors/cors-policy.js'
 import { randomBytes } from 'node:crypto'
 import fp from 'fastify-plugin'
 import '@fastify/cookie'
@@ -73,6 +74,8 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
   const idleTimeoutMs = parseDuration(config.tokens.idleTimeout)
   const graceMs = parseDuration(config.tokens.reuseGrace)
   const allowedOrigins = new Set([...config.auth.allowedOrigins, ...(config.server.publicUrl === undefined ? [] : [new URL(config.server.publicUrl).origin])])
+  // One list of trusted browser origins: those CORS lets read answers may use the cookie too.
+  const corsTrusted = corsTrustedOrigins(config)
   const revoker = fastify.revoker
   // A session revoked for reuse stays on the denylist as long as any other revocation.
   const denyHorizonMs = revoker.horizonMs
@@ -109,7 +112,7 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
     if (request.headers['sec-fetch-site'] === 'cross-site') throw new ERR_CSRF()
     const origin = request.headers.origin
     if (origin === undefined) throw new ERR_CSRF()
-    if (allowedOrigins.has(origin)) return
+    if (allowedOrigins.has(origin) || corsTrusted(origin)) return
     const own = originOf(`${request.protocol}://${request.host}`)
     if (own !== null && originOf(origin) === own) return
     throw new ERR_CSRF()
