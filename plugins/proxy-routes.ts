@@ -16,6 +16,9 @@ import type { RouteSeries, UpstreamFailure } from '../src/ops/gateway-metrics.js
 import { climbsOut, forward, upstreamPool, type ForwardPlan, type RewriteResponseHeaders } from '../src/proxy/upstream-forwarder.js'
 import { toGatewayError } from '../src/error-response.js'
 import { routeCorsPolicy } from '../src/cors/cors-policy.js'
+import { WebSocketSessions } from '../src/proxy/websocket-sessions.js'
+import type WebSocket from 'ws'
+import type { Socket } from 'node:net'
 
 // One encapsulated @fastify/http-proxy per configured route, each with its own
 // hooks: rate limit + authenticate → authorize → size guard → proxy. Everything a route
@@ -52,14 +55,27 @@ async function proxyRoutesPlugin (fastify: FastifyInstance, { config }: ProxyRou
   const writer = compileIdentityHeaders(config.identity.headers, cookieNames)
   const trustProxy = config.server.trustProxy !== false
   fastify.decorateRequest('upstreamSentAt', 0)
+  // Proxied WebSockets end with their token: revoked anywhere (the denylist
+  // mirror hears of it on every instance) or expired.
+  const sockets = config.routes.some((r) => r.websocket)
+    ? new WebSocketSessions({ closeOnExpiry: config.websocket.closeOnExpiry, onClosed: (reason) => fastify.metrics.websocketsClosed.labels(reason).inc() })
+    : null
+  if (sockets !== null) {
+    const unsubscribe = fastify.denylist.onApplied((entry) => sockets.revoke(entry))
+    // A stopping or reloaded gateway takes its routes' policies with it: their sockets end too.
+    fastify.addHook('preClose', () => {
+      unsubscribe()
+      sockets.closeAll('route_changed')
+    })
+  }
   for (const route of config.routes) {
     await fastify.register(async function proxiedRoute (scope) {
-      registerRoute(scope, config, route, writer, cookieNames, trustProxy, fastify.metrics.route(route.prefix))
+      registerRoute(scope, config, route, writer, cookieNames, trustProxy, fastify.metrics.route(route.prefix), sockets)
     })
   }
 }
 
-function registerRoute (scope: FastifyInstance, config: GatewayConfig, route: RouteConfig, writer: IdentityHeaderWriter, cookieNames: readonly string[], trustProxy: boolean, series: RouteSeries): void {
+function registerRoute (scope: FastifyInstance, config: GatewayConfig, route: RouteConfig, writer: IdentityHeaderWriter, cookieNames: readonly string[], trustProxy: boolean, series: RouteSeries, sockets: WebSocketSessions | null): void {
   const methods = route.methods ?? HTTP_METHODS.filter((m) => m !== 'HEAD')
   const timeout = parseDuration(route.timeout)
   const loggedUpstream = route.upstream.replace(/^(https?:\/\/)[^@/]*@/, '$1')
@@ -102,8 +118,19 @@ function registerRoute (scope: FastifyInstance, config: GatewayConfig, route: Ro
     return headers
   }
 
+  // @fastify/http-proxy hands onConnect the two sockets but not the request:
+  // the upgrade's TCP socket links them (the client-side ws wraps it).
+  const openedWith = new WeakMap<Socket, NonNullable<FastifyRequest['identity']>>()
+  const wsHooks = {
+    onConnect: (_context: unknown, source: WebSocket, target: WebSocket) => {
+      const raw = (source as unknown as { _socket?: Socket })._socket
+      const claims = raw === undefined ? undefined : openedWith.get(raw)
+      if (claims !== undefined && sockets !== null) sockets.add(claims, [source, target])
+    }
+  }
   const wsClientOptions = {
     rewriteRequestHeaders: (_headers: IncomingHttpHeaders, request: FastifyRequest) => {
+      if (request.identity !== null) openedWith.set(request.raw.socket, request.identity)
       const out = upstreamHeaders(request)
       for (const name of Object.keys(out)) if (WS_CLIENT_OWNED.test(name)) delete out[name]
       return out
@@ -158,7 +185,7 @@ function registerRoute (scope: FastifyInstance, config: GatewayConfig, route: Ro
   // The published types leave out wsClientOptions.rewriteRequestHeaders,
   // which the plugin reads (index.js, WebSocketProxy.handleConnection).
   scope.register(httpProxy, route.websocket
-    ? { ...options, websocket: true, wsClientOptions: wsClientOptions as FastifyHttpProxyOptions['wsClientOptions'] }
+    ? { ...options, websocket: true, wsClientOptions: wsClientOptions as FastifyHttpProxyOptions['wsClientOptions'], wsHooks }
     : { ...options, websocket: false })
 
   // A method the route does not allow is a 405 with Allow, not a 404.

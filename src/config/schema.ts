@@ -160,6 +160,9 @@ export const GatewayConfigSchema = Type.Object({
   routes: Type.Array(RouteSchema, { default: [] }),
   metrics: MetricsSchema,
   cors: Type.Optional(CorsSchema),
+  websocket: Type.Object({
+    closeOnExpiry: Type.Boolean({ default: true, description: 'close a proxied WebSocket (1008) when the access token it was opened with expires' })
+  }, { ...Strict, default: {}, description: 'proxied WebSockets (routes[].websocket); they are always closed when their token is revoked' }),
   demo: Type.Optional(DemoSchema)
 }, { ...Strict, $id: 'https://tokengate.dev/gateway.config.schema.json', title: 'tokengate gateway.config.yaml' })
 

@@ -95,6 +95,7 @@ export class GatewayMetrics {
   readonly rateLimited: Counter<'route'>
   readonly authEvents: Counter<'outcome'>
   readonly redisErrors: Counter<'client'>
+  readonly websocketsClosed: Counter<'reason'>
   readonly #auth = new Map<AuthOutcome, Counter.Internal>()
   readonly #redis = new Map<RedisClientName, Counter.Internal>()
   readonly #routes = new Map<string, RouteSeries>()
@@ -146,6 +147,13 @@ export class GatewayMetrics {
       labelNames: ['client'],
       registers
     })
+    this.websocketsClosed = new Counter({
+      name: `${METRIC_PREFIX}websockets_closed_total`,
+      help: 'Proxied WebSockets the gateway closed because their session ended: revoked, expired, route_changed, shutdown',
+      labelNames: ['reason'],
+      registers
+    })
+    for (const reason of ['revoked', 'expired', 'route_changed', 'shutdown']) this.websocketsClosed.labels(reason).inc(0)
     const size = (): number => this.#denylistSize()
     new Gauge({
       name: `${METRIC_PREFIX}denylist_entries`,
