@@ -149,11 +149,11 @@ export class GatewayMetrics {
     })
     this.websocketsClosed = new Counter({
       name: `${METRIC_PREFIX}websockets_closed_total`,
-      help: 'Proxied WebSockets the gateway closed because their session ended: revoked, expired, route_changed, shutdown',
+      help: 'Proxied WebSockets the gateway closed because their session ended: revoked, expired, route_changed (the gateway closed: reload or shutdown)',
       labelNames: ['reason'],
       registers
     })
-    for (const reason of ['revoked', 'expired', 'route_changed', 'shutdown']) this.websocketsClosed.labels(reason).inc(0)
+    for (const reason of ['revoked', 'expired', 'route_changed']) this.websocketsClosed.labels(reason).inc(0)
     const size = (): number => this.#denylistSize()
     new Gauge({
       name: `${METRIC_PREFIX}denylist_entries`,

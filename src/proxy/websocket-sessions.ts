@@ -18,7 +18,8 @@ export interface SocketClaims {
   exp: number
 }
 
-export type SocketCloseReason = 'revoked' | 'expired' | 'route_changed' | 'shutdown'
+/** route_changed: the gateway holding the socket closed (a reload replaced it, or shutdown) */
+export type SocketCloseReason = 'revoked' | 'expired' | 'route_changed'
 
 export const POLICY_VIOLATION = 1008
 /** The close reason clients see; the same words whatever ended the session. */
@@ -79,7 +80,7 @@ export class WebSocketSessions {
     }
   }
 
-  /** Closes every link (the route's policy changed or went away, or the gateway stops). */
+  /** Closes every link: the gateway that applied the routes' policies is going away. */
   closeAll (reason: SocketCloseReason): void {
     for (const held of this.#held) this.#close(held, reason)
   }
