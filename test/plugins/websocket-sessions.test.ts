@@ -2,9 +2,9 @@ import type { AddressInfo } from 'node:net'
 import t, { type Test } from 'tap'
 import WebSocket, { WebSocketServer } from 'ws'
 import type { FastifyInstance } from 'fastify'
-import { login, startGateways, testConfig } from '../helpers/gateway.js'
-import { eventually } from '../helpers/redis-server.js'
-import { storeConfig, mergeConfig, type StoreKind } from '../helpers/lifecycle.js'
+import { login, mergeConfig, startGateways, testConfig } from '../helpers/gateway.js'
+import { waitFor } from '../helpers/wait-for.js'
+import { storeConfig, type StoreKind } from '../helpers/lifecycle.js'
 
 // A proxied WebSocket ends with the token it was opened with: when the token
 // is revoked (on whichever instance) or expires, both the browser's side and
@@ -51,7 +51,7 @@ async function closedByPolicy (t: Test, client: Client, up: Upstream): Promise<v
   const { code, reason } = await client.closed
   t.equal(code, 1008)
   t.equal(reason, 'session ended')
-  await eventually('the upstream side closed', () => up.closes.length > 0)
+  await waitFor('the upstream side closed', () => up.closes.length > 0)
   t.equal(up.closes[0].code, 1008)
   t.equal(up.closes[0].reason, 'session ended')
 }
