@@ -92,9 +92,3 @@ export function routeCorsPolicy (config: GatewayConfig, route: RouteConfig): Cor
 export function corsInUse (config: GatewayConfig): boolean {
   return config.cors !== undefined || config.routes.some((r) => r.cors !== undefined && r.cors !== false)
 }
-
-/** Origins the CORS config trusts, for the cookie endpoints' CSRF check (exact entries and patterns; never `*`). */
-export function corsTrustedOrigins (config: GatewayConfig): OriginMatcher {
-  const origins = (config.cors?.origins ?? []).filter((o) => o !== '*')
-  return compileOrigins(origins)
-}
