@@ -18,6 +18,10 @@ import { TargetSet } from '../src/proxy/upstream-targets.js'
 import { RetryBudget } from '../src/proxy/retry-budget.js'
 import { startHealthChecks } from '../src/proxy/health-check.js'
 import { toGatewayError } from '../src/error-response.js'
+import { routeCorsPolicy } from '../src/cors/cors-policy.js'
+import { WebSocketSessions } from '../src/proxy/websocket-sessions.js'
+import type WebSocket from 'ws'
+import type { Socket } from 'node:net'
 
 // One encapsulated @fastify/http-proxy per configured route, each with its own
 // hooks: rate limit + authenticate → authorize → size guard → proxy. Everything a route
@@ -61,18 +65,34 @@ async function proxyRoutesPlugin (fastify: FastifyInstance, { config }: ProxyRou
   const writer = compileIdentityHeaders(config.identity.headers, cookieNames)
   const trustProxy = config.server.trustProxy !== false
   fastify.decorateRequest(kUpstreamSentAt, 0)
+  // Proxied WebSockets end with their token: revoked anywhere (the denylist
+  // mirror hears of it on every instance) or expired.
+  const sockets = config.routes.some((r) => r.websocket)
+    ? new WebSocketSessions({ closeOnExpiry: config.websocket.closeOnExpiry, onClosed: (reason) => fastify.metrics.websocketsClosed.labels(reason).inc() })
+    : null
+  if (sockets !== null) {
+    const unsubscribe = fastify.denylist.onApplied((entry) => sockets.revoke(entry))
+    // A stopping or reloaded gateway takes its routes' policies with it: their sockets end too.
+    fastify.addHook('preClose', () => {
+      unsubscribe()
+      sockets.closeAll('route_changed')
+    })
+  }
   for (const route of config.routes) {
     await fastify.register(async function proxiedRoute (scope) {
-      registerRoute(scope, route, writer, cookieNames, trustProxy, fastify.metrics.route(route.prefix))
+      registerRoute(scope, config, route, writer, cookieNames, trustProxy, fastify.metrics.route(route.prefix), sockets)
     })
   }
 }
 
-function registerRoute (scope: FastifyInstance, route: RouteConfig, writer: IdentityHeaderWriter, cookieNames: readonly string[], trustProxy: boolean, series: RouteSeries): void {
+function registerRoute (scope: FastifyInstance, config: GatewayConfig, route: RouteConfig, writer: IdentityHeaderWriter, cookieNames: readonly string[], trustProxy: boolean, series: RouteSeries, sockets: WebSocketSessions | null): void {
   const methods = route.methods ?? HTTP_METHODS.filter((m) => m !== 'HEAD')
   const timeout = parseDuration(route.timeout)
   const upstreams = Array.isArray(route.upstream) ? route.upstream : [route.upstream]
   const loggedUpstream = upstreams.map((u) => u.replace(/^(https?:\/\/)[^@/]*@/, '$1')).join(',')
+  // Resolved once; @fastify/cors (plugins/cors.ts) reads it from the route config.
+  const corsPolicy = routeCorsPolicy(config, route)
+  const routeConfig = { routePrefix: route.prefix, upstream: loggedUpstream, cors: corsPolicy === null ? false as const : corsPolicy.options }
 
   const authenticate = route.auth === 'none' ? null : scope.authenticateWith({ mode: route.auth, scopes: route.scopes, roles: route.roles })
   const limit = scope.routeRateLimit(route)
@@ -109,8 +129,19 @@ function registerRoute (scope: FastifyInstance, route: RouteConfig, writer: Iden
     return headers
   }
 
+  // @fastify/http-proxy hands onConnect the two sockets but not the request:
+  // the upgrade's TCP socket links them (the client-side ws wraps it).
+  const openedWith = new WeakMap<Socket, NonNullable<FastifyRequest['identity']>>()
+  const wsHooks = {
+    onConnect: (_context: unknown, source: WebSocket, target: WebSocket) => {
+      const raw = (source as unknown as { _socket?: Socket })._socket
+      const claims = raw === undefined ? undefined : openedWith.get(raw)
+      if (claims !== undefined && sockets !== null) sockets.add(claims, [source, target])
+    }
+  }
   const wsClientOptions = {
     rewriteRequestHeaders: (_headers: IncomingHttpHeaders, request: FastifyRequest) => {
+      if (request.identity !== null) openedWith.set(request.raw.socket, request.identity)
       const out = upstreamHeaders(request)
       for (const name of Object.keys(out)) if (WS_CLIENT_OWNED.test(name)) delete out[name]
       return out
@@ -154,7 +185,7 @@ function registerRoute (scope: FastifyInstance, route: RouteConfig, writer: Iden
     prefix: route.prefix,
     rewritePrefix: route.rewritePrefix ?? '/',
     httpMethods: methods,
-    config: { routePrefix: route.prefix, upstream: loggedUpstream },
+    config: routeConfig,
     // @fastify/http-proxy has matched the route, rewritten the path and refused
     // traversal out of rewritePrefix; the hop itself is ours (src/upstream-forwarder.ts).
     // The upstream's answer is written straight to the socket: headers set on
@@ -173,7 +204,8 @@ function registerRoute (scope: FastifyInstance, route: RouteConfig, writer: Iden
       // headers are in: that is the upstream's latency.
       rewriteHeaders: (headers, request) => {
         if (request !== undefined) series.upstreamAnswered((performance.now() - (request as FastifyRequest)[kUpstreamSentAt]) / 1000)
-        return withoutGatewayCookies(headers as IncomingHttpHeaders, cookieNames)
+        const kept = withoutGatewayCookies(headers as IncomingHttpHeaders, cookieNames)
+        return corsPolicy === null ? kept : withoutUpstreamCors(kept)
       }
     }
   }
@@ -183,7 +215,7 @@ function registerRoute (scope: FastifyInstance, route: RouteConfig, writer: Iden
   // The published types leave out wsClientOptions.rewriteRequestHeaders,
   // which the plugin reads (index.js, WebSocketProxy.handleConnection).
   scope.register(httpProxy, route.websocket
-    ? { ...options, websocket: true, wsClientOptions: wsClientOptions as FastifyHttpProxyOptions['wsClientOptions'] }
+    ? { ...options, websocket: true, wsClientOptions: wsClientOptions as FastifyHttpProxyOptions['wsClientOptions'], wsHooks }
     : { ...options, websocket: false })
 
   // A method the route does not allow is a 405 with Allow, not a 404.
@@ -194,7 +226,7 @@ function registerRoute (scope: FastifyInstance, route: RouteConfig, writer: Iden
       scope.route({
         method: others,
         url,
-        config: { routePrefix: route.prefix, upstream: loggedUpstream },
+        config: routeConfig,
         handler: async (request, reply) => {
           reply.header('allow', allow)
           throw new ERR_METHOD_NOT_ALLOWED(request.method)
@@ -202,6 +234,19 @@ function registerRoute (scope: FastifyInstance, route: RouteConfig, writer: Iden
       })
     }
   }
+}
+
+/**
+ * Where the gateway does CORS, it alone does: the forwarder lets upstream
+ * headers win over the reply's, so the upstream's Access-Control-* headers are
+ * dropped here and its Vary is merged with ours (Origin) instead of replacing it.
+ */
+function withoutUpstreamCors (headers: IncomingHttpHeaders): IncomingHttpHeaders {
+  for (const name of Object.keys(headers)) if (name.startsWith('access-control-')) headers[name] = undefined
+  // @fastify/cors set Vary: Origin on the reply (our origin option is a function).
+  const vary = headers.vary
+  if (vary !== undefined && !/(^|,)\s*(origin|\*)\s*(,|$)/i.test(vary)) headers.vary = `Origin, ${vary}`
+  return headers
 }
 
 function isReadable (body: unknown): body is Readable {

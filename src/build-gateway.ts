@@ -24,6 +24,7 @@ import passwordRoutes from '../plugins/password-routes.js'
 import accessLog from '../plugins/access-log.js'
 import proxyRoutes from '../plugins/proxy-routes.js'
 import rateLimit from '../plugins/rate-limit.js'
+import cors from '../plugins/cors.js'
 
 export interface BuildOptions {
   logger?: FastifyServerOptions['logger']
@@ -73,6 +74,7 @@ export async function buildGateway (loaded: LoadedConfig, options: BuildOptions 
   await app.register(metrics, { config: config.metrics, ...(options.metrics === undefined ? {} : { metrics: options.metrics }) })
   await app.register(tracing, { config: config.tracing })
   await app.register(requestId)
+  await app.register(cors, { config })
   await app.register(cookie)
   await app.register(store, { config, ...(options.store === undefined ? {} : { store: options.store }) })
   await app.register(tokens, { loaded })

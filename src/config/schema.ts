@@ -134,6 +134,29 @@ export const HealthCheckSchema = Type.Object({
   healthyAfter: Type.Integer({ minimum: 1, default: 2, description: 'passing probes in a row that bring an ejected target back' }),
   unhealthyAfter: Type.Integer({ minimum: 1, default: 3, description: 'failing probes in a row that eject a target' })
 }, { ...Strict, description: 'active health checks from the gateway to every target of the route' })
+const HeaderName = Type.String({ pattern: '^[A-Za-z0-9!#$%&\'*+.^_`|~-]+$' })
+
+const CorsFields = {
+  origins: Type.Array(Type.String({ minLength: 1 }), { description: 'browser origins allowed to read answers: exact (https://app.example.com) or whole leftmost labels (https://*.example.com); they also count as trusted for the cookie endpoints\' CSRF check' }),
+  credentials: Type.Boolean({ default: false, description: 'send Access-Control-Allow-Credentials: true (cookies with credentials: include); refused with "*"' }),
+  maxAge: Duration('how long a browser may cache a preflight answer', '10m'),
+  allowHeaders: Type.Array(HeaderName, { default: ['Authorization', 'Content-Type'], description: 'request headers a page may send' }),
+  exposeHeaders: Type.Array(HeaderName, { default: ['WWW-Authenticate', 'X-Request-Id', 'X-RateLimit-Limit', 'X-RateLimit-Remaining', 'X-RateLimit-Reset', 'Retry-After'], description: 'answer headers a page may read' })
+}
+
+export const CorsSchema = Type.Object(CorsFields, { ...Strict, description: 'CORS for browser apps on other origins (@fastify/cors); unset: no CORS headers at all' })
+
+/** Per route: false turns CORS off there; an object overrides the top-level keys it names. */
+export const RouteCorsSchema = Type.Union([
+  Type.Literal(false),
+  Type.Object({
+    origins: Type.Optional(CorsFields.origins),
+    credentials: Type.Optional(Type.Boolean()),
+    maxAge: Type.Optional(Duration('preflight cache')),
+    allowHeaders: Type.Optional(Type.Array(HeaderName)),
+    exposeHeaders: Type.Optional(Type.Array(HeaderName))
+  }, Strict)
+], { description: 'false: no CORS on this route; an object: overrides of the top-level cors keys' })
 
 export const RouteSchema = Type.Object({
   prefix: Type.String({ pattern: '^/[A-Za-z0-9._~!$&\'()*+,;=:@/-]*$', description: 'a path prefix such as /api/orders' }),
@@ -151,7 +174,8 @@ export const RouteSchema = Type.Object({
   websocket: Type.Boolean({ default: false }),
   bodyLimit: Type.Integer({ minimum: 0, default: 10485760, description: 'bytes; larger proxied bodies get 413' }),
   timeout: Duration('upstream answer; then 504', '30s'),
-  rateLimit: Type.Optional(RateLimitOrOff)
+  rateLimit: Type.Optional(RateLimitOrOff),
+  cors: Type.Optional(RouteCorsSchema)
 }, Strict)
 
 export const MetricsSchema = Type.Object({
@@ -189,6 +213,10 @@ export const GatewayConfigSchema = Type.Object({
   routes: Type.Array(RouteSchema, { default: [] }),
   metrics: MetricsSchema,
   tracing: TracingSchema,
+  cors: Type.Optional(CorsSchema),
+  websocket: Type.Object({
+    closeOnExpiry: Type.Boolean({ default: true, description: 'close a proxied WebSocket (1008) when the access token it was opened with expires' })
+  }, { ...Strict, default: {}, description: 'proxied WebSockets (routes[].websocket); they are always closed when their token is revoked' }),
   demo: Type.Optional(DemoSchema)
 }, { ...Strict, $id: 'https://tokengate.dev/gateway.config.schema.json', title: 'tokengate gateway.config.yaml' })
 
@@ -199,6 +227,7 @@ export type BalanceMode = typeof BALANCE_MODES[number]
 export type MetricsConfig = Static<typeof MetricsSchema>
 export type TracingConfig = Static<typeof TracingSchema>
 export type RateLimitConfig = Static<typeof RateLimitSchema>
+export type CorsConfig = Static<typeof CorsSchema>
 export type KeyConfig = Static<typeof KeySchema>
 export type Algorithm = typeof ALGORITHMS[number]
 export type AuthMode = typeof AUTH_MODES[number]

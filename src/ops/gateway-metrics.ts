@@ -113,6 +113,7 @@ export class GatewayMetrics {
   readonly targetFailures: Counter<'route' | 'target'>
   readonly targetEjections: Counter<'route' | 'target'>
   readonly #targetUp = new Map<string, { route: string, target: string, up: () => number }>()
+  readonly websocketsClosed: Counter<'reason'>
   readonly #auth = new Map<AuthOutcome, Counter.Internal>()
   readonly #redis = new Map<RedisClientName, Counter.Internal>()
   readonly #routes = new Map<string, RouteSeries>()
@@ -192,6 +193,13 @@ export class GatewayMetrics {
         for (const { route, target, up } of ups.values()) this.labels(route, target).set(up())
       }
     })
+    this.websocketsClosed = new Counter({
+      name: `${METRIC_PREFIX}websockets_closed_total`,
+      help: 'Proxied WebSockets the gateway closed because their session ended: revoked, expired, route_changed (the gateway closed: reload or shutdown)',
+      labelNames: ['reason'],
+      registers
+    })
+    for (const reason of ['revoked', 'expired', 'route_changed']) this.websocketsClosed.labels(reason).inc(0)
     const size = (): number => this.#denylistSize()
     new Gauge({
       name: `${METRIC_PREFIX}denylist_entries`,

@@ -47,6 +47,7 @@ export class DenylistMirror {
   #reloading = false
   #timers: NodeJS.Timeout[] = []
   #stopped = false
+  readonly #appliedListeners = new Set<(entry: DenyEntry) => void>()
 
   constructor (store: SessionStore, opts: DenylistMirrorOptions) {
     this.#store = store
@@ -85,8 +86,22 @@ export class DenylistMirror {
     this.#timers = []
   }
 
+  /**
+   * Calls `listener` with every entry applied from now on (local, fed or
+   * reloaded), e.g. to close the WebSockets it matches; returns the unsubscribe.
+   */
+  onApplied (listener: (entry: DenyEntry) => void): () => void {
+    this.#appliedListeners.add(listener)
+    return () => { this.#appliedListeners.delete(listener) }
+  }
+
   /** Applies an entry locally at once; never narrows an entry already held. */
   apply (entry: DenyEntry): void {
+    this.#record(entry)
+    for (const listener of this.#appliedListeners) listener(entry)
+  }
+
+  #record (entry: DenyEntry): void {
     switch (entry.kind) {
       case 'jti':
         this.#jti.set(entry.value, Math.max(entry.expiresAt, this.#jti.get(entry.value) ?? 0))

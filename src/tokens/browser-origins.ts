@@ -25,10 +25,15 @@ export function originOf (text: string): string | null {
   }
 }
 
-/** `auth.allowedOrigins` plus the origin of `server.publicUrl`, in serialised form. */
-export function trustedBrowserOrigins (config: Pick<GatewayConfig, 'auth' | 'server'>): ReadonlySet<string> {
+/**
+ * `auth.allowedOrigins`, the exact entries of `cors.origins` (one list drives
+ * CORS and this check; `*` and `*.` patterns only let pages read answers) and
+ * the origin of `server.publicUrl`, in serialised form.
+ */
+export function trustedBrowserOrigins (config: Pick<GatewayConfig, 'auth' | 'server'> & Partial<Pick<GatewayConfig, 'cors'>>): ReadonlySet<string> {
   const origins = new Set<string>()
-  for (const entry of config.auth.allowedOrigins) {
+  const fromCors = (config.cors?.origins ?? []).filter((o) => !o.includes('*'))
+  for (const entry of [...config.auth.allowedOrigins, ...fromCors]) {
     origins.add(entry)
     // browsers send Origin serialised (lower-case, no default port)
     const serialised = originOf(entry)
