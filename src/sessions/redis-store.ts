@@ -36,10 +36,18 @@ export interface RedisStoreOptions {
   connectTimeoutMs: number
   commandTimeoutMs: number
   log?: RedisStoreLog
+  /**
+   * How often the subscriber connection PINGs Redis to prove the feed is
+   * current (see subscribeDenylist); keep it well under denylist.maxStaleness.
+   */
+  heartbeatIntervalMs?: number
   /** Called for each command that failed (for a metric); never with anything secret. */
   onCommandError?: (what: string) => void
 }
 
+export const DEFAULT_HEARTBEAT_INTERVAL_MS = 1000
+/** Probes a connection that has gone quiet, so a dead peer is noticed by the OS too. */
+const TCP_KEEPALIVE_MS = 5000
 const RECONNECT_BASE_MS = 50
 /** Keeps reconnecting forever, but never waits longer than this between attempts. */
 const RECONNECT_MAX_MS = 1000
@@ -268,6 +276,7 @@ function withScripts (redis: Redis): ScriptedRedis {
 interface FeedListener {
   onEntry: (entry: DenyEntry) => void
   onFeed: (live: boolean) => void
+  onBeat: () => void
 }
 
 export class RedisStore implements SessionStore {
@@ -277,6 +286,8 @@ export class RedisStore implements SessionStore {
   readonly #channel: string
   #subscriber: Redis | undefined
   #subscribing: Promise<void> | undefined
+  #heartbeat: NodeJS.Timeout | undefined
+  #pinging = false
   /** 'idle' until asked to subscribe; 'lost' whenever a live feed may have missed entries */
   #feed: 'idle' | 'live' | 'lost' = 'idle'
   readonly #listeners = new Set<FeedListener>()
@@ -344,9 +355,9 @@ export class RedisStore implements SessionStore {
    * keeps the listener and keeps trying: `onFeed(true)` reports the moment
    * the feed is live, after which the caller should reload.
    */
-  async subscribeDenylist (onEntry: (entry: DenyEntry) => void, onFeed: (live: boolean) => void): Promise<void> {
+  async subscribeDenylist (onEntry: (entry: DenyEntry) => void, onFeed: (live: boolean) => void, onBeat: () => void): Promise<void> {
     this.#assertOpen()
-    this.#listeners.add({ onEntry, onFeed })
+    this.#listeners.add({ onEntry, onFeed, onBeat })
     const subscriber = this.#subscriber ?? this.#startSubscriber()
     try {
       await whenReady(subscriber, this.#opts.connectTimeoutMs)
@@ -366,6 +377,7 @@ export class RedisStore implements SessionStore {
     this.#closed = true
     this.#listeners.clear()
     this.#feed = 'idle'
+    clearInterval(this.#heartbeat)
     this.#subscriber?.disconnect()
     await closeClient(this.#redis)
   }
@@ -402,6 +414,8 @@ export class RedisStore implements SessionStore {
     const subscriber = new Redis(this.#opts.url, { ...this.#clientOptions(), autoResubscribe: false })
     this.#subscriber = subscriber
     this.#watch(subscriber, 'Redis subscriber')
+    this.#heartbeat = setInterval(() => { this.#beat(subscriber) }, this.#opts.heartbeatIntervalMs ?? DEFAULT_HEARTBEAT_INTERVAL_MS)
+    this.#heartbeat.unref()
     subscriber.on('ready', () => {
       this.#subscribe().catch((err: unknown) => {
         this.#opts.log?.error({ err }, 'denylist re-subscription failed; waiting for the next reconnect')
@@ -422,6 +436,27 @@ export class RedisStore implements SessionStore {
       for (const l of this.#listeners) l.onEntry({ ...entry })
     })
     return subscriber
+  }
+
+  /**
+   * A PONG on the subscriber connection proves the feed current: Redis
+   * answers a connection's commands and pushes its messages in order, so
+   * every message published before the PING was read before the PONG. A
+   * PING that times out means the link is silent (a partition need not close
+   * the socket): drop the connection and reconnect, which reports the feed
+   * lost and, once back, live again so the mirror reloads.
+   */
+  #beat (subscriber: Redis): void {
+    if (this.#closed || this.#pinging || this.#feed !== 'live' || subscriber.status !== 'ready') return
+    this.#pinging = true
+    subscriber.ping().then(() => {
+      if (this.#closed || this.#feed !== 'live') return
+      for (const l of this.#listeners) l.onBeat()
+    }, (err: unknown) => {
+      if (this.#closed || this.#feed !== 'live') return
+      this.#opts.log?.warn({ err }, 'Redis subscriber did not answer its heartbeat; reconnecting')
+      subscriber.disconnect(true)
+    }).finally(() => { this.#pinging = false })
   }
 
   #subscribe (): Promise<void> {
@@ -467,6 +502,8 @@ export function fastFailClientOptions (connectTimeoutMs: number, commandTimeoutM
     maxRetriesPerRequest: 0,
     enableOfflineQueue: false,
     autoResendUnfulfilledCommands: false,
+    // The OS notices a peer that vanished; the denylist heartbeat does not rely on it.
+    keepAlive: TCP_KEEPALIVE_MS,
     retryStrategy: (attempt) => Math.min(RECONNECT_BASE_MS * 2 ** Math.min(attempt, 10), RECONNECT_MAX_MS)
   }
 }
