@@ -6,7 +6,7 @@ import type { GatewayConfig, RateLimitConfig, RouteConfig } from '../src/config/
 import { parseDuration } from '../src/config/duration.js'
 import { ERR_RATE_LIMITED, ERR_STORE_UNAVAILABLE } from '../src/errors.js'
 import { MemoryLoginThrottle, RedisLoginThrottle, type LoginThrottle } from '../src/limits/login-throttle.js'
-import { closeClient, fastFailClientOptions, watchOutages, whenReady } from '../src/sessions/redis-store.js'
+import { closeClient, fastFailClientOptions, watchOutages, whenReady } from '../src/sessions/redis-client.js'
 import { RedisRateCounter, rateLimitStoreOf } from '../src/limits/redis-rate-counter.js'
 import { clientAddress } from '../src/limits/client-address.js'
 import type { RouteSeries } from '../src/ops/gateway-metrics.js'
