@@ -1,8 +1,73 @@
-import type { Redis, RedisOptions } from 'ioredis'
+import { Redis, type RedisOptions } from 'ioredis'
+import { parseNode, type RedisNode } from '../config/redis-config.js'
+import type { GatewayConfig } from '../config/schema.js'
 
 // How the gateway holds a Redis connection, for the store, its subscriber and
 // the rate limiter alike: never wait on it, notice outages once, close it
 // whatever state it is in.
+
+/** Backs off exponentially, but never stops trying nor waits long between tries. */
+function reconnectDelay (attempt: number): number {
+  return Math.min(RECONNECT_BASE_MS * 2 ** Math.min(attempt, 10), RECONNECT_MAX_MS)
+}
+
+/** Where Redis is: one URL, or the sentinels that know the primary. */
+export interface RedisTarget {
+  /** redis:// or rediss:// */
+  url?: string
+  sentinels?: RedisNode[]
+  masterName?: string
+  sentinelPassword?: string
+  username?: string
+  password?: string
+  /** TLS; a rediss:// url implies it */
+  tls?: boolean
+}
+
+/** The target the config names; null for the in-process store. */
+export function redisTargetOf (redis: GatewayConfig['redis']): RedisTarget | null {
+  const auth = {
+    ...(redis.username === undefined ? {} : { username: redis.username }),
+    ...(redis.password === undefined ? {} : { password: redis.password }),
+    ...(redis.tls === undefined ? {} : { tls: redis.tls })
+  }
+  if (redis.sentinels !== undefined) {
+    return {
+      sentinels: redis.sentinels.map((s) => parseNode(s)).filter((n): n is RedisNode => n !== null),
+      ...(redis.masterName === undefined ? {} : { masterName: redis.masterName }),
+      ...(redis.sentinelPassword === undefined ? {} : { sentinelPassword: redis.sentinelPassword }),
+      ...auth
+    }
+  }
+  return redis.url === '' ? null : { url: redis.url, ...auth }
+}
+
+/**
+ * The one place a Redis client is opened (store, subscriber, rate limiter,
+ * login throttle), so every connection gets the same topology, credentials
+ * and TLS.
+ */
+export function createRedisClient (target: RedisTarget, options: RedisOptions): Redis {
+  const common: RedisOptions = {
+    ...options,
+    ...(target.username === undefined ? {} : { username: target.username }),
+    ...(target.password === undefined ? {} : { password: target.password }),
+    ...(target.tls === true ? { tls: {} } : {})
+  }
+  if (target.sentinels !== undefined) {
+    return new Redis({
+      ...common,
+      sentinels: target.sentinels,
+      name: target.masterName,
+      ...(target.sentinelPassword === undefined ? {} : { sentinelPassword: target.sentinelPassword }),
+      ...(target.tls === true ? { enableTLSForSentinelMode: true, sentinelTLS: {} } : {}),
+      // the sentinels are asked again at every reconnect, so a failover is followed
+      sentinelRetryStrategy: reconnectDelay
+    })
+  }
+  if (target.url === undefined || target.url === '') throw new TypeError('a Redis target needs a url or sentinels')
+  return new Redis(target.url, common)
+}
 
 /** Probes a connection that has gone quiet, so a dead peer is noticed by the OS too. */
 const TCP_KEEPALIVE_MS = 5000
@@ -25,7 +90,7 @@ export function fastFailClientOptions (connectTimeoutMs: number, commandTimeoutM
     autoResendUnfulfilledCommands: false,
     // The OS notices a peer that vanished; the denylist heartbeat does not rely on it.
     keepAlive: TCP_KEEPALIVE_MS,
-    retryStrategy: (attempt) => Math.min(RECONNECT_BASE_MS * 2 ** Math.min(attempt, 10), RECONNECT_MAX_MS)
+    retryStrategy: reconnectDelay
   }
 }
 

@@ -1,5 +1,5 @@
 import { Redis, type RedisOptions } from 'ioredis'
-import { closeClient, fastFailClientOptions, watchOutages, whenReady } from './redis-client.js'
+import { closeClient, createRedisClient, fastFailClientOptions, watchOutages, whenReady, type RedisTarget } from './redis-client.js'
 import { asArray, asString, ms, parseDenyMessage, parseReply, parseRotateReply, parseSessionRow } from './redis-replies.js'
 import { withScripts, type ScriptedRedis } from './redis-scripts.js'
 import {
@@ -24,7 +24,10 @@ export interface RedisStoreLog {
 }
 
 export interface RedisStoreOptions {
-  url: string
+  /** shorthand for `target: { url }` */
+  url?: string
+  /** the topology, credentials and TLS; wins over url */
+  target?: RedisTarget
   keyPrefix: string
   connectTimeoutMs: number
   commandTimeoutMs: number
@@ -49,6 +52,7 @@ interface FeedListener {
 export class RedisStore implements SessionStore {
   readonly kind = 'redis' as const
   readonly #opts: RedisStoreOptions
+  readonly #target: RedisTarget
   readonly #redis: ScriptedRedis
   readonly #channel: string
   #subscriber: Redis | undefined
@@ -62,10 +66,10 @@ export class RedisStore implements SessionStore {
   #closed = false
 
   constructor (opts: RedisStoreOptions) {
-    validateOptions(opts)
+    this.#target = validateOptions(opts)
     this.#opts = opts
     this.#channel = `${opts.keyPrefix}deny`
-    this.#redis = withScripts(new Redis(opts.url, this.#clientOptions()))
+    this.#redis = withScripts(createRedisClient(this.#target, this.#clientOptions()))
     this.#watch(this.#redis, 'Redis')
     this.#redis.on('ready', () => { this.#everReady = true })
   }
@@ -178,7 +182,7 @@ export class RedisStore implements SessionStore {
   #startSubscriber (): Redis {
     // autoResubscribe is off so that we know when the subscription is back,
     // which is when the mirror must reload what it may have missed.
-    const subscriber = new Redis(this.#opts.url, { ...this.#clientOptions(), autoResubscribe: false })
+    const subscriber = createRedisClient(this.#target, { ...this.#clientOptions(), autoResubscribe: false })
     this.#subscriber = subscriber
     this.#watch(subscriber, 'Redis subscriber')
     this.#heartbeat = setInterval(() => { this.#beat(subscriber) }, this.#opts.heartbeatIntervalMs ?? DEFAULT_HEARTBEAT_INTERVAL_MS)
@@ -243,13 +247,16 @@ export class RedisStore implements SessionStore {
   }
 }
 
-function validateOptions (opts: RedisStoreOptions): void {
-  if (typeof opts.url !== 'string' || opts.url === '') throw new TypeError('url must be a non-empty string')
+function validateOptions (opts: RedisStoreOptions): RedisTarget {
+  const target = opts.target ?? { url: opts.url }
+  if (target.sentinels === undefined && (typeof target.url !== 'string' || target.url === '')) throw new TypeError('url must be a non-empty string')
+  if (target.sentinels !== undefined && (target.sentinels.length === 0 || target.masterName === undefined)) throw new TypeError('sentinels need at least one node and a masterName')
   if (typeof opts.keyPrefix !== 'string') throw new TypeError('keyPrefix must be a string')
   for (const name of ['connectTimeoutMs', 'commandTimeoutMs'] as const) {
     const value = opts[name]
     if (!Number.isFinite(value) || value <= 0) throw new TypeError(`${name} must be a positive number of milliseconds`)
   }
+  return target
 }
 
 function unavailable (what: string, cause: unknown): StoreUnavailableError {
