@@ -37,11 +37,20 @@ export interface RedisStoreOptions {
    * current (see subscribeDenylist); keep it well under denylist.maxStaleness.
    */
   heartbeatIntervalMs?: number
+  /**
+   * A revocation (revoke, endSession, endUserSessions, a rotation) is
+   * answered only once this many replicas have it (WAIT), so that a failover
+   * cannot promote a replica that never saw it; 0 (the default) does not wait.
+   */
+  waitReplicas?: number
+  /** how long WAIT may take before the revocation counts as unconfirmed (503) */
+  waitTimeoutMs?: number
   /** Called for each command that failed (for a metric); never with anything secret. */
   onCommandError?: (what: string) => void
 }
 
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 1000
+export const DEFAULT_WAIT_TIMEOUT_MS = 250
 
 interface FeedListener {
   onEntry: (entry: DenyEntry) => void
@@ -82,7 +91,10 @@ export class RedisStore implements SessionStore {
   async rotate (input: RotateInput): Promise<RotateOutcome> {
     const reply = await this.#run('rotate', (r) => r.tgRotate(this.#opts.keyPrefix, input.presentedHash, input.newHash,
       input.sealedNew, ms(input.now), ms(input.graceMs), ms(input.idleTimeoutMs), ms(input.accessTtlMs)))
-    return parseReply('rotate', reply, parseRotateReply)
+    const outcome = parseReply('rotate', reply, parseRotateReply)
+    // a rotated-out token, or a session ended for reuse, must stay so across a failover
+    if (outcome.kind === 'rotated' || outcome.kind === 'reuse') await this.#confirm('rotate')
+    return outcome
   }
 
   async findByRefresh (refreshHash: string, now: number): Promise<SessionInfo | null> {
@@ -92,11 +104,13 @@ export class RedisStore implements SessionStore {
 
   async endSession (sid: string): Promise<SessionInfo | null> {
     const reply = await this.#run('endSession', (r) => r.tgEndSession(this.#opts.keyPrefix, sid, Date.now()))
+    await this.#confirm('endSession')
     return reply === null ? null : parseReply('endSession', reply, parseSessionRow)
   }
 
   async endUserSessions (sub: string): Promise<string[]> {
     const reply = await this.#run('endUserSessions', (r) => r.tgEndUserSessions(this.#opts.keyPrefix, sub, Date.now()))
+    await this.#confirm('endUserSessions')
     return parseReply('endUserSessions', reply, (v) => asArray(v).map(asString))
   }
 
@@ -110,6 +124,7 @@ export class RedisStore implements SessionStore {
     const before = entry.kind === 'sub' ? entry.before : 0
     await this.#run('revoke', (r) => r.tgRevoke(this.#opts.keyPrefix, entry.kind, entry.value, ms(entry.expiresAt),
       ms(before), Date.now()))
+    await this.#confirm('revoke')
   }
 
   async loadDenylist (now: number): Promise<DenyEntry[]> {
@@ -176,6 +191,22 @@ export class RedisStore implements SessionStore {
     } catch (err) {
       this.#opts.onCommandError?.(what)
       throw unavailable(what, err)
+    }
+  }
+
+  /**
+   * WAIT on the connection that wrote: Redis answers once waitReplicas
+   * replicas have acknowledged every write this connection made so far.
+   * Fewer in time means a failover now could lose the write, so the caller
+   * is told "unavailable" (it may or may not have landed), never "done".
+   */
+  async #confirm (what: string): Promise<void> {
+    const replicas = this.#opts.waitReplicas ?? 0
+    if (replicas === 0) return
+    const acked = await this.#run(`${what} WAIT`, (r) => r.call('WAIT', replicas, ms(this.#opts.waitTimeoutMs ?? DEFAULT_WAIT_TIMEOUT_MS)))
+    if (typeof acked !== 'number' || acked < replicas) {
+      this.#opts.onCommandError?.(`${what} WAIT`)
+      throw new StoreUnavailableError(`Redis ${what} not confirmed on ${replicas} replica(s) in time`)
     }
   }
 

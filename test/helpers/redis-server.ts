@@ -93,7 +93,7 @@ export async function startPrivateRedis (): Promise<PrivateRedis> {
   return { url: `redis://127.0.0.1:${port}`, port, start, stop }
 }
 
-async function freePort (): Promise<number> {
+export async function freePort (): Promise<number> {
   const server = createServer()
   server.listen(0, '127.0.0.1')
   await once(server, 'listening')
@@ -103,7 +103,7 @@ async function freePort (): Promise<number> {
   return port
 }
 
-async function waitForPing (port: number, proc: ChildProcess): Promise<void> {
+export async function waitForPing (port: number, proc: ChildProcess): Promise<void> {
   for (let attempt = 0; attempt < 200; attempt++) {
     if (proc.exitCode !== null) throw new Error(`redis-server on port ${port} exited with ${proc.exitCode}`)
     if (await answersPing(port)) return
