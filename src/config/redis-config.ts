@@ -1,3 +1,4 @@
+import { parseDuration } from './duration.js'
 import type { GatewayConfig } from './schema.js'
 import type { KeyPath } from './yaml-source.js'
 
@@ -29,6 +30,11 @@ export function checkRedisConfig (redis: GatewayConfig['redis'], report: Report)
   for (const k of ['masterName', 'sentinelPassword'] as const) {
     if (redis[k] !== undefined && redis.sentinels === undefined) report(['redis', k], 'only applies with redis.sentinels')
   }
+  const waitTimeout = redis.waitTimeout ?? DEFAULT_WAIT_TIMEOUT
+  // WAIT is one command: past commandTimeout the client gives up on it first.
+  if (waitReplicasOf(redis) > 0 && parseDuration(waitTimeout) >= parseDuration(redis.commandTimeout)) {
+    report(redis.waitTimeout === undefined ? ['redis', 'commandTimeout'] : ['redis', 'waitTimeout'], `waitTimeout (${waitTimeout}) must be shorter than redis.commandTimeout (${redis.commandTimeout})`)
+  }
   // Cluster needs every script's keys in one slot; until the store's layout
   // is cluster-safe, refusing is better than a store that fails at runtime.
   if (redis.cluster !== undefined) report(['redis', 'cluster'], 'is not supported yet: use redis.url or redis.sentinels')
@@ -37,6 +43,13 @@ export function checkRedisConfig (redis: GatewayConfig['redis'], report: Report)
       if (redis[k] !== undefined) report(['redis', k], 'has no Redis to apply to: set redis.url, redis.sentinels or redis.cluster')
     }
   }
+}
+
+export const DEFAULT_WAIT_TIMEOUT = '250ms'
+
+/** Replicas a revocation waits for: what the config says, else 1 where the topology has replicas. */
+export function waitReplicasOf (redis: GatewayConfig['redis']): number {
+  return redis.waitReplicas ?? (redis.sentinels !== undefined ? 1 : 0)
 }
 
 /** "host:port", "[v6]:port"; null when it is not one. */

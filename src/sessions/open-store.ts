@@ -1,6 +1,7 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { GatewayConfig } from '../config/schema.js'
 import { parseDuration } from '../config/duration.js'
+import { DEFAULT_WAIT_TIMEOUT, waitReplicasOf } from '../config/redis-config.js'
 import type { GatewayMetrics } from '../ops/gateway-metrics.js'
 import { heartbeatIntervalFor } from './denylist-mirror.js'
 import { MemoryStore } from './memory-store.js'
@@ -19,6 +20,8 @@ export function openStore (config: GatewayConfig, log: FastifyBaseLogger, metric
     connectTimeoutMs: parseDuration(config.redis.connectTimeout),
     commandTimeoutMs: parseDuration(config.redis.commandTimeout),
     heartbeatIntervalMs,
+    waitReplicas: waitReplicasOf(config.redis),
+    waitTimeoutMs: parseDuration(config.redis.waitTimeout ?? DEFAULT_WAIT_TIMEOUT),
     log,
     ...(metrics === undefined ? {} : { onCommandError: () => metrics.redisError('store') })
   })

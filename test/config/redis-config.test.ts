@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
 import { checkConfig, loadConfig } from '../../src/config/load-config.js'
+import { waitReplicasOf } from '../../src/config/redis-config.js'
 import { formatIssue } from '../../src/config/yaml-source.js'
 import { redisTargetOf } from '../../src/sessions/redis-client.js'
 
@@ -78,4 +79,13 @@ t.test('a valid Sentinel config loads into a target with credentials and TLS', a
     tls: true
   })
   t.equal(redisTargetOf(loadConfig(write(['keyPrefix: "tg:"']), {}).config.redis), null, 'no redis: the in-process store')
+})
+
+t.test('revocations wait for one replica on Sentinel by default, none on a single url; waitTimeout fits in commandTimeout', async (t) => {
+  const sentinel = loadConfig(write(['sentinels: ["10.0.0.1:26379"]', 'masterName: m']), {}).config.redis
+  t.equal(waitReplicasOf(sentinel), 1)
+  t.equal(waitReplicasOf(loadConfig(write(['url: redis://127.0.0.1:6379']), {}).config.redis), 0)
+  t.equal(waitReplicasOf(loadConfig(write(['url: redis://127.0.0.1:6379', 'waitReplicas: 2']), {}).config.redis), 2)
+  const slow = problems(['url: redis://127.0.0.1:6379', 'waitReplicas: 1', 'waitTimeout: 1s', 'commandTimeout: 500ms'])
+  t.match(slow.text, `${slow.file}:10:16 redis.waitTimeout waitTimeout (1s) must be shorter than redis.commandTimeout (500ms)`)
 })
