@@ -20,9 +20,11 @@ export interface SentinelTopology {
   primaryPort (): Promise<number>
   /** kill -9 of the current primary; resolves once the sentinels have promoted the replica */
   killPrimary (): Promise<void>
+  /** starts the killed node again as a replica of the new primary; resolves once it is in sync */
+  restoreKilled (): Promise<void>
 }
 
-interface Node { port: number, proc: ChildProcess }
+interface Node { port: number, proc: ChildProcess, args: string[] }
 
 export async function startSentinelTopology (t: Test): Promise<SentinelTopology> {
   const dir = mkdtempSync(join(tmpdir(), 'tokengate-sentinel-'))
@@ -40,20 +42,22 @@ export async function startSentinelTopology (t: Test): Promise<SentinelTopology>
     rmSync(dir, { recursive: true, force: true })
   })
 
-  const start = async (args: string[]): Promise<Node> => {
-    const port = await freePort()
-    const proc = spawn('redis-server', [...args.map((a) => a.replace('{port}', String(port)))], { stdio: 'ignore' })
-    const node = { port, proc }
+  const start = async (args: string[], port?: number): Promise<Node> => {
+    port ??= await freePort()
+    const resolved = args.map((a) => a.replace('{port}', String(port)))
+    const proc = spawn('redis-server', resolved, { stdio: 'ignore' })
+    const node = { port, proc, args }
     nodes.push(node)
     await waitForPing(port, proc)
     return node
   }
+  let killed: Node | undefined
   const dataNode = (extra: string[]): string[] => ['--port', '{port}', '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...extra]
 
   const primary = await start(dataNode([]))
   await start(dataNode(['--replicaof', '127.0.0.1', String(primary.port)]))
   await withRedis(`redis://127.0.0.1:${primary.port}`, async (r) => {
-    await eventually('the replica is in sync', async () => /connected_slaves:1/.test(await r.info('replication')), 200, 50)
+    await eventually('the replica is in sync', async () => /slave0:[^\r\n]*state=online/.test(await r.info('replication')), 200, 50)
   })
 
   const sentinels: Node[] = []
@@ -93,7 +97,19 @@ export async function startSentinelTopology (t: Test): Promise<SentinelTopology>
       const exited = once(node.proc, 'exit')
       node.proc.kill('SIGKILL')
       await exited
+      killed = node
       await eventually('the sentinels promote the replica', async () => (await primaryPort()) !== port, 400, 50)
+    },
+    restoreKilled: async () => {
+      const node = killed
+      if (node === undefined) return
+      killed = undefined
+      nodes.splice(nodes.indexOf(node), 1)
+      const primary = await primaryPort()
+      await start(dataNode(['--replicaof', '127.0.0.1', String(primary)]), node.port)
+      await withRedis(`redis://127.0.0.1:${primary}`, async (r) => {
+        await eventually('the restored node is in sync', async () => /slave0:[^\r\n]*state=online/.test(await r.info('replication')), 400, 50)
+      })
     }
   }
 }
