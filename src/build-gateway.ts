@@ -3,6 +3,8 @@ import cookie from '@fastify/cookie'
 import type { LoadedConfig } from './config/load-config.js'
 import { httpServerOptions, serverLimits } from './ops/server-limits.js'
 import { requestIdFor } from './ops/request-id.js'
+import { clientErrorHandler } from './ops/client-error.js'
+import { answerFrameworkError } from './error-response.js'
 import type { SessionStore } from './sessions/session-store.js'
 import type { GatewayMetrics } from './ops/gateway-metrics.js'
 import errors from '../plugins/errors.js'
@@ -56,6 +58,9 @@ export async function buildGateway (loaded: LoadedConfig, options: BuildOptions 
     forceCloseConnections: 'idle',
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
+    // errors raised before routing answer with our body and a TG_ code too
+    clientErrorHandler: clientErrorHandler(limits.maxHeaderSize),
+    frameworkErrors: answerFrameworkError,
     // Our schemas reject what they do not know; nothing is coerced or dropped silently.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true } }
   })

@@ -1,3 +1,4 @@
+import { accessSync, constants } from 'node:fs'
 import { isIP } from 'node:net'
 import { dirname, resolve } from 'node:path'
 import { parseDuration } from './duration.js'
@@ -43,13 +44,27 @@ export function checkConfig (file: string, env: NodeJS.ProcessEnv = process.env)
   const keys = loadTokenKeys(config.tokens, baseDir, (path, message) => source.report(path, message))
 
   const usersFile = resolve(baseDir, config.auth.users.file)
-  const usersSource = new YamlSource(usersFile, null)
-  const users = readUsers(usersSource)
+  const users = readUsersAt(usersFile, source)
 
-  const issues = [...source.issues, ...usersSource.issues]
-  if (issues.length > 0 || keys === null || users === null) return { loaded: null, issues }
+  const issues = [...source.issues, ...(users?.issues ?? [])]
+  if (issues.length > 0 || keys === null || users === null || users.directory === null) return { loaded: null, issues }
   config.auth.users.file = usersFile
-  return { loaded: { file, config, keys, users }, issues: [] }
+  return { loaded: { file, config, keys, users: users.directory }, issues: [] }
+}
+
+/**
+ * A users file that cannot be opened is a mistake in the config, so it is
+ * reported there, at `auth.users.file`; problems inside it at their own lines.
+ */
+function readUsersAt (usersFile: string, source: YamlSource): { directory: UserDirectory | null, issues: ConfigIssue[] } | null {
+  try {
+    accessSync(usersFile, constants.R_OK)
+  } catch (err) {
+    source.report(['auth', 'users', 'file'], `cannot be read: ${(err as NodeJS.ErrnoException).code ?? String(err)} (${usersFile})`)
+    return null
+  }
+  const usersSource = new YamlSource(usersFile, null)
+  return { directory: readUsers(usersSource), issues: usersSource.issues }
 }
 
 function checkServer (config: GatewayConfig, source: YamlSource): void {

@@ -183,14 +183,14 @@ export class DenylistMirror {
     this.#feedLive = true
     this.#feedEpoch++
     this.#reload().catch((err: unknown) => {
-      this.#opts.log?.error({ err }, 'denylist reload failed; retrying')
+      this.#opts.log?.warn({ err }, 'denylist reload failed; retrying')
     })
   }
 
   #retryReload (): void {
     if (this.#stopped || this.#reloading || !this.#feedLive || this.#syncedEpoch === this.#feedEpoch) return
     this.#reload().catch((err: unknown) => {
-      this.#opts.log?.error({ err }, 'denylist reload failed; retrying')
+      this.#opts.log?.warn({ err }, 'denylist reload failed; retrying')
     })
   }
 

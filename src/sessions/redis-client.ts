@@ -98,14 +98,18 @@ export function fastFailClientOptions (connectTimeoutMs: number, commandTimeoutM
  * Calls `onDown` once per outage, not at every reconnect attempt. The 'error'
  * listener is also what keeps ioredis from crashing the process.
  */
-export function watchOutages (client: Redis, onDown: (err: Error) => void): void {
+export function watchOutages (client: Redis, onDown: (err: Error) => void, onUp?: () => void): void {
   let down = false
   client.on('error', (err: Error) => {
     if (down) return
     down = true
     onDown(err)
   })
-  client.on('ready', () => { down = false })
+  client.on('ready', () => {
+    // the outage ends once, where it began once: one line each
+    if (down) onUp?.()
+    down = false
+  })
 }
 
 /** Says goodbye to a Redis that answers; one that cannot is simply dropped. */

@@ -19,6 +19,7 @@ import {
 // limiter are in redis-client.ts; reply parsing in redis-replies.ts.
 
 export interface RedisStoreLog {
+  info (obj: object, msg: string): void
   warn (obj: object, msg: string): void
   error (obj: object, msg: string): void
 }
@@ -175,7 +176,7 @@ export class RedisStore implements SessionStore {
   #watch (client: Redis, name: string): void {
     watchOutages(client, (err) => {
       if (!this.#closed) this.#opts.log?.warn({ err, client: name }, `${name} connection failed; retrying in the background`)
-    })
+    }, () => { this.#opts.log?.info({ client: name }, `${name} connection is back`) })
   }
 
   async #run<T> (what: string, command: (r: ScriptedRedis) => Promise<T>): Promise<T> {

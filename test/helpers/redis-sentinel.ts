@@ -4,7 +4,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Test } from 'tap'
-import { eventually, freePort, waitForPing, withRedis } from './redis-server.js'
+import { freePort, waitForPing, withRedis } from './redis-server.js'
+import { waitFor } from './wait-for.js'
 
 // A real Sentinel topology from the redis-server binary: one primary, one
 // replica, three sentinels (quorum 2), all on free ports of this machine.
@@ -44,7 +45,7 @@ export async function startSentinelTopology (t: Test): Promise<SentinelTopology>
 
   const start = async (args: string[], port?: number): Promise<Node> => {
     port ??= await freePort()
-    const resolved = args.map((a) => a.replace('{port}', String(port)))
+    const resolved = args.map((a) => a.replaceAll('{port}', String(port)))
     const proc = spawn('redis-server', resolved, { stdio: 'ignore' })
     const node = { port, proc, args }
     nodes.push(node)
@@ -52,12 +53,14 @@ export async function startSentinelTopology (t: Test): Promise<SentinelTopology>
     return node
   }
   let killed: Node | undefined
-  const dataNode = (extra: string[]): string[] => ['--port', '{port}', '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...extra]
+  // A replica writes the RDB it syncs to its dir: keep it out of the repo,
+  // where every later redis-server would load it at start.
+  const dataNode = (extra: string[]): string[] => ['--port', '{port}', '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--dbfilename', 'dump-{port}.rdb', ...extra]
 
   const primary = await start(dataNode([]))
   await start(dataNode(['--replicaof', '127.0.0.1', String(primary.port)]))
   await withRedis(`redis://127.0.0.1:${primary.port}`, async (r) => {
-    await eventually('the replica is in sync', async () => /slave0:[^\r\n]*state=online/.test(await r.info('replication')), 200, 50)
+    await waitFor('the replica is in sync', async () => /slave0:[^\r\n]*state=online/.test(await r.info('replication')), 200, 50)
   })
 
   const sentinels: Node[] = []
@@ -74,7 +77,7 @@ export async function startSentinelTopology (t: Test): Promise<SentinelTopology>
   }
   const sentinelUrl = `redis://127.0.0.1:${sentinels[0].port}`
   await withRedis(sentinelUrl, async (r) => {
-    await eventually('the sentinels know the replica and each other', async () => {
+    await waitFor('the sentinels know the replica and each other', async () => {
       const replicas = await r.call('SENTINEL', 'REPLICAS', MASTER_NAME) as unknown[]
       const peers = await r.call('SENTINEL', 'SENTINELS', MASTER_NAME) as unknown[]
       return replicas.length === 1 && peers.length === 2
@@ -98,7 +101,7 @@ export async function startSentinelTopology (t: Test): Promise<SentinelTopology>
       node.proc.kill('SIGKILL')
       await exited
       killed = node
-      await eventually('the sentinels promote the replica', async () => (await primaryPort()) !== port, 400, 50)
+      await waitFor('the sentinels promote the replica', async () => (await primaryPort()) !== port, 400, 50)
     },
     restoreKilled: async () => {
       const node = killed
@@ -108,7 +111,7 @@ export async function startSentinelTopology (t: Test): Promise<SentinelTopology>
       const primary = await primaryPort()
       await start(dataNode(['--replicaof', '127.0.0.1', String(primary)]), node.port)
       await withRedis(`redis://127.0.0.1:${primary}`, async (r) => {
-        await eventually('the restored node is in sync', async () => /slave0:[^\r\n]*state=online/.test(await r.info('replication')), 400, 50)
+        await waitFor('the restored node is in sync', async () => /slave0:[^\r\n]*state=online/.test(await r.info('replication')), 400, 50)
       })
     }
   }

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
+import { tmpdir } from 'node:os'
 import { connect, createServer, type AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Redis } from 'ioredis'
@@ -76,7 +77,7 @@ export async function startPrivateRedis (): Promise<PrivateRedis> {
 
   const start = async (): Promise<void> => {
     if (child !== undefined) return
-    const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
+    const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', tmpdir(), '--dbfilename', `tokengate-test-${port}.rdb`], { stdio: 'ignore' })
     child = proc
     await waitForPing(port, proc)
   }
@@ -128,19 +129,6 @@ function answersPing (port: number): Promise<boolean> {
       if (reply.includes('\r\n')) finish(reply.startsWith('+PONG'))
     })
   })
-}
-
-/** Polls until `check` holds, for effects that cross a connection (pub/sub, reconnects). */
-export async function eventually (what: string, check: () => boolean | Promise<boolean>, attempts = 200, intervalMs = 25): Promise<void> {
-  for (let i = 0; i < attempts; i++) {
-    try {
-      if (await check()) return
-    } catch {
-      // not yet
-    }
-    await sleep(intervalMs)
-  }
-  throw new Error(`gave up waiting for: ${what}`)
 }
 
 export interface RedisUser {

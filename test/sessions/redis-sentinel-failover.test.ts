@@ -1,7 +1,8 @@
 import t from 'tap'
 import type { FastifyInstance } from 'fastify'
 import { login, PASSWORDS } from '../helpers/gateway.js'
-import { callApi, refreshWithBody, startLifecycleInstances, waitFor } from '../helpers/lifecycle.js'
+import { callApi, refreshWithBody, startLifecycleInstances } from '../helpers/lifecycle.js'
+import { waitFor } from '../helpers/wait-for.js'
 import { startSentinelTopology } from '../helpers/redis-sentinel.js'
 import { uniquePrefix } from '../helpers/redis-server.js'
 

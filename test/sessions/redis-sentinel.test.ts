@@ -6,7 +6,8 @@ import { RedisStore } from '../../src/sessions/redis-store.js'
 import { StoreUnavailableError } from '../../src/sessions/session-store.js'
 import { hashRefreshToken } from '../../src/tokens/refresh-token.js'
 import { startSentinelTopology, type SentinelTopology } from '../helpers/redis-sentinel.js'
-import { eventually, uniquePrefix } from '../helpers/redis-server.js'
+import { uniquePrefix } from '../helpers/redis-server.js'
+import { waitFor } from '../helpers/wait-for.js'
 import { login, rotation, storeContract } from '../helpers/store-contract.js'
 
 // The Redis store through Sentinel: the whole store contract, then a kill -9
@@ -53,7 +54,7 @@ t.test('Sentinel', async (t) => {
     await topology.killPrimary()
     t.not(await topology.primaryPort(), before, 'a replica was promoted')
 
-    await eventually('the store reaches the new primary', async () => { await store.ping(); return true }, 400, 50)
+    await waitFor('the store reaches the new primary', async () => { await store.ping(); return true }, 400, 50)
     // The new primary has no replica left (the old primary is dead): a
     // revocation cannot be confirmed, so it is refused, never falsely "done".
     await t.rejects(store.revoke({ kind: 'jti', value: 'j-unconfirmed', expiresAt: Date.now() + 60_000 }), StoreUnavailableError)
@@ -65,9 +66,9 @@ t.test('Sentinel', async (t) => {
     t.match(await checker.rotate(rotation(rotated.token, Date.now(), { graceMs: 0 }).input), { kind: 'reuse' }, 'the rotated-out token stays dead')
     t.equal((await checker.findByRefresh(hashRefreshToken(kept.token), Date.now()))?.sid, kept.sid, 'a session from before the failover is still live')
 
-    await eventually('the mirror is in sync again', () => mirror.inSync && mirror.isTrusted(Date.now()), 400, 50)
+    await waitFor('the mirror is in sync again', () => mirror.inSync && mirror.isTrusted(Date.now()), 400, 50)
     await checker.revoke({ kind: 'sid', value: 's-after', expiresAt: Date.now() + 60_000 })
-    await eventually('revocations after the failover reach the mirror', () => mirror.isRevoked({ jti: 'x', sid: 's-after', sub: 'u', iat: 0 }, Date.now()), 200, 25)
+    await waitFor('revocations after the failover reach the mirror', () => mirror.isRevoked({ jti: 'x', sid: 's-after', sub: 'u', iat: 0 }, Date.now()), 200, 25)
     t.pass('fed again')
   })
 })

@@ -3,7 +3,8 @@ import { buildGateway } from '../../src/build-gateway.js'
 import type { LoadedConfig } from '../../src/config/load-config.js'
 import { startFreezableProxy } from '../helpers/freezable-proxy.js'
 import { login } from '../helpers/gateway.js'
-import { callApi, startLifecycle, waitFor } from '../helpers/lifecycle.js'
+import { callApi, startLifecycle } from '../helpers/lifecycle.js'
+import { waitFor } from '../helpers/wait-for.js'
 import { startPrivateRedis } from '../helpers/redis-server.js'
 
 // A partition that drops packets without closing anything: the cut-off
