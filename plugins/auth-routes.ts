@@ -10,11 +10,11 @@ import { TokenRejected } from '../src/tokens/access-token.js'
 import {
   ERR_BAD_REQUEST, ERR_INVALID_GRANT, ERR_LOGIN_FAILED, ERR_RATE_LIMITED, ERR_TOKEN_INVALID, ERR_TOKEN_MISSING
 } from '../src/errors.js'
-import { dummyPasswordHash, MAX_PASSWORD_BYTES, verifyPassword } from '../src/users/password.js'
+import { MAX_PASSWORD_BYTES } from '../src/users/password.js'
 import { refreshCookie } from '../src/tokens/refresh-cookie.js'
 import { generateRefreshToken, hashRefreshToken, isWellFormedRefreshToken, openSuccessor, sealSuccessor } from '../src/tokens/refresh-token.js'
 import type { SessionInfo } from '../src/sessions/session-store.js'
-import type { UserRecord } from '../src/users/users-file.js'
+import type { SourceUser } from '../src/users/user-source.js'
 import { bearerToken, rejectionError } from '../src/tokens/bearer-token.js'
 import { clientAddress } from '../src/limits/client-address.js'
 import { checkBrowserOrigin, trustedBrowserOrigins } from '../src/tokens/browser-origins.js'
@@ -59,7 +59,7 @@ async function bodyOptional (request: FastifyRequest): Promise<void> {
 const CREDENTIAL_QUERY = /(^|[?&])(refresh_token|access_token|password|token)=/i
 
 async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoutesOptions): Promise<void> {
-  const { config, users } = loaded
+  const { config } = loaded
   const cookie = refreshCookie(config.auth.cookie)
   const refreshTtlMs = parseDuration(config.tokens.refreshTtl)
   const idleTimeoutMs = parseDuration(config.tokens.idleTimeout)
@@ -69,7 +69,7 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
   // A session revoked for reuse stays on the denylist as long as any other revocation.
   const denyHorizonMs = revoker.horizonMs
 
-  const issueTokens = (reply: FastifyReply, user: UserRecord, sid: string, refreshToken: string, transport: 'cookie' | 'body', sessionExpiresAt: number): Static<typeof TokenResponse> => {
+  const issueTokens = (reply: FastifyReply, user: SourceUser, sid: string, refreshToken: string, transport: 'cookie' | 'body', sessionExpiresAt: number): Static<typeof TokenResponse> => {
     const access = fastify.accessTokens.issue({
       sub: user.id, sid, username: user.username, email: user.email, name: user.name, roles: user.roles, scopes: user.scopes
     })
@@ -94,7 +94,7 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
     return fromCookie === undefined ? null : { token: fromCookie, fromCookie: true }
   }
 
-  const userFor = (session: SessionInfo): UserRecord | undefined => users.byId.get(session.sub)
+  const userFor = async (session: SessionInfo): Promise<SourceUser | undefined> => await fastify.userSource.findById(session.sub) ?? undefined
 
   // The endpoints in a scope of their own, so the credential-query check covers them and nothing else.
   await fastify.register(async function authEndpoints (scope) {
@@ -122,11 +122,10 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
       reply.header('retry-after', seconds)
       throw new ERR_RATE_LIMITED(`${seconds}s`)
     }
-    const user = users.byUsername.get(account)
     if (Buffer.byteLength(password, 'utf8') > MAX_PASSWORD_BYTES) throw new ERR_LOGIN_FAILED()
-    // An unknown user costs one hash verification too, so timing tells nothing.
-    const ok = await verifyPassword(user?.passwordHash ?? await dummyPasswordHash(), password)
-    if (user === undefined || !ok) {
+    // The source costs unknown and disabled users the same hashing work as a wrong password.
+    const user = await fastify.userSource.authenticate(username, password)
+    if (user === null) {
       request.log.info({ event: 'login_failed' }, 'login failed')
       fastify.metrics.auth('login_failed')
       throw new ERR_LOGIN_FAILED()
@@ -168,6 +167,9 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
     }
     const now = Date.now()
     const next = generateRefreshToken()
+    // Asked before rotating: a user source found down after the rotation would
+    // leave the client holding a spent token (reuse, once the grace is over).
+    await fastify.userSource.ping()
     const outcome = await fastify.store.rotate({
       presentedHash: hashRefreshToken(presented.token),
       newHash: hashRefreshToken(next),
@@ -195,7 +197,7 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
       case 'rotated':
       case 'grace': {
         const token = outcome.kind === 'rotated' ? next : openSuccessor(presented.token, outcome.sealedCurrent)
-        const user = userFor(outcome.session)
+        const user = await userFor(outcome.session)
         if (token === null || user === undefined) {
           await revoker.endSession(outcome.session.sid, now)
           fastify.metrics.auth('refresh_failed')
@@ -247,5 +249,5 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
 export default fp(authRoutesPlugin, {
   name: 'tokengate-auth-routes',
   fastify: '5.x',
-  dependencies: ['tokengate-metrics', 'tokengate-tokens', 'tokengate-store', 'tokengate-authenticate', 'tokengate-rate-limit']
+  dependencies: ['tokengate-metrics', 'tokengate-tokens', 'tokengate-store', 'tokengate-authenticate', 'tokengate-rate-limit', 'tokengate-user-source']
 })

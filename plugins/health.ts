@@ -13,7 +13,8 @@ const Readiness = Type.Object({
   status: Type.Union([Type.Literal('ready'), Type.Literal('not ready')]),
   checks: Type.Object({
     store: Type.Union([Type.Literal('ok'), Type.Literal('unavailable')]),
-    denylist: Type.Union([Type.Literal('ok'), Type.Literal('stale')])
+    denylist: Type.Union([Type.Literal('ok'), Type.Literal('stale')]),
+    users: Type.Union([Type.Literal('ok'), Type.Literal('unavailable')])
   })
 })
 
@@ -31,9 +32,15 @@ async function healthPlugin (instance: FastifyInstance): Promise<void> {
       store = 'unavailable'
     }
     const denylist = fastify.denylist.isTrusted(Date.now()) ? 'ok' : 'stale'
-    const ready = store === 'ok' && denylist === 'ok'
-    return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', checks: { store, denylist } })
+    let users: 'ok' | 'unavailable' = 'ok'
+    try {
+      await fastify.userSource.ping()
+    } catch {
+      users = 'unavailable'
+    }
+    const ready = store === 'ok' && denylist === 'ok' && users === 'ok'
+    return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', checks: { store, denylist, users } })
   })
 }
 
-export default fp(healthPlugin, { name: 'tokengate-health', fastify: '5.x', dependencies: ['tokengate-store'] })
+export default fp(healthPlugin, { name: 'tokengate-health', fastify: '5.x', dependencies: ['tokengate-store', 'tokengate-user-source'] })

@@ -17,6 +17,9 @@ import authRoutes from '../plugins/auth-routes.js'
 import sessionRoutes from '../plugins/session-routes.js'
 import adminRoutes from '../plugins/admin-routes.js'
 import health from '../plugins/health.js'
+import userSource from '../plugins/user-source.js'
+import oauthRoutes from '../plugins/oauth-routes.js'
+import passwordRoutes from '../plugins/password-routes.js'
 import accessLog from '../plugins/access-log.js'
 import proxyRoutes from '../plugins/proxy-routes.js'
 import rateLimit from '../plugins/rate-limit.js'
@@ -73,10 +76,13 @@ export async function buildGateway (loaded: LoadedConfig, options: BuildOptions 
   await app.register(tokens, { loaded })
   await app.register(authenticate)
   await app.register(accessLog)
+  await app.register(userSource, { loaded })
   await app.register(health)
   await app.register(rateLimit, { config })
   await app.register(authRoutes, { loaded })
   await app.register(sessionRoutes)
+  await app.register(oauthRoutes, { loaded })
+  await app.register(passwordRoutes)
   await app.register(adminRoutes, { adminRole: config.auth.adminRole })
   await app.register(proxyRoutes, { config })
   return app

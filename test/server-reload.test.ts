@@ -5,7 +5,6 @@ import { join } from 'node:path'
 import t from 'tap'
 import { stringify } from 'yaml'
 import { writeTestConfig } from './helpers/gateway.js'
-
 import { closedPort, startUpstream } from './helpers/upstream.js'
 import { waitFor } from './helpers/wait-for.js'
 
