@@ -1,12 +1,11 @@
 import fp from 'fastify-plugin'
 import fastifyRateLimit, { type RateLimitPluginOptions } from '@fastify/rate-limit'
-import { Redis } from 'ioredis'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { GatewayConfig, RateLimitConfig, RouteConfig } from '../src/config/schema.js'
 import { parseDuration } from '../src/config/duration.js'
 import { ERR_RATE_LIMITED, ERR_STORE_UNAVAILABLE } from '../src/errors.js'
 import { MemoryLoginThrottle, RedisLoginThrottle, type LoginThrottle } from '../src/limits/login-throttle.js'
-import { closeClient, fastFailClientOptions, watchOutages, whenReady } from '../src/sessions/redis-store.js'
+import { closeClient, createRedisClient, fastFailClientOptions, redisTargetOf, watchOutages, whenReady } from '../src/sessions/redis-client.js'
 import { RedisRateCounter, rateLimitStoreOf } from '../src/limits/redis-rate-counter.js'
 import { clientAddress } from '../src/limits/client-address.js'
 import type { RouteSeries } from '../src/ops/gateway-metrics.js'
@@ -57,9 +56,10 @@ async function limiterFactory (fastify: FastifyInstance, options: RateLimitPlugi
 
 async function rateLimitPlugin (fastify: FastifyInstance, { config }: RateLimitPluginOpts): Promise<void> {
   const connectTimeoutMs = parseDuration(config.redis.connectTimeout)
-  const redis = config.redis.url === ''
+  const target = redisTargetOf(config.redis)
+  const redis = target === null
     ? null
-    : new Redis(config.redis.url, fastFailClientOptions(connectTimeoutMs, parseDuration(config.redis.commandTimeout)))
+    : createRedisClient(target, fastFailClientOptions(connectTimeoutMs, parseDuration(config.redis.commandTimeout)))
 
   // Limiters never wait on Redis: a failed count is an immediate error, handled per route below.
   const common: RateLimitPluginOptions = { global: false, skipOnError: false }

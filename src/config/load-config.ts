@@ -2,6 +2,7 @@ import { accessSync, constants } from 'node:fs'
 import { isIP } from 'node:net'
 import { dirname, resolve } from 'node:path'
 import { parseDuration } from './duration.js'
+import { checkRedisConfig } from './redis-config.js'
 import { GatewayConfigSchema, type GatewayConfig } from './schema.js'
 import { ConfigError, YamlSource, type ConfigIssue } from './yaml-source.js'
 import { checkCors } from '../cors/cors-policy.js'
@@ -38,6 +39,7 @@ export function checkConfig (file: string, env: NodeJS.ProcessEnv = process.env)
   checkRoutes(config, source)
   checkServer(config, source)
   checkCors(config, (path, message) => source.report(path, message))
+  checkRedisConfig(config.redis, (path, message) => source.report(path, message))
   config.metrics.allow?.forEach((entry, i) => {
     if (parseCidr(entry) === null) source.report(['metrics', 'allow', i], 'must be an IPv4 or IPv6 address or CIDR such as 10.0.0.0/8')
   })

@@ -42,6 +42,15 @@ export const ServerSchema = Type.Object({
 
 export const RedisSchema = Type.Object({
   url: Type.String({ default: '', description: 'redis:// or rediss:// URL; empty for the in-process store (one instance only)' }),
+  sentinels: Type.Optional(Type.Array(Type.String(), { description: 'Sentinel: the sentinels as "host:port" (instead of url); needs masterName' })),
+  masterName: Type.Optional(Type.String({ minLength: 1, description: 'Sentinel: the name the sentinels monitor the primary under' })),
+  sentinelPassword: Type.Optional(Type.String({ description: 'Sentinel: the sentinels\' own password, when they have one (use ${VAR})' })),
+  cluster: Type.Optional(Type.Array(Type.String(), { description: 'Redis Cluster seed nodes as "host:port": not supported yet, refused at start' })),
+  username: Type.Optional(Type.String({ minLength: 1, description: 'ACL user, for url, sentinels or cluster' })),
+  password: Type.Optional(Type.String({ description: 'password (use ${VAR}), for url, sentinels or cluster' })),
+  tls: Type.Optional(Type.Boolean({ description: 'TLS to Redis (and the sentinels); implied by a rediss:// url' })),
+  waitReplicas: Type.Optional(Type.Integer({ minimum: 0, description: 'a revocation or rotation is answered only once this many replicas confirm it (WAIT), else 503; default 1 with sentinels, 0 otherwise' })),
+  waitTimeout: Type.Optional(Duration('how long a revocation waits for its replicas; shorter than commandTimeout; default 250ms')),
   keyPrefix: Type.String({ default: 'tg:', minLength: 1 }),
   connectTimeout: Duration('connecting', '2s'),
   commandTimeout: Duration('one command', '500ms')

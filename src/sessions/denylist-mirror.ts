@@ -2,13 +2,25 @@ import type { DenyEntry, SessionStore } from './session-store.js'
 
 // Every instance keeps the whole denylist in memory so that checking a token
 // costs a Map lookup, never a Redis round trip. The store's feed keeps it
-// current; when the feed is lost the mirror is still served for
-// maxStalenessMs (revocations are rare, a blip should not be an outage), after
-// which callers must fail closed until a reload after the feed's return.
+// current, and the store's beats prove it is: an open socket is no proof (a
+// partition that drops packets without a FIN or RST leaves it looking open
+// for minutes). The mirror is served for maxStalenessMs after the last proof
+// (a beat, or the start of a load that succeeded) — revocations are rare, a
+// blip should not be an outage — after which callers must fail closed until a
+// reload after the feed's return.
 
 export const DEFAULT_SWEEP_INTERVAL_MS = 60_000
 /** How often a mirror whose feed is live but whose reload failed tries again. */
 export const DEFAULT_RELOAD_RETRY_MS = 1000
+
+/**
+ * How often a store should beat for a mirror of this maxStaleness: several
+ * beats per staleness window, so one lost or slow beat is not an outage, but
+ * no more than one a second on a long window.
+ */
+export function heartbeatIntervalFor (maxStalenessMs: number): number {
+  return Math.max(10, Math.min(1000, Math.floor(maxStalenessMs / 4)))
+}
 
 export interface DenylistMirrorLog {
   warn (obj: object, msg: string): void
@@ -42,8 +54,8 @@ export class DenylistMirror {
   /** bumped each time the feed (re)starts: only a load begun after that covers what the gap missed */
   #feedEpoch = 0
   #syncedEpoch = -1
-  #everSynced = false
-  #lostSince: number | null = null
+  /** when the mirror was last proven to hold every revocation made before then */
+  #provenAt: number | null = null
   #reloading = false
   #timers: NodeJS.Timeout[] = []
   #stopped = false
@@ -73,7 +85,8 @@ export class DenylistMirror {
 
     await this.#store.subscribeDenylist(
       (entry) => { if (!this.#stopped) this.apply(entry) },
-      (live) => this.#onFeed(live, Date.now())
+      (live) => this.#onFeed(live),
+      () => this.#onBeat(Date.now())
     )
     this.#feedLive = true
     this.#feedEpoch++
@@ -139,10 +152,13 @@ export class DenylistMirror {
     return false
   }
 
+  /** The feed is live and a load since its last (re)start has landed; beats now count as proof. */
+  get inSync (): boolean {
+    return this.#feedLive && this.#syncedEpoch === this.#feedEpoch
+  }
+
   isTrusted (now: number): boolean {
-    if (!this.#everSynced) return false
-    if (this.#feedLive && this.#syncedEpoch === this.#feedEpoch) return true
-    return this.#lostSince !== null && now - this.#lostSince <= this.#opts.maxStalenessMs
+    return this.#provenAt !== null && now - this.#provenAt <= this.#opts.maxStalenessMs
   }
 
   /** Drops expired entries. Runs on a timer; public so tests can run it at a chosen time. */
@@ -152,32 +168,52 @@ export class DenylistMirror {
     for (const [value, entry] of this.#sub) if (entry.expiresAt <= now) this.#sub.delete(value)
   }
 
-  #onFeed (live: boolean, now: number): void {
+  #onFeed (live: boolean): void {
     if (this.#stopped) return
     if (!live) {
       this.#feedLive = false
-      this.#lostSince ??= now
       this.#opts.log?.warn({ maxStalenessMs: this.#opts.maxStalenessMs }, 'denylist feed lost; serving the mirror until it is stale')
       return
     }
+    // Until the reload lands, the gap's revocations are unknown: the
+    // staleness clock keeps running from the last proof, and beats are not
+    // counted (the epoch no longer matches the synced one).
+    this.#resync()
+  }
+
+  #onBeat (now: number): void {
+    if (this.#stopped || !this.#feedLive || this.#syncedEpoch !== this.#feedEpoch) return
+    if (this.#provenAt !== null && now - this.#provenAt <= this.#opts.maxStalenessMs) {
+      this.#provenAt = Math.max(this.#provenAt, now)
+      return
+    }
+    // A beat after a silence longer than maxStaleness: the feed came back
+    // without ever saying it was gone (a frozen link that thawed). Whatever
+    // the store promises about ordering, reload rather than trust the gap.
+    this.#opts.log?.warn({ maxStalenessMs: this.#opts.maxStalenessMs }, 'denylist feed heard again after a silence; reloading')
+    this.#resync()
+  }
+
+  #resync (): void {
     this.#feedLive = true
     this.#feedEpoch++
-    // Until the reload lands, the gap's revocations are unknown: the staleness clock keeps running.
-    this.#lostSince ??= now
     this.#reload().catch((err: unknown) => {
-      this.#opts.log?.error({ err }, 'denylist reload failed; retrying')
+      this.#opts.log?.warn({ err }, 'denylist reload failed; retrying')
     })
   }
 
   #retryReload (): void {
     if (this.#stopped || this.#reloading || !this.#feedLive || this.#syncedEpoch === this.#feedEpoch) return
     this.#reload().catch((err: unknown) => {
-      this.#opts.log?.error({ err }, 'denylist reload failed; retrying')
+      this.#opts.log?.warn({ err }, 'denylist reload failed; retrying')
     })
   }
 
   async #reload (): Promise<void> {
     const epoch = this.#feedEpoch
+    // The feed was live before the load began, so everything revoked before
+    // this moment is either in the load or already delivered.
+    const startedAt = Date.now()
     this.#reloading = true
     try {
       const entries = await this.#store.loadDenylist(Date.now())
@@ -187,7 +223,6 @@ export class DenylistMirror {
     }
     if (this.#stopped || !this.#feedLive || epoch !== this.#feedEpoch) return
     this.#syncedEpoch = epoch
-    this.#everSynced = true
-    this.#lostSince = null
+    this.#provenAt = Math.max(this.#provenAt ?? 0, startedAt)
   }
 }

@@ -13,8 +13,13 @@ import {
 
 export const DEFAULT_SWEEP_INTERVAL_MS = 60_000
 
+/** The feed is in process and cannot lag; the beat only satisfies the contract. */
+export const DEFAULT_HEARTBEAT_INTERVAL_MS = 100
+
 export interface MemoryStoreOptions {
   sweepIntervalMs?: number
+  /** how often subscribers hear onBeat; keep it well under denylist.maxStaleness */
+  heartbeatIntervalMs?: number
 }
 
 interface StoredSession {
@@ -30,7 +35,7 @@ interface StoredToken {
   rotation?: { successor: string, rotatedAt: number, sealed: string }
 }
 
-type FeedListener = (entry: DenyEntry) => void
+interface FeedListener { onEntry: (entry: DenyEntry) => void, onBeat: () => void }
 
 export class MemoryStore implements SessionStore {
   readonly kind = 'memory' as const
@@ -41,11 +46,14 @@ export class MemoryStore implements SessionStore {
   readonly #deny = new Map<string, DenyEntry>()
   readonly #listeners = new Set<FeedListener>()
   readonly #sweepTimer: NodeJS.Timeout
+  readonly #beatTimer: NodeJS.Timeout
   #closed = false
 
   constructor (opts: MemoryStoreOptions = {}) {
     this.#sweepTimer = setInterval(() => this.sweep(Date.now()), opts.sweepIntervalMs ?? DEFAULT_SWEEP_INTERVAL_MS)
     this.#sweepTimer.unref()
+    this.#beatTimer = setInterval(() => { for (const l of this.#listeners) l.onBeat() }, opts.heartbeatIntervalMs ?? DEFAULT_HEARTBEAT_INTERVAL_MS)
+    this.#beatTimer.unref()
   }
 
   /** How many records are held, for tests that check nothing is kept past its life. */
@@ -160,9 +168,9 @@ export class MemoryStore implements SessionStore {
   }
 
   /** Always live: revocations reach the listener before revoke() returns. */
-  async subscribeDenylist (onEntry: (entry: DenyEntry) => void, _onFeed: (live: boolean) => void): Promise<void> {
+  async subscribeDenylist (onEntry: (entry: DenyEntry) => void, _onFeed: (live: boolean) => void, onBeat: () => void): Promise<void> {
     this.#assertOpen()
-    this.#listeners.add(onEntry)
+    this.#listeners.add({ onEntry, onBeat })
   }
 
   async ping (): Promise<void> {
@@ -172,6 +180,7 @@ export class MemoryStore implements SessionStore {
   async close (): Promise<void> {
     this.#closed = true
     clearInterval(this.#sweepTimer)
+    clearInterval(this.#beatTimer)
     this.#listeners.clear()
   }
 
@@ -210,7 +219,7 @@ export class MemoryStore implements SessionStore {
       }
     }
     this.#deny.set(key, stored)
-    for (const listener of this.#listeners) listener({ ...stored })
+    for (const listener of this.#listeners) listener.onEntry({ ...stored })
   }
 
   #assertOpen (): void {

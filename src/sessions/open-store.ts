@@ -1,19 +1,27 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { GatewayConfig } from '../config/schema.js'
 import { parseDuration } from '../config/duration.js'
+import { DEFAULT_WAIT_TIMEOUT, waitReplicasOf } from '../config/redis-config.js'
 import type { GatewayMetrics } from '../ops/gateway-metrics.js'
+import { heartbeatIntervalFor } from './denylist-mirror.js'
 import { MemoryStore } from './memory-store.js'
+import { redisTargetOf } from './redis-client.js'
 import { RedisStore } from './redis-store.js'
 import type { SessionStore } from './session-store.js'
 
-/** The store the config names: Redis when `redis.url` is set, else in process memory. */
+/** The store the config names: Redis when `redis.url` or `redis.sentinels` is set, else in process memory. */
 export function openStore (config: GatewayConfig, log: FastifyBaseLogger, metrics?: GatewayMetrics): SessionStore {
-  if (config.redis.url === '') return new MemoryStore()
+  const heartbeatIntervalMs = heartbeatIntervalFor(parseDuration(config.denylist.maxStaleness))
+  const target = redisTargetOf(config.redis)
+  if (target === null) return new MemoryStore({ heartbeatIntervalMs })
   return new RedisStore({
-    url: config.redis.url,
+    target,
     keyPrefix: config.redis.keyPrefix,
     connectTimeoutMs: parseDuration(config.redis.connectTimeout),
     commandTimeoutMs: parseDuration(config.redis.commandTimeout),
+    heartbeatIntervalMs,
+    waitReplicas: waitReplicasOf(config.redis),
+    waitTimeoutMs: parseDuration(config.redis.waitTimeout ?? DEFAULT_WAIT_TIMEOUT),
     log,
     ...(metrics === undefined ? {} : { onCommandError: () => metrics.redisError('store') })
   })

@@ -86,10 +86,15 @@ export interface SessionStore {
   loadDenylist (now: number): Promise<DenyEntry[]>
   /**
    * Entries revoked by any instance, this one included, as they happen;
-   * `onResync(false)` when the feed may have missed some (subscription lost),
-   * `onResync(true)` once it is live again, so the mirror reloads.
+   * `onFeed(false)` when the feed may have missed some (subscription lost),
+   * `onFeed(true)` once it is live again, so the mirror reloads.
+   * `onBeat()` says "the feed is proven current now": everything revoked
+   * before this moment has reached `onEntry`. A store must beat well inside
+   * `denylist.maxStaleness` while its feed is live, and only when it has
+   * heard from its backend (a socket that merely looks open is no proof): the
+   * mirror fails closed maxStaleness after the last beat or load.
    */
-  subscribeDenylist (onEntry: (entry: DenyEntry) => void, onFeed: (live: boolean) => void): Promise<void>
+  subscribeDenylist (onEntry: (entry: DenyEntry) => void, onFeed: (live: boolean) => void, onBeat: () => void): Promise<void>
 
   /** Throws when the store cannot be reached. */
   ping (): Promise<void>

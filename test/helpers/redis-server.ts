@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
+import { tmpdir } from 'node:os'
 import { connect, createServer, type AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Redis } from 'ioredis'
@@ -76,7 +77,7 @@ export async function startPrivateRedis (): Promise<PrivateRedis> {
 
   const start = async (): Promise<void> => {
     if (child !== undefined) return
-    const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
+    const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', tmpdir(), '--dbfilename', `tokengate-test-${port}.rdb`], { stdio: 'ignore' })
     child = proc
     await waitForPing(port, proc)
   }
@@ -93,7 +94,7 @@ export async function startPrivateRedis (): Promise<PrivateRedis> {
   return { url: `redis://127.0.0.1:${port}`, port, start, stop }
 }
 
-async function freePort (): Promise<number> {
+export async function freePort (): Promise<number> {
   const server = createServer()
   server.listen(0, '127.0.0.1')
   await once(server, 'listening')
@@ -103,7 +104,7 @@ async function freePort (): Promise<number> {
   return port
 }
 
-async function waitForPing (port: number, proc: ChildProcess): Promise<void> {
+export async function waitForPing (port: number, proc: ChildProcess): Promise<void> {
   for (let attempt = 0; attempt < 200; attempt++) {
     if (proc.exitCode !== null) throw new Error(`redis-server on port ${port} exited with ${proc.exitCode}`)
     if (await answersPing(port)) return

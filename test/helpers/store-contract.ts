@@ -62,7 +62,7 @@ export function rotation (presented: string, now: number, over: Partial<RotateIn
 
 export async function collectFeed (store: SessionStore): Promise<DenyEntry[]> {
   const seen: DenyEntry[] = []
-  await store.subscribeDenylist((entry) => seen.push(entry), () => {})
+  await store.subscribeDenylist((entry) => seen.push(entry), () => {}, () => {})
   return seen
 }
 

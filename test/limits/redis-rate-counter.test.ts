@@ -1,7 +1,7 @@
 import t from 'tap'
 import { Redis } from 'ioredis'
 import { MAX_KEYS_PER_CALL, RedisRateCounter, type WindowCount } from '../../src/limits/redis-rate-counter.js'
-import { closeClient, fastFailClientOptions, watchOutages, whenReady } from '../../src/sessions/redis-store.js'
+import { closeClient, fastFailClientOptions, watchOutages, whenReady } from '../../src/sessions/redis-client.js'
 import { startPrivateRedis, uniquePrefix } from '../helpers/redis-server.js'
 import { waitFor } from '../helpers/wait-for.js'
 

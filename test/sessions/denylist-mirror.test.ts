@@ -94,7 +94,7 @@ t.test('a lost feed is trusted for maxStaleness, then not, and resyncs with what
   await mirror.start()
 
   await instanceB.lockOut()
-  await waitFor('B notices the loss', () => !mirror.isTrusted(Date.now() + MAX_STALENESS_MS + 1000))
+  await waitFor('B notices the loss', () => !mirror.inSync)
   const lostAt = Date.now()
   t.ok(mirror.isTrusted(lostAt), 'still trusted just after the loss')
   t.notOk(mirror.isTrusted(lostAt + MAX_STALENESS_MS + 1000), 'not once maxStaleness has passed')
@@ -103,7 +103,8 @@ t.test('a lost feed is trusted for maxStaleness, then not, and resyncs with what
   t.notOk(mirror.isRevoked(claims({ sid: 's-missed' }), Date.now()), 'B could not hear it')
 
   await instanceB.letIn()
-  await waitFor('B resyncs', () => mirror.isTrusted(Date.now() + 10 * MAX_STALENESS_MS))
+  await waitFor('B resyncs', () => mirror.inSync)
+  t.ok(mirror.isTrusted(Date.now()))
   t.ok(mirror.isRevoked(claims({ sid: 's-missed' }), Date.now()), 'the missed entry came with the reload')
 })
 
@@ -116,12 +117,13 @@ t.test('Redis stopped and restarted: untrusted after maxStaleness, trusted again
   await mirror.start()
 
   await redis.stop()
-  await waitFor('the loss is noticed', () => !mirror.isTrusted(Date.now() + MAX_STALENESS_MS + 1000))
+  await waitFor('the loss is noticed', () => !mirror.inSync)
   t.ok(mirror.isTrusted(Date.now()), 'within maxStaleness')
+  t.notOk(mirror.isTrusted(Date.now() + MAX_STALENESS_MS + 1000), 'not past it')
   t.ok(mirror.isRevoked(claims({ jti: 'j-kept' }), Date.now()), 'the mirror keeps serving what it holds')
 
   await redis.start()
-  await waitFor('trusted again', () => mirror.isTrusted(Date.now() + 10 * MAX_STALENESS_MS))
+  await waitFor('trusted again', () => mirror.inSync && mirror.isTrusted(Date.now()))
   t.ok(mirror.isRevoked(claims({ jti: 'j-kept' }), Date.now()), 'a reload adds, never forgets')
 })
 
@@ -139,4 +141,24 @@ t.test('a mirror whose first load fails is untrusted until Redis comes up', asyn
   await store.revoke({ kind: 'jti', value: 'j-after', expiresAt: Date.now() + 60_000 })
   await waitFor('and fed', () => mirror.isRevoked(claims({ jti: 'j-after' }), Date.now()))
   t.pass('fed')
+})
+
+t.test('a live feed is trusted only for maxStaleness after its last beat', async (t) => {
+  const silent = new MemoryStore({ heartbeatIntervalMs: 3_600_000 })
+  t.teardown(() => silent.close())
+  const mirror = openMirror(t, silent)
+  const startedAt = Date.now()
+  await mirror.start()
+  t.ok(mirror.inSync, 'the feed is live and loaded')
+  t.ok(mirror.isTrusted(Date.now()), 'the load is a proof')
+  t.notOk(mirror.isTrusted(startedAt + MAX_STALENESS_MS + 1000), 'without a beat, a live-looking feed is not trusted past maxStaleness')
+
+  const beating = new MemoryStore({ heartbeatIntervalMs: 20 })
+  t.teardown(() => beating.close())
+  const fed = new DenylistMirror(beating, { maxStalenessMs: 200 })
+  t.teardown(() => fed.stop())
+  await fed.start()
+  const loadedAt = Date.now()
+  await waitFor('beats carry the proof forward', () => fed.isTrusted(loadedAt + 400))
+  t.pass('still trusted past the first window')
 })

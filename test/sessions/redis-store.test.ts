@@ -6,6 +6,7 @@ import { RedisStore } from '../../src/sessions/redis-store.js'
 import { StoreUnavailableError, type SessionStore } from '../../src/sessions/session-store.js'
 import { createRedisUser, scanKeys, SHARED_REDIS_URL, sharedPrefix, startPrivateRedis, withRedis } from '../helpers/redis-server.js'
 import { login, rotation, storeContract } from '../helpers/store-contract.js'
+import { startFreezableProxy } from '../helpers/freezable-proxy.js'
 import { waitFor } from '../helpers/wait-for.js'
 
 function openStore (t: Test, url: string, keyPrefix: string): RedisStore {
@@ -113,7 +114,7 @@ t.test('a dead Redis makes every method fail with StoreUnavailableError, and the
     ['listSessions', () => store.listSessions(a.sub, now)],
     ['revoke', () => store.revoke({ kind: 'jti', value: 'j', expiresAt: now + 1000 })],
     ['loadDenylist', () => store.loadDenylist(now)],
-    ['subscribeDenylist', () => store.subscribeDenylist(() => {}, () => {})],
+    ['subscribeDenylist', () => store.subscribeDenylist(() => {}, () => {}, () => {})],
     ['ping', () => store.ping()]
   ]
   for (const [name, call] of calls) await t.rejects(call(), StoreUnavailableError, name)
@@ -173,7 +174,7 @@ t.test('the denylist feed reports its loss and its return', async (t) => {
   t.teardown(redis.stop)
   const store = openStore(t, redis.url, 'tg:')
   const feed: boolean[] = []
-  await store.subscribeDenylist(() => {}, (live) => feed.push(live))
+  await store.subscribeDenylist(() => {}, (live) => feed.push(live), () => {})
   await redis.stop()
   await waitFor('the loss is reported', () => feed.length === 1)
   await redis.start()
@@ -186,4 +187,27 @@ t.test('options are checked when the store is built, naming the option', async (
   t.throws(() => new RedisStore({ ...good, url: '' }), { message: 'url must be a non-empty string' })
   t.throws(() => new RedisStore({ ...good, connectTimeoutMs: 0 }), { message: 'connectTimeoutMs must be a positive number of milliseconds' })
   t.throws(() => new RedisStore({ ...good, commandTimeoutMs: Number.NaN }), { message: 'commandTimeoutMs must be a positive number of milliseconds' })
+})
+
+t.test('the denylist feed beats while Redis answers, and stops beating while the link is silent', async (t) => {
+  const redis = await startPrivateRedis()
+  t.teardown(redis.stop)
+  const proxy = await startFreezableProxy(t, { host: '127.0.0.1', port: redis.port })
+  const store = new RedisStore({ url: proxy.url, keyPrefix: 'tg:', connectTimeoutMs: 300, commandTimeoutMs: 200, heartbeatIntervalMs: 20 })
+  t.teardown(() => store.close())
+  let beats = 0
+  const feed: boolean[] = []
+  await store.subscribeDenylist(() => {}, (live) => feed.push(live), () => { beats++ })
+  await waitFor('beats arrive', () => beats >= 3)
+
+  proxy.freeze()
+  // the subscriber notices its PING went unanswered and drops the connection
+  await waitFor('the silent link is reported as a lost feed', () => feed.length === 1)
+  const frozenAt = beats
+  t.same(feed, [false])
+  proxy.thaw()
+  await waitFor('the feed comes back', () => feed.length === 2)
+  t.same(feed, [false, true])
+  await waitFor('and beats again', () => beats > frozenAt)
+  t.pass('beating again')
 })

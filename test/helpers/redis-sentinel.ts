@@ -1,0 +1,118 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { Test } from 'tap'
+import { freePort, waitForPing, withRedis } from './redis-server.js'
+import { waitFor } from './wait-for.js'
+
+// A real Sentinel topology from the redis-server binary: one primary, one
+// replica, three sentinels (quorum 2), all on free ports of this machine.
+// Start it once per test file: a failover takes seconds.
+
+export const MASTER_NAME = 'tgmaster'
+
+export interface SentinelTopology {
+  /** "host:port" of each sentinel, as redis.sentinels takes them */
+  sentinels: string[]
+  masterName: string
+  /** the port of the data node the sentinels call primary now */
+  primaryPort (): Promise<number>
+  /** kill -9 of the current primary; resolves once the sentinels have promoted the replica */
+  killPrimary (): Promise<void>
+  /** starts the killed node again as a replica of the new primary; resolves once it is in sync */
+  restoreKilled (): Promise<void>
+}
+
+interface Node { port: number, proc: ChildProcess, args: string[] }
+
+export async function startSentinelTopology (t: Test): Promise<SentinelTopology> {
+  const dir = mkdtempSync(join(tmpdir(), 'tokengate-sentinel-'))
+  const nodes: Node[] = []
+  const killOnExit = (): void => { for (const n of nodes) n.proc.kill('SIGKILL') }
+  process.once('exit', killOnExit)
+  t.teardown(async () => {
+    process.off('exit', killOnExit)
+    await Promise.all(nodes.map(async (n) => {
+      if (n.proc.exitCode !== null || n.proc.signalCode !== null) return
+      const exited = once(n.proc, 'exit')
+      n.proc.kill('SIGKILL')
+      await exited
+    }))
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  const start = async (args: string[], port?: number): Promise<Node> => {
+    port ??= await freePort()
+    const resolved = args.map((a) => a.replaceAll('{port}', String(port)))
+    const proc = spawn('redis-server', resolved, { stdio: 'ignore' })
+    const node = { port, proc, args }
+    nodes.push(node)
+    await waitForPing(port, proc)
+    return node
+  }
+  let killed: Node | undefined
+  // A replica writes the RDB it syncs to its dir: keep it out of the repo,
+  // where every later redis-server would load it at start.
+  const dataNode = (extra: string[]): string[] => ['--port', '{port}', '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--dbfilename', 'dump-{port}.rdb', ...extra]
+
+  const primary = await start(dataNode([]))
+  await start(dataNode(['--replicaof', '127.0.0.1', String(primary.port)]))
+  await withRedis(`redis://127.0.0.1:${primary.port}`, async (r) => {
+    await waitFor('the replica is in sync', async () => /slave0:[^\r\n]*state=online/.test(await r.info('replication')), 200, 50)
+  })
+
+  const sentinels: Node[] = []
+  for (let i = 0; i < 3; i++) {
+    const file = join(dir, `sentinel-${i}.conf`)
+    // a sentinel rewrites its config file, so each gets its own
+    writeFileSync(file, '')
+    const node = await start([file, '--sentinel', '--port', '{port}', '--bind', '127.0.0.1'])
+    await withRedis(`redis://127.0.0.1:${node.port}`, async (r) => {
+      await r.call('SENTINEL', 'MONITOR', MASTER_NAME, '127.0.0.1', String(primary.port), '2')
+      await r.call('SENTINEL', 'SET', MASTER_NAME, 'down-after-milliseconds', '1000', 'failover-timeout', '3000')
+    })
+    sentinels.push(node)
+  }
+  const sentinelUrl = `redis://127.0.0.1:${sentinels[0].port}`
+  await withRedis(sentinelUrl, async (r) => {
+    await waitFor('the sentinels know the replica and each other', async () => {
+      const replicas = await r.call('SENTINEL', 'REPLICAS', MASTER_NAME) as unknown[]
+      const peers = await r.call('SENTINEL', 'SENTINELS', MASTER_NAME) as unknown[]
+      return replicas.length === 1 && peers.length === 2
+    }, 300, 50)
+  })
+
+  const primaryPort = (): Promise<number> => withRedis(sentinelUrl, async (r) => {
+    const [, port] = await r.call('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', MASTER_NAME) as [string, string]
+    return Number(port)
+  })
+
+  return {
+    sentinels: sentinels.map((s) => `127.0.0.1:${s.port}`),
+    masterName: MASTER_NAME,
+    primaryPort,
+    killPrimary: async () => {
+      const port = await primaryPort()
+      const node = nodes.find((n) => n.port === port)
+      if (node === undefined) throw new Error(`no node on port ${port}`)
+      const exited = once(node.proc, 'exit')
+      node.proc.kill('SIGKILL')
+      await exited
+      killed = node
+      await waitFor('the sentinels promote the replica', async () => (await primaryPort()) !== port, 400, 50)
+    },
+    restoreKilled: async () => {
+      const node = killed
+      if (node === undefined) return
+      killed = undefined
+      nodes.splice(nodes.indexOf(node), 1)
+      const primary = await primaryPort()
+      await start(dataNode(['--replicaof', '127.0.0.1', String(primary)]), node.port)
+      await withRedis(`redis://127.0.0.1:${primary}`, async (r) => {
+        await waitFor('the restored node is in sync', async () => /slave0:[^\r\n]*state=online/.test(await r.info('replication')), 400, 50)
+      })
+    }
+  }
+}
