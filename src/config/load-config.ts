@@ -47,6 +47,7 @@ export function checkConfig (file: string, env: NodeJS.ProcessEnv = process.env)
   const issues = [...source.issues, ...usersSource.issues]
   if (issues.length > 0 || keys === null || users === null) return { loaded: null, issues }
   config.auth.users.file = usersFile
+  if (config.store.file !== ':memory:') config.store.file = resolve(baseDir, config.store.file)
   return { loaded: { file, config, keys, users }, issues: [] }
 }
 

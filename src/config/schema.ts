@@ -41,10 +41,14 @@ export const ServerSchema = Type.Object({
 }, { ...Strict, default: {} })
 
 export const RedisSchema = Type.Object({
-  url: Type.String({ default: '', description: 'redis:// or rediss:// URL; empty for the in-process store (one instance only)' }),
+  url: Type.String({ default: '', description: 'redis:// or rediss:// URL; empty for the embedded store (store.file)' }),
   keyPrefix: Type.String({ default: 'tg:', minLength: 1 }),
   connectTimeout: Duration('connecting', '2s'),
   commandTimeout: Duration('one command', '500ms')
+}, { ...Strict, default: {} })
+
+export const StoreSchema = Type.Object({
+  file: Type.String({ default: './data/tokengate.db', minLength: 1, description: 'the embedded SQLite store used when redis.url is empty, relative to this config file; ":memory:" keeps nothing' })
 }, { ...Strict, default: {} })
 
 export const KeySchema = Type.Object({
@@ -127,6 +131,7 @@ export const DemoSchema = Type.Object({
 export const GatewayConfigSchema = Type.Object({
   server: ServerSchema,
   redis: RedisSchema,
+  store: StoreSchema,
   tokens: TokensSchema,
   auth: AuthSchema,
   denylist: DenylistSchema,

@@ -1,7 +1,7 @@
 import t from 'tap'
 import type { Test } from 'tap'
 import { DenylistMirror } from '../../src/sessions/denylist-mirror.js'
-import { MemoryStore } from '../../src/sessions/memory-store.js'
+import { SqliteStore } from '../../src/sessions/sqlite-store.js'
 import { RedisStore } from '../../src/sessions/redis-store.js'
 import { StoreUnavailableError, type DenyEntry, type SessionStore } from '../../src/sessions/session-store.js'
 import { createRedisUser, eventually, SHARED_REDIS_URL, sharedPrefix, startPrivateRedis } from '../helpers/redis-server.js'
@@ -25,7 +25,7 @@ function claims (over: Partial<{ jti: string, sid: string, sub: string, iat: num
 }
 
 t.test('an access token is revoked by its jti, its sid, or its user before a time', async (t) => {
-  const mirror = new DenylistMirror(new MemoryStore(), { maxStalenessMs: MAX_STALENESS_MS })
+  const mirror = new DenylistMirror(new SqliteStore({ file: ':memory:' }), { maxStalenessMs: MAX_STALENESS_MS })
   const now = Date.now()
   mirror.apply({ kind: 'jti', value: 'j-1', expiresAt: now + 1000 })
   mirror.apply({ kind: 'sid', value: 's-1', expiresAt: now + 1000 })
@@ -41,7 +41,7 @@ t.test('an access token is revoked by its jti, its sid, or its user before a tim
 })
 
 t.test('expired entries are ignored and forgotten', async (t) => {
-  const mirror = new DenylistMirror(new MemoryStore(), { maxStalenessMs: MAX_STALENESS_MS })
+  const mirror = new DenylistMirror(new SqliteStore({ file: ':memory:' }), { maxStalenessMs: MAX_STALENESS_MS })
   const now = Date.now()
   mirror.apply({ kind: 'jti', value: 'j-1', expiresAt: now + 1000 })
   mirror.apply({ kind: 'sid', value: 's-1', expiresAt: now + 1000 })
@@ -54,8 +54,8 @@ t.test('expired entries are ignored and forgotten', async (t) => {
   t.equal(mirror.size, 0, 'the sweep drops the rest')
 })
 
-t.test('on the in-process store the mirror is trusted once started and sees revocations at once', async (t) => {
-  const store = new MemoryStore()
+t.test('on the embedded store the mirror is trusted once started and sees revocations at once', async (t) => {
+  const store = new SqliteStore({ file: ':memory:' })
   t.teardown(() => store.close())
   const entry: DenyEntry = { kind: 'jti', value: 'j-before-start', expiresAt: Date.now() + 60_000 }
   await store.revoke(entry)
