@@ -22,8 +22,8 @@ import { openStore } from './sessions/open-store.js'
 //
 // What lives as long as the process, across reloads: the listening server
 // (src/gateway-host.ts), the logger, the metrics registry and the session
-// store (a memory store holds every session, so it must survive a reload;
-// a Redis store is reopened only when the redis section changed).
+// store (reopened only when the redis or store section changed, so a reload
+// never drops the connection to the state it shares).
 
 function prettyAvailable (): boolean {
   try {
@@ -83,7 +83,7 @@ export async function startGateway (configFile: string): Promise<void> {
     const ignored = restartOnlyChanges(loaded.config, next.config)
     if (ignored.length > 0) log.warn({ keys: ignored }, 'reload: these keys only change on a restart and keep their running values')
 
-    const sameStore = isDeepStrictEqual(loaded.config.redis, next.config.redis)
+    const sameStore = isDeepStrictEqual(loaded.config.redis, next.config.redis) && isDeepStrictEqual(loaded.config.store, next.config.store)
     const nextStore = sameStore ? store : openStore(next.config, log, metrics)
     let app: FastifyInstance
     try {
