@@ -4,7 +4,7 @@ import t from 'tap'
 import type { Test } from 'tap'
 import { PASSWORDS, writeTestConfig } from './helpers/gateway.js'
 import { decodeJwt } from './helpers/lifecycle.js'
-import { eventually } from './helpers/redis-server.js'
+import { waitFor as eventually } from './helpers/wait-for.js'
 import { closedPort, startUpstream } from './helpers/upstream.js'
 
 // The embedded store is the default: a restart — here the worst one, kill -9

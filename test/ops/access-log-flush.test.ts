@@ -3,7 +3,7 @@ import { closeSync, openSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { writeTestConfig } from '../helpers/gateway.js'
-import { eventually } from '../helpers/redis-server.js'
+import { waitFor as eventually } from '../helpers/wait-for.js'
 import { closedPort, startUpstream } from '../helpers/upstream.js'
 
 // The bin writes its access log through pino's asynchronous destination: a

@@ -6,7 +6,7 @@ import t from 'tap'
 import type { Test } from 'tap'
 import { SqliteStore, StoreOpenError } from '../../src/sessions/sqlite-store.js'
 import { StoreUnavailableError, type DenyEntry } from '../../src/sessions/session-store.js'
-import { eventually } from '../helpers/redis-server.js'
+import { waitFor as eventually } from '../helpers/wait-for.js'
 import { ACCESS_TTL_MS, IDLE_MS, login, rotation, storeContract } from '../helpers/store-contract.js'
 
 function tempDir (): string {
