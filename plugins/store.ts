@@ -43,7 +43,7 @@ async function storePlugin (fastify: FastifyInstance, opts: StorePluginOptions):
     denylist.stop()
     if (owned) await store.close()
   })
-  if (store.kind === 'memory') fastify.log.info('state is kept in process memory: run a single instance, or configure redis.url')
+  if (store.kind === 'sqlite' && opts.config.store.file === ':memory:') fastify.log.warn('store.file is ":memory:": sessions and revocations are lost when the gateway stops')
 }
 
 export default fp(storePlugin, { name: 'tokengate-store', fastify: '5.x', dependencies: ['tokengate-metrics'] })

@@ -64,6 +64,7 @@ export function checkConfig (file: string, env: NodeJS.ProcessEnv = process.env)
   const issues = [...source.issues, ...(read?.issues ?? [])]
   if (issues.length > 0 || keys === null || users === null) return { loaded: null, issues }
   if (usersFile !== null) usersConfig.file = usersFile
+  if (config.store.file !== ':memory:') config.store.file = resolve(baseDir, config.store.file)
   return { loaded: { file, config, keys, users }, issues: [] }
 }
 

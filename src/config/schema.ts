@@ -41,7 +41,7 @@ export const ServerSchema = Type.Object({
 }, { ...Strict, default: {} })
 
 export const RedisSchema = Type.Object({
-  url: Type.String({ default: '', description: 'redis:// or rediss:// URL; empty for the in-process store (one instance only)' }),
+  url: Type.String({ default: '', description: 'redis:// or rediss:// URL; empty for the embedded store (store.file)' }),
   sentinels: Type.Optional(Type.Array(Type.String(), { description: 'Sentinel: the sentinels as "host:port" (instead of url); needs masterName' })),
   masterName: Type.Optional(Type.String({ minLength: 1, description: 'Sentinel: the name the sentinels monitor the primary under' })),
   sentinelPassword: Type.Optional(Type.String({ description: 'Sentinel: the sentinels\' own password, when they have one (use ${VAR})' })),
@@ -54,6 +54,10 @@ export const RedisSchema = Type.Object({
   keyPrefix: Type.String({ default: 'tg:', minLength: 1 }),
   connectTimeout: Duration('connecting', '2s'),
   commandTimeout: Duration('one command', '500ms')
+}, { ...Strict, default: {} })
+
+export const StoreSchema = Type.Object({
+  file: Type.String({ default: './data/tokengate.db', minLength: 1, description: 'the embedded SQLite store used when redis.url is empty, relative to this config file; ":memory:" keeps nothing' })
 }, { ...Strict, default: {} })
 
 export const KeySchema = Type.Object({
@@ -214,6 +218,7 @@ export const DemoSchema = Type.Object({
 export const GatewayConfigSchema = Type.Object({
   server: ServerSchema,
   redis: RedisSchema,
+  store: StoreSchema,
   tokens: TokensSchema,
   auth: AuthSchema,
   denylist: DenylistSchema,

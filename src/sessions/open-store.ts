@@ -4,16 +4,21 @@ import { parseDuration } from '../config/duration.js'
 import { DEFAULT_WAIT_TIMEOUT, waitReplicasOf } from '../config/redis-config.js'
 import type { GatewayMetrics } from '../ops/gateway-metrics.js'
 import { heartbeatIntervalFor } from './denylist-mirror.js'
-import { MemoryStore } from './memory-store.js'
 import { redisTargetOf } from './redis-client.js'
 import { RedisStore } from './redis-store.js'
 import type { SessionStore } from './session-store.js'
+import { SqliteStore } from './sqlite-store.js'
 
-/** The store the config names: Redis when `redis.url` or `redis.sentinels` is set, else in process memory. */
+/**
+ * The store the config names: Redis when `redis.url` or `redis.sentinels` is
+ * set, else the embedded SQLite file `store.file` (resolved against the config
+ * file by load-config). Throws StoreOpenError, naming the file, when that file
+ * cannot be used.
+ */
 export function openStore (config: GatewayConfig, log: FastifyBaseLogger, metrics?: GatewayMetrics): SessionStore {
   const heartbeatIntervalMs = heartbeatIntervalFor(parseDuration(config.denylist.maxStaleness))
   const target = redisTargetOf(config.redis)
-  if (target === null) return new MemoryStore({ heartbeatIntervalMs })
+  if (target === null) return new SqliteStore({ file: config.store.file })
   return new RedisStore({
     target,
     keyPrefix: config.redis.keyPrefix,

@@ -1,6 +1,7 @@
 // The state the gateway shares between its instances: sessions (refresh-token
 // families) and the revocation denylist. One interface, two implementations:
-// `memory-store.ts` (a single instance, the `npm start` default) and
+// `sqlite-store.ts` (an embedded SQLite file, the default without Redis;
+// `:memory:` keeps nothing) and
 // `redis-store.ts` (ioredis; every mutation that must be atomic is one Lua
 // script registered with defineCommand).
 //
@@ -68,7 +69,7 @@ export type DenyEntry =
   | { kind: 'sub', value: string, before: number, expiresAt: number }
 
 export interface SessionStore {
-  readonly kind: 'memory' | 'redis'
+  readonly kind: 'sqlite' | 'redis'
 
   createSession (input: CreateSessionInput): Promise<void>
   rotate (input: RotateInput): Promise<RotateOutcome>

@@ -13,15 +13,15 @@ import { startUpstream, type TestUpstream } from './upstream.js'
 // body: `eachStore` runs it once on the in-process store and once on the
 // shared Redis under a prefix of its own.
 
-export type StoreKind = 'memory' | 'redis'
-export const STORE_KINDS: readonly StoreKind[] = ['memory', 'redis']
+export type StoreKind = 'sqlite' | 'redis'
+export const STORE_KINDS: readonly StoreKind[] = ['sqlite', 'redis']
 
 /** A proxied route every lifecycle test uses to ask "is this access token still accepted?". */
 export const API = '/api'
 
-/** Config for a store: nothing for memory, the shared Redis under a fresh prefix (deleted on teardown) for redis. */
+/** Config for a store: the embedded file in the config's temp dir for sqlite, the shared Redis under a fresh prefix (deleted on teardown) for redis. */
 export function storeConfig (t: Test, kind: StoreKind, label: string): ConfigOverrides {
-  if (kind === 'memory') return {}
+  if (kind === 'sqlite') return {}
   return { redis: { url: SHARED_REDIS_URL, keyPrefix: sharedPrefix(t, label) } }
 }
 

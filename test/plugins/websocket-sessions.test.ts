@@ -63,7 +63,7 @@ async function metric (app: FastifyInstance, reason: string): Promise<number> {
 }
 
 t.test('logout closes the socket opened with the session\'s token [memory]', async (t) => {
-  const { apps: [app], up } = await gateways(t, 'memory', 1)
+  const { apps: [app], up } = await gateways(t, 'sqlite', 1)
   const { access_token: token } = await login(app, 'alice')
   const client = await open(t, app, token)
   const res = await app.inject({ method: 'POST', url: '/auth/logout', headers: { authorization: `Bearer ${token}` } })
@@ -73,7 +73,7 @@ t.test('logout closes the socket opened with the session\'s token [memory]', asy
 })
 
 t.test('another user\'s socket stays open when one user logs out [memory]', async (t) => {
-  const { apps: [app] } = await gateways(t, 'memory', 1)
+  const { apps: [app] } = await gateways(t, 'sqlite', 1)
   const alice = await login(app, 'alice')
   const bob = await login(app, 'bob')
   const aliceSocket = await open(t, app, alice.access_token)
@@ -106,7 +106,7 @@ t.test('admin revocation by sub closes the user\'s socket [redis]', async (t) =>
 })
 
 t.test('the socket closes when its token expires', async (t) => {
-  const { apps: [app], up } = await gateways(t, 'memory', 1, { tokens: { accessTtl: '2s', clockSkew: '0s' } })
+  const { apps: [app], up } = await gateways(t, 'sqlite', 1, { tokens: { accessTtl: '2s', clockSkew: '0s' } })
   const { access_token: token } = await login(app, 'alice')
   const client = await open(t, app, token)
   await closedByPolicy(t, client, up)
@@ -114,7 +114,7 @@ t.test('the socket closes when its token expires', async (t) => {
 })
 
 t.test('websocket.closeOnExpiry: false keeps it open past expiry', async (t) => {
-  const { apps: [app] } = await gateways(t, 'memory', 1, { tokens: { accessTtl: '1s', clockSkew: '0s' }, websocket: { closeOnExpiry: false } })
+  const { apps: [app] } = await gateways(t, 'sqlite', 1, { tokens: { accessTtl: '1s', clockSkew: '0s' }, websocket: { closeOnExpiry: false } })
   const { access_token: token } = await login(app, 'alice')
   const client = await open(t, app, token)
   await new Promise((resolve) => setTimeout(resolve, 2500))
@@ -124,7 +124,7 @@ t.test('websocket.closeOnExpiry: false keeps it open past expiry', async (t) => 
 })
 
 t.test('closing the gateway (a reload replaces it) closes its sockets', async (t) => {
-  const { apps: [app], up } = await gateways(t, 'memory', 1)
+  const { apps: [app], up } = await gateways(t, 'sqlite', 1)
   const { access_token: token } = await login(app, 'alice')
   const client = await open(t, app, token)
   const closing = app.close()

@@ -1,7 +1,7 @@
 import t from 'tap'
 import type { Test } from 'tap'
 import { DenylistMirror } from '../../src/sessions/denylist-mirror.js'
-import { MemoryStore } from '../../src/sessions/memory-store.js'
+import { SqliteStore } from '../../src/sessions/sqlite-store.js'
 import { RedisStore } from '../../src/sessions/redis-store.js'
 import { StoreUnavailableError, type DenyEntry, type SessionStore } from '../../src/sessions/session-store.js'
 import { createRedisUser, SHARED_REDIS_URL, sharedPrefix, startPrivateRedis } from '../helpers/redis-server.js'
@@ -26,7 +26,7 @@ function claims (over: Partial<{ jti: string, sid: string, sub: string, iat: num
 }
 
 t.test('an access token is revoked by its jti, its sid, or its user before a time', async (t) => {
-  const mirror = new DenylistMirror(new MemoryStore(), { maxStalenessMs: MAX_STALENESS_MS })
+  const mirror = new DenylistMirror(new SqliteStore({ file: ':memory:' }), { maxStalenessMs: MAX_STALENESS_MS })
   const now = Date.now()
   mirror.apply({ kind: 'jti', value: 'j-1', expiresAt: now + 1000 })
   mirror.apply({ kind: 'sid', value: 's-1', expiresAt: now + 1000 })
@@ -42,7 +42,7 @@ t.test('an access token is revoked by its jti, its sid, or its user before a tim
 })
 
 t.test('expired entries are ignored and forgotten', async (t) => {
-  const mirror = new DenylistMirror(new MemoryStore(), { maxStalenessMs: MAX_STALENESS_MS })
+  const mirror = new DenylistMirror(new SqliteStore({ file: ':memory:' }), { maxStalenessMs: MAX_STALENESS_MS })
   const now = Date.now()
   mirror.apply({ kind: 'jti', value: 'j-1', expiresAt: now + 1000 })
   mirror.apply({ kind: 'sid', value: 's-1', expiresAt: now + 1000 })
@@ -55,8 +55,8 @@ t.test('expired entries are ignored and forgotten', async (t) => {
   t.equal(mirror.size, 0, 'the sweep drops the rest')
 })
 
-t.test('on the in-process store the mirror is trusted once started and sees revocations at once', async (t) => {
-  const store = new MemoryStore()
+t.test('on the embedded store the mirror is trusted once started and sees revocations at once', async (t) => {
+  const store = new SqliteStore({ file: ':memory:' })
   t.teardown(() => store.close())
   const entry: DenyEntry = { kind: 'jti', value: 'j-before-start', expiresAt: Date.now() + 60_000 }
   await store.revoke(entry)
@@ -144,7 +144,7 @@ t.test('a mirror whose first load fails is untrusted until Redis comes up', asyn
 })
 
 t.test('a live feed is trusted only for maxStaleness after its last beat', async (t) => {
-  const silent = new MemoryStore({ heartbeatIntervalMs: 3_600_000 })
+  const silent = new SqliteStore({ file: ':memory:', feedIntervalMs: 3_600_000 })
   t.teardown(() => silent.close())
   const mirror = openMirror(t, silent)
   const startedAt = Date.now()
@@ -153,7 +153,7 @@ t.test('a live feed is trusted only for maxStaleness after its last beat', async
   t.ok(mirror.isTrusted(Date.now()), 'the load is a proof')
   t.notOk(mirror.isTrusted(startedAt + MAX_STALENESS_MS + 1000), 'without a beat, a live-looking feed is not trusted past maxStaleness')
 
-  const beating = new MemoryStore({ heartbeatIntervalMs: 20 })
+  const beating = new SqliteStore({ file: ':memory:', feedIntervalMs: 20 })
   t.teardown(() => beating.close())
   const fed = new DenylistMirror(beating, { maxStalenessMs: 200 })
   t.teardown(() => fed.stop())
