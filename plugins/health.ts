@@ -8,16 +8,19 @@ async function healthPlugin (fastify: FastifyInstance): Promise<void> {
   fastify.get('/healthz', { logLevel: 'warn' }, async () => ({ status: 'ok' }))
 
   fastify.get('/readyz', { logLevel: 'warn' }, async (_request, reply) => {
-    const checks = { store: 'ok', denylist: 'ok' }
+    const checks: Record<string, string> = { store: 'ok', denylist: 'ok' }
     try {
       await fastify.store.ping()
     } catch {
       checks.store = 'unavailable'
     }
     if (!fastify.denylist.isTrusted(Date.now())) checks.denylist = 'stale'
-    const ready = checks.store === 'ok' && checks.denylist === 'ok'
+    // An outside issuer whose keys never arrived cannot verify its tokens.
+    const cold = fastify.trustedIssuers.notReady()
+    if (cold.length > 0) checks.trustedIssuers = `no keys: ${cold.join(', ')}`
+    const ready = checks.store === 'ok' && checks.denylist === 'ok' && cold.length === 0
     return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', checks })
   })
 }
 
-export default fp(healthPlugin, { name: 'tokengate-health', fastify: '5.x', dependencies: ['tokengate-store'] })
+export default fp(healthPlugin, { name: 'tokengate-health', fastify: '5.x', dependencies: ['tokengate-store', 'tokengate-tokens'] })

@@ -63,7 +63,7 @@ function registerRoute (scope: FastifyInstance, route: RouteConfig, writer: Iden
   const timeout = parseDuration(route.timeout)
   const loggedUpstream = route.upstream.replace(/^(https?:\/\/)[^@/]*@/, '$1')
 
-  const authenticate = route.auth === 'none' ? null : scope.authenticateWith({ mode: route.auth, scopes: route.scopes, roles: route.roles })
+  const authenticate = route.auth === 'none' ? null : scope.authenticateWith({ mode: route.auth, scopes: route.scopes, roles: route.roles, ...(route.issuers === undefined ? {} : { issuers: route.issuers }) })
   const limit = scope.routeRateLimit(route)
   if (limit === null) {
     if (authenticate !== null) scope.addHook('onRequest', authenticate)
