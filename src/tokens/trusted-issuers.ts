@@ -44,6 +44,8 @@ export class TrustedIssuer {
   private inFlight: Promise<void> | null = null
   private timer: NodeJS.Timeout | null = null
   private closed = false
+  /** The JWKS location, once known (from config or the discovery document). */
+  private discovered: string | undefined
 
   constructor (config: TrustedIssuerConfig, options: IssuerOptions) {
     this.issuer = config.issuer
@@ -94,7 +96,10 @@ export class TrustedIssuer {
     let next = this.options.refreshMs
     try {
       const signal = AbortSignal.timeout(this.options.fetchTimeoutMs ?? 5000)
-      const res = await fetch(await this.jwksUri(signal), { signal })
+      // One retry: a pooled keep-alive socket the IdP already closed gives
+      // ECONNRESET on first use, which says nothing about the IdP.
+      const get = async (): Promise<Response> => await fetch(this.discovered ??= await this.jwksUri(signal), { signal })
+      const res = await get().catch(async () => await get())
       if (!res.ok) throw new Error(`JWKS answered ${res.status}`)
       const maxAge = /max-age=(\d+)/.exec(res.headers.get('cache-control') ?? '')
       if (this.config.jwksRefresh === undefined && maxAge !== null) next = Math.max(this.options.minRefetchMs, Number(maxAge[1]) * 1000)
