@@ -2,20 +2,22 @@ import { randomBytes } from 'node:crypto'
 import fp from 'fastify-plugin'
 import '@fastify/cookie'
 import { Type, type Static } from '@sinclair/typebox'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { LoadedConfig } from '../src/config/load-config.js'
 import { parseDuration } from '../src/config/duration.js'
 import { TokenRejected } from '../src/tokens/access-token.js'
 import {
-  ERR_BAD_REQUEST, ERR_CSRF, ERR_INVALID_GRANT, ERR_LOGIN_FAILED, ERR_RATE_LIMITED, ERR_TOKEN_INVALID, ERR_TOKEN_MISSING
+  ERR_BAD_REQUEST, ERR_INVALID_GRANT, ERR_LOGIN_FAILED, ERR_RATE_LIMITED, ERR_TOKEN_INVALID, ERR_TOKEN_MISSING
 } from '../src/errors.js'
-import { dummyPasswordHash, MAX_PASSWORD_BYTES, verifyPassword } from '../src/users/password.js'
+import { MAX_PASSWORD_BYTES } from '../src/users/password.js'
 import { refreshCookie } from '../src/tokens/refresh-cookie.js'
 import { generateRefreshToken, hashRefreshToken, isWellFormedRefreshToken, openSuccessor, sealSuccessor } from '../src/tokens/refresh-token.js'
 import type { SessionInfo } from '../src/sessions/session-store.js'
-import type { UserRecord } from '../src/users/users-file.js'
+import type { SourceUser } from '../src/users/user-source.js'
 import { bearerToken, rejectionError } from '../src/tokens/bearer-token.js'
 import { clientAddress } from '../src/limits/client-address.js'
+import { checkBrowserOrigin, trustedBrowserOrigins } from '../src/tokens/browser-origins.js'
 
 // The token lifecycle a client follows: log in, refresh (rotating the refresh
 // token, detecting reuse), log out. Browsers keep the refresh token in an
@@ -56,28 +58,18 @@ async function bodyOptional (request: FastifyRequest): Promise<void> {
 /** Credentials in a URL end up in access logs and browser history; refuse them outright. */
 const CREDENTIAL_QUERY = /(^|[?&])(refresh_token|access_token|password|token)=/i
 
-/** An origin in its serialised form (lower-case, default port dropped); null when it is none. */
-function originOf (text: string): string | null {
-  try {
-    const origin = new URL(text).origin
-    return origin === 'null' ? null : origin
-  } catch {
-    return null
-  }
-}
-
 async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoutesOptions): Promise<void> {
-  const { config, users } = loaded
+  const { config } = loaded
   const cookie = refreshCookie(config.auth.cookie)
   const refreshTtlMs = parseDuration(config.tokens.refreshTtl)
   const idleTimeoutMs = parseDuration(config.tokens.idleTimeout)
   const graceMs = parseDuration(config.tokens.reuseGrace)
-  const allowedOrigins = new Set([...config.auth.allowedOrigins, ...(config.server.publicUrl === undefined ? [] : [new URL(config.server.publicUrl).origin])])
+  const trustedOrigins = trustedBrowserOrigins(config)
   const revoker = fastify.revoker
   // A session revoked for reuse stays on the denylist as long as any other revocation.
   const denyHorizonMs = revoker.horizonMs
 
-  const issueTokens = (reply: FastifyReply, user: UserRecord, sid: string, refreshToken: string, transport: 'cookie' | 'body', sessionExpiresAt: number): Static<typeof TokenResponse> => {
+  const issueTokens = (reply: FastifyReply, user: SourceUser, sid: string, refreshToken: string, transport: 'cookie' | 'body', sessionExpiresAt: number): Static<typeof TokenResponse> => {
     const access = fastify.accessTokens.issue({
       sub: user.id, sid, username: user.username, email: user.email, name: user.name, roles: user.roles, scopes: user.scopes
     })
@@ -96,40 +88,28 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
   }
 
   /** The refresh token a request carries, and whether it came from the cookie (which needs the CSRF check). */
-  const presentedRefresh = (request: FastifyRequest): { token: string, fromCookie: boolean } | null => {
-    const body = request.body as Static<typeof RefreshBody> | undefined
-    if (body?.refresh_token !== undefined) return { token: body.refresh_token, fromCookie: false }
+  const presentedRefresh = (request: FastifyRequest, body: Static<typeof RefreshBody>): { token: string, fromCookie: boolean } | null => {
+    if (body.refresh_token !== undefined) return { token: body.refresh_token, fromCookie: false }
     const fromCookie = request.cookies[cookie.name]
     return fromCookie === undefined ? null : { token: fromCookie, fromCookie: true }
   }
 
-  // A cookie rides along with any request the browser makes, including one a
-  // foreign page triggers; only our own origins may use it.
-  const checkOrigin = (request: FastifyRequest): void => {
-    if (request.headers['sec-fetch-site'] === 'cross-site') throw new ERR_CSRF()
-    const origin = request.headers.origin
-    if (origin === undefined) throw new ERR_CSRF()
-    if (allowedOrigins.has(origin)) return
-    const own = originOf(`${request.protocol}://${request.host}`)
-    if (own !== null && originOf(origin) === own) return
-    throw new ERR_CSRF()
-  }
+  const userFor = async (session: SessionInfo): Promise<SourceUser | undefined> => await fastify.userSource.findById(session.sub) ?? undefined
 
-  const userFor = (session: SessionInfo): UserRecord | undefined => users.byId.get(session.sub)
-
-  await fastify.register(async function authEndpoints (auth) {
+  // The endpoints in a scope of their own, so the credential-query check covers them and nothing else.
+  await fastify.register(async function authEndpoints (scope) {
+    // The pattern for every route plugin: take the instance with the TypeBox
+    // type provider, and each handler's request.body/params/query and reply
+    // are typed from the route's own schema (no casts).
+    const auth = scope.withTypeProvider<TypeBoxTypeProvider>()
     auth.addHook('onRequest', async (request) => {
       const query = request.url.indexOf('?')
       if (query !== -1 && CREDENTIAL_QUERY.test(request.url.slice(query))) throw new ERR_BAD_REQUEST()
     })
-    registerEndpoints(auth)
-  })
-
-  function registerEndpoints (fastify: FastifyInstance): void {
-  fastify.post('/auth/login', {
+  auth.post('/auth/login', {
     schema: { body: LoginBody, response: { 200: TokenResponse } }
   }, async (request, reply) => {
-    const { username, password, transport } = request.body as Static<typeof LoginBody>
+    const { username, password, transport } = request.body
     const account = username.toLowerCase()
     // Throttled before any hashing: a spent budget costs the gateway nothing.
     // A Redis that cannot count is a 503 (StoreUnavailableError), never a free pass.
@@ -142,11 +122,10 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
       reply.header('retry-after', seconds)
       throw new ERR_RATE_LIMITED(`${seconds}s`)
     }
-    const user = users.byUsername.get(account)
     if (Buffer.byteLength(password, 'utf8') > MAX_PASSWORD_BYTES) throw new ERR_LOGIN_FAILED()
-    // An unknown user costs one hash verification too, so timing tells nothing.
-    const ok = await verifyPassword(user?.passwordHash ?? await dummyPasswordHash(), password)
-    if (user === undefined || !ok) {
+    // The source costs unknown and disabled users the same hashing work as a wrong password.
+    const user = await fastify.userSource.authenticate(username, password)
+    if (user === null) {
       request.log.info({ event: 'login_failed' }, 'login failed')
       fastify.metrics.auth('login_failed')
       throw new ERR_LOGIN_FAILED()
@@ -171,16 +150,16 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
     return issueTokens(reply, user, sid, refreshToken, transport ?? 'cookie', expiresAt)
   })
 
-  fastify.post('/auth/refresh', {
+  auth.post('/auth/refresh', {
     preValidation: bodyOptional,
     schema: { body: RefreshBody, response: { 200: TokenResponse } }
   }, async (request, reply) => {
-    const presented = presentedRefresh(request)
+    const presented = presentedRefresh(request, request.body)
     if (presented === null) {
       fastify.metrics.auth('refresh_failed')
       throw new ERR_INVALID_GRANT()
     }
-    if (presented.fromCookie) checkOrigin(request)
+    if (presented.fromCookie) checkBrowserOrigin(request, trustedOrigins)
     if (!isWellFormedRefreshToken(presented.token)) {
       fastify.metrics.auth('refresh_failed')
       if (presented.fromCookie) clearCookie(reply)
@@ -215,7 +194,7 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
       case 'rotated':
       case 'grace': {
         const token = outcome.kind === 'rotated' ? next : openSuccessor(presented.token, outcome.sealedCurrent)
-        const user = userFor(outcome.session)
+        const user = await userFor(outcome.session)
         if (token === null || user === undefined) {
           await revoker.endSession(outcome.session.sid, now)
           fastify.metrics.auth('refresh_failed')
@@ -229,15 +208,15 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
   })
 
 
-  fastify.post('/auth/logout', {
+  auth.post('/auth/logout', {
     preValidation: bodyOptional,
     schema: { body: RefreshBody }
   }, async (request, reply) => {
     const sids = new Set<string>()
-    const presented = presentedRefresh(request)
+    const presented = presentedRefresh(request, request.body)
     const bearer = bearerToken(request)
     if (presented === null && bearer === undefined) throw new ERR_TOKEN_MISSING()
-    if (presented?.fromCookie === true) checkOrigin(request)
+    if (presented?.fromCookie === true) checkBrowserOrigin(request, trustedOrigins)
 
     let bearerRefused: Error | undefined = bearer === null ? new ERR_TOKEN_INVALID() : undefined
     if (typeof bearer === 'string') {
@@ -261,11 +240,11 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
     if (presented?.fromCookie === true || request.cookies[cookie.name] !== undefined) clearCookie(reply)
     return reply.code(204).send()
   })
-  }
+  })
 }
 
 export default fp(authRoutesPlugin, {
   name: 'tokengate-auth-routes',
   fastify: '5.x',
-  dependencies: ['tokengate-metrics', 'tokengate-tokens', 'tokengate-store', 'tokengate-authenticate', 'tokengate-rate-limit']
+  dependencies: ['tokengate-metrics', 'tokengate-tokens', 'tokengate-store', 'tokengate-authenticate', 'tokengate-rate-limit', 'tokengate-user-source']
 })

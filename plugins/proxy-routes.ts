@@ -20,6 +20,13 @@ import { toGatewayError } from '../src/error-response.js'
 // hooks: rate limit + authenticate → authorize → size guard → proxy. Everything a route
 // needs per request (header plan, policy, limits) is computed here, once.
 
+/**
+ * Per-request state of this plugin's own, under a symbol nothing outside
+ * this file can name (as fastify keeps its kName symbols): it stays off the
+ * request's public surface, with no allocation beyond the decorated slot.
+ */
+const kUpstreamSentAt = Symbol('tokengate.upstreamSentAt')
+
 declare module 'fastify' {
   interface FastifyContextConfig {
     /** the route prefix a proxied request matched, for logs and metrics */
@@ -29,7 +36,7 @@ declare module 'fastify' {
   }
   interface FastifyRequest {
     /** performance.now() when a proxied request was handed to the upstream; 0 before */
-    upstreamSentAt: number
+    [kUpstreamSentAt]: number
   }
 }
 
@@ -50,7 +57,7 @@ async function proxyRoutesPlugin (fastify: FastifyInstance, { config }: ProxyRou
   const cookieNames = gatewayCookieNames(config.auth.cookie)
   const writer = compileIdentityHeaders(config.identity.headers, cookieNames)
   const trustProxy = config.server.trustProxy !== false
-  fastify.decorateRequest('upstreamSentAt', 0)
+  fastify.decorateRequest(kUpstreamSentAt, 0)
   for (const route of config.routes) {
     await fastify.register(async function proxiedRoute (scope) {
       registerRoute(scope, route, writer, cookieNames, trustProxy, fastify.metrics.route(route.prefix))
@@ -134,7 +141,7 @@ function registerRoute (scope: FastifyInstance, route: RouteConfig, writer: Iden
       if (climbsOut(dest)) throw new ERR_BAD_REQUEST()
       if (declaredLengthExceeds(request.headers['content-length'], route.bodyLimit)) throw new ERR_BODY_TOO_LARGE()
       const body = isReadable(request.body) ? limitBody(request.body, route.bodyLimit) : null
-      request.upstreamSentAt = performance.now()
+      request[kUpstreamSentAt] = performance.now()
       forward(request, reply, dest, body, plan, hooks.rewriteHeaders as RewriteResponseHeaders)
     },
     replyOptions: {
@@ -142,7 +149,7 @@ function registerRoute (scope: FastifyInstance, route: RouteConfig, writer: Iden
       // prefix, invalid values dropped) and called once the upstream's answer
       // headers are in: that is the upstream's latency.
       rewriteHeaders: (headers, request) => {
-        if (request !== undefined) series.upstreamAnswered((performance.now() - (request as FastifyRequest).upstreamSentAt) / 1000)
+        if (request !== undefined) series.upstreamAnswered((performance.now() - (request as FastifyRequest)[kUpstreamSentAt]) / 1000)
         return withoutGatewayCookies(headers as IncomingHttpHeaders, cookieNames)
       }
     }

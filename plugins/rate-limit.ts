@@ -139,7 +139,8 @@ async function rateLimitPlugin (fastify: FastifyInstance, { config }: RateLimitP
   }
 
   if (redis !== null) {
-    watchOutages(redis, (err) => fastify.log.warn({ err }, 'rate-limit Redis connection failed; retrying in the background'))
+    watchOutages(redis, (err) => fastify.log.warn({ err }, 'rate-limit Redis connection failed; retrying in the background'),
+      () => fastify.log.info('rate-limit Redis connection is back'))
     fastify.addHook('onReady', async () => {
       // Not fatal: routes follow onStoreError and login answers 503 until Redis answers.
       await whenReady(redis, connectTimeoutMs).catch((err: unknown) => {

@@ -1,7 +1,9 @@
 import fp from 'fastify-plugin'
-import { Type, type Static } from '@sinclair/typebox'
+import { Type } from '@sinclair/typebox'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { FastifyInstance } from 'fastify'
 import { ERR_SESSION_NOT_FOUND } from '../src/errors.js'
+import { signedIn } from '../src/tokens/signed-in.js'
 
 // A user's view of their own sessions: list them, end one, end all.
 
@@ -17,14 +19,16 @@ const SessionView = Type.Object({
 
 const SessionParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$' }) })
 
-async function sessionRoutesPlugin (fastify: FastifyInstance): Promise<void> {
-  const signedIn = fastify.authenticateWith({ mode: 'required', scopes: [], roles: [] })
+// typed from the schemas as plugins/auth-routes.ts explains
+async function sessionRoutesPlugin (instance: FastifyInstance): Promise<void> {
+  const fastify = instance.withTypeProvider<TypeBoxTypeProvider>()
+  const authenticated = fastify.authenticateWith({ mode: 'required', scopes: [], roles: [] })
 
   fastify.get('/auth/sessions', {
-    onRequest: signedIn,
+    onRequest: authenticated,
     schema: { response: { 200: Type.Object({ sessions: Type.Array(SessionView) }) } }
   }, async (request) => {
-    const me = request.identity!
+    const me = signedIn(request)
     const sessions = await fastify.store.listSessions(me.sub, Date.now())
     return {
       sessions: sessions.map((s) => ({
@@ -40,11 +44,11 @@ async function sessionRoutesPlugin (fastify: FastifyInstance): Promise<void> {
   })
 
   fastify.delete('/auth/sessions/:id', {
-    onRequest: signedIn,
+    onRequest: authenticated,
     schema: { params: SessionParams }
   }, async (request, reply) => {
-    const me = request.identity!
-    const { id } = request.params as Static<typeof SessionParams>
+    const me = signedIn(request)
+    const { id } = request.params
     // Only the caller's own sessions; someone else's is "not found", not "forbidden".
     const mine = await fastify.store.listSessions(me.sub, Date.now())
     if (!mine.some((s) => s.sid === id)) throw new ERR_SESSION_NOT_FOUND()
@@ -53,10 +57,11 @@ async function sessionRoutesPlugin (fastify: FastifyInstance): Promise<void> {
     return reply.code(204).send()
   })
 
-  fastify.post('/auth/logout-all', { onRequest: signedIn }, async (request, reply) => {
-    const me = request.identity!
+  fastify.post('/auth/logout-all', { onRequest: authenticated }, async (request, reply) => {
+    const me = signedIn(request)
     const sids = await fastify.revoker.endUser(me.sub)
     request.log.info({ event: 'logout_all', sub: me.sub, sessions: sids.length }, 'logout from every session')
+    fastify.metrics.auth('logout_all')
     return reply.code(204).send()
   })
 }
@@ -64,5 +69,5 @@ async function sessionRoutesPlugin (fastify: FastifyInstance): Promise<void> {
 export default fp(sessionRoutesPlugin, {
   name: 'tokengate-session-routes',
   fastify: '5.x',
-  dependencies: ['tokengate-authenticate', 'tokengate-store']
+  dependencies: ['tokengate-metrics', 'tokengate-authenticate', 'tokengate-store']
 })

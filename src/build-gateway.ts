@@ -3,6 +3,8 @@ import cookie from '@fastify/cookie'
 import type { LoadedConfig } from './config/load-config.js'
 import { httpServerOptions, serverLimits } from './ops/server-limits.js'
 import { requestIdFor } from './ops/request-id.js'
+import { clientErrorHandler } from './ops/client-error.js'
+import { answerFrameworkError } from './error-response.js'
 import type { SessionStore } from './sessions/session-store.js'
 import type { GatewayMetrics } from './ops/gateway-metrics.js'
 import errors from '../plugins/errors.js'
@@ -15,6 +17,9 @@ import authRoutes from '../plugins/auth-routes.js'
 import sessionRoutes from '../plugins/session-routes.js'
 import adminRoutes from '../plugins/admin-routes.js'
 import health from '../plugins/health.js'
+import userSource from '../plugins/user-source.js'
+import oauthRoutes from '../plugins/oauth-routes.js'
+import passwordRoutes from '../plugins/password-routes.js'
 import accessLog from '../plugins/access-log.js'
 import proxyRoutes from '../plugins/proxy-routes.js'
 import rateLimit from '../plugins/rate-limit.js'
@@ -56,6 +61,9 @@ export async function buildGateway (loaded: LoadedConfig, options: BuildOptions 
     forceCloseConnections: 'idle',
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
+    // errors raised before routing answer with our body and a TG_ code too
+    clientErrorHandler: clientErrorHandler(limits.maxHeaderSize),
+    frameworkErrors: answerFrameworkError,
     // Our schemas reject what they do not know; nothing is coerced or dropped silently.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true } }
   })
@@ -68,10 +76,13 @@ export async function buildGateway (loaded: LoadedConfig, options: BuildOptions 
   await app.register(tokens, { loaded })
   await app.register(authenticate)
   await app.register(accessLog)
+  await app.register(userSource, { loaded })
   await app.register(health)
   await app.register(rateLimit, { config })
   await app.register(authRoutes, { loaded })
   await app.register(sessionRoutes)
+  await app.register(oauthRoutes, { loaded })
+  await app.register(passwordRoutes)
   await app.register(adminRoutes, { adminRole: config.auth.adminRole })
   await app.register(proxyRoutes, { config })
   return app

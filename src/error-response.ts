@@ -1,5 +1,5 @@
 import { STATUS_CODES } from 'node:http'
-import type { FastifyError, FastifyReply } from 'fastify'
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
 import {
   ERROR_CODES, ERR_BAD_REQUEST, ERR_BODY_TOO_LARGE, ERR_INTERNAL, ERR_STORE_UNAVAILABLE,
   ERR_UNSUPPORTED_MEDIA_TYPE, ERR_UPSTREAM_BAD_GATEWAY, ERR_UPSTREAM_TIMEOUT, ERR_UPSTREAM_UNAVAILABLE, ERR_VALIDATION,
@@ -42,10 +42,20 @@ const UPSTREAM_ERRORS: Record<string, new (options?: { cause: unknown }) => Fast
   ERR_HTTP_INVALID_STATUS_CODE: ERR_UPSTREAM_BAD_GATEWAY
 }
 
+/**
+ * Node's IncomingMessage reports a client that hung up mid-body as ECONNRESET
+ * with the message "aborted": the client's doing, not an upstream's, though
+ * it shares the code with an upstream resetting its socket.
+ */
+export function isClientAbort (error: Error): boolean {
+  return (error as FastifyError).code === 'ECONNRESET' && error.message === 'aborted'
+}
+
 /** Maps anything thrown inside the gateway to one of our registered errors. */
 export function toGatewayError (error: FastifyError | Error): FastifyError {
   const e = error as FastifyError
   if (e.code !== undefined && ERROR_CODES.has(e.code)) return e
+  if (isClientAbort(error)) return new ERR_BAD_REQUEST()
   // Our own error (a body cut at its limit) or a refused connection may be
   // underneath what undici reports.
   const inner = rootCause(error)
@@ -92,6 +102,15 @@ export function bearerChallenge (error: FastifyError): string | undefined {
   // RFC 6750 §3: no error attribute when the request carried no token.
   if (spec.challenge === 'bare') return `Bearer realm="${REALM}"`
   return `Bearer realm="${REALM}", error="${spec.oauth ?? 'invalid_token'}", error_description="${error.message}"`
+}
+
+/**
+ * Fastify's `frameworkErrors` option: errors its router raises before any
+ * route (a path that does not decode, such as `/x/%zz`) get our body too.
+ */
+export function answerFrameworkError (error: FastifyError, _request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  reply.log.info({ code: 'TG_BAD_REQUEST', cause: error.code }, 'request refused')
+  return sendError(reply, toGatewayError(error))
 }
 
 export function sendError (reply: FastifyReply, error: FastifyError): FastifyReply {

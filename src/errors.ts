@@ -48,12 +48,19 @@ export const ERRORS = {
   TG_FORBIDDEN: { status: 403, message: 'You may not do this' },
   TG_SESSION_NOT_FOUND: { status: 404, message: 'No such session' },
   TG_RATE_LIMITED: { status: 429, message: 'Too many requests, retry in %s' },
+  TG_INVALID_CLIENT: { status: 401, message: 'Client authentication failed', oauth: 'invalid_client' },
+  TG_INVALID_SCOPE: { status: 400, message: 'The requested scope is not allowed for this client', oauth: 'invalid_scope' },
+  TG_UNSUPPORTED_GRANT_TYPE: { status: 400, message: 'Only grant_type=client_credentials is supported here', oauth: 'unsupported_grant_type' },
+  TG_OAUTH_INVALID_REQUEST: { status: 400, message: 'Invalid request: %s', oauth: 'invalid_request' },
+  TG_PASSWORD_CHANGE_UNSUPPORTED: { status: 405, message: 'Passwords cannot be changed here: the user source is read-only (users file, or no passwordUpdateQuery)' },
+  TG_PASSWORD_INCORRECT: { status: 403, message: 'The current password is wrong' },
 
   TG_INTERNAL: { status: 500, message: 'Internal error' },
   TG_UPSTREAM_BAD_GATEWAY: { status: 502, message: 'The upstream service failed' },
   TG_UPSTREAM_UNAVAILABLE: { status: 503, message: 'The upstream service is unavailable' },
   TG_UPSTREAM_TIMEOUT: { status: 504, message: 'The upstream service did not answer in time' },
   TG_STORE_UNAVAILABLE: { status: 503, message: 'The session store is unavailable, retry shortly', outage: true },
+  TG_USERS_UNAVAILABLE: { status: 503, message: 'The user database is unavailable, retry shortly', outage: true },
   TG_SHUTTING_DOWN: { status: 503, message: 'The gateway is shutting down' }
 } as const satisfies Record<string, ErrorSpec>
 
@@ -94,10 +101,17 @@ export const ERR_CSRF = define('TG_CSRF')
 export const ERR_FORBIDDEN = define('TG_FORBIDDEN')
 export const ERR_SESSION_NOT_FOUND = define('TG_SESSION_NOT_FOUND')
 export const ERR_RATE_LIMITED = define('TG_RATE_LIMITED')
+export const ERR_INVALID_CLIENT = define('TG_INVALID_CLIENT')
+export const ERR_INVALID_SCOPE = define('TG_INVALID_SCOPE')
+export const ERR_UNSUPPORTED_GRANT_TYPE = define('TG_UNSUPPORTED_GRANT_TYPE')
+export const ERR_OAUTH_INVALID_REQUEST = define('TG_OAUTH_INVALID_REQUEST')
+export const ERR_PASSWORD_CHANGE_UNSUPPORTED = define('TG_PASSWORD_CHANGE_UNSUPPORTED')
+export const ERR_PASSWORD_INCORRECT = define('TG_PASSWORD_INCORRECT')
 
 export const ERR_INTERNAL = define('TG_INTERNAL')
 export const ERR_UPSTREAM_BAD_GATEWAY = define('TG_UPSTREAM_BAD_GATEWAY')
 export const ERR_UPSTREAM_UNAVAILABLE = define('TG_UPSTREAM_UNAVAILABLE')
 export const ERR_UPSTREAM_TIMEOUT = define('TG_UPSTREAM_TIMEOUT')
 export const ERR_STORE_UNAVAILABLE = define('TG_STORE_UNAVAILABLE')
+export const ERR_USERS_UNAVAILABLE = define('TG_USERS_UNAVAILABLE')
 export const ERR_SHUTTING_DOWN = define('TG_SHUTTING_DOWN')

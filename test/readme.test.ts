@@ -43,6 +43,8 @@ t.test('the README walk-through works as written', async (t) => {
   t.match(out, '"x-user-scopes": "orders:read orders:write"')
   t.notMatch(out, '"x-user-id": "root"', 'the forged header was dropped')
   t.match(out, '"url": "/orders/42"')
+  t.match(out, '"x-user-id": "svc-reports"', 'the machine client\'s token reached the upstream')
+  t.match(out, '"active":true', 'the client introspected alice\'s token')
   t.match(out, /204\n401\n/)
   t.match(out, '"code":"TG_CSRF"')
   t.notMatch(logs, /alice-demo-password|bob-demo-password/)

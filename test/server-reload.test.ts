@@ -5,8 +5,9 @@ import { join } from 'node:path'
 import t from 'tap'
 import { stringify } from 'yaml'
 import { writeTestConfig } from './helpers/gateway.js'
-import { eventually } from './helpers/redis-server.js'
+
 import { closedPort, startUpstream } from './helpers/upstream.js'
+import { waitFor } from './helpers/wait-for.js'
 
 // SIGHUP re-reads the config: a valid one takes effect on the running
 // process (new routes answer, removed ones 404, changed upstreams are used)
@@ -59,7 +60,7 @@ t.test('SIGHUP with a good config applies it without dropping anything; with a b
   let errors = ''
   child.stdout.on('data', (c) => { logs += String(c) })
   child.stderr.on('data', (c) => { errors += String(c) })
-  await eventually('the gateway listens', () => logs.includes('Server listening'), 200, 50)
+  await waitFor('the gateway listens', () => logs.includes('Server listening'), 200, 50)
 
   const agent = new Agent({ keepAlive: true, maxSockets: 1 })
   t.teardown(() => agent.destroy())
@@ -70,9 +71,9 @@ t.test('SIGHUP with a good config applies it without dropping anything; with a b
   // A new route, a removed one, the slow one kept.
   write([{ prefix: '/two', upstream: first.url, auth: 'none' }, { prefix: '/slow', upstream: slow.url, auth: 'none' }])
   child.kill('SIGHUP')
-  await eventually('the new route answers', async () => (await get(port, '/two/x')).status === 200, 200, 50)
+  await waitFor('the new route answers', async () => (await get(port, '/two/x')).status === 200, 200, 50)
   // The line is written after the swap, so it may trail the first answer.
-  await eventually('the reload is logged', () => logs.includes('configuration reloaded'), 200, 50)
+  await waitFor('the reload is logged', () => logs.includes('configuration reloaded'), 200, 50)
   t.equal((await get(port, '/one/x')).status, 404, 'a removed route is gone')
   const again = await get(port, '/two/y', agent)
   t.same(again, { status: 200, body: 'from first', reused: true }, 'the open keep-alive connection was kept and now reaches the new config')
@@ -83,7 +84,7 @@ t.test('SIGHUP with a good config applies it without dropping anything; with a b
   write([{ prefix: '/two', upstream: second.url, auth: 'none' }])
   child.kill('SIGHUP')
   t.teardown(() => { if (process.env.TG_DEBUG !== undefined) console.error(logs, errors) })
-  await eventually('the route uses its new upstream', async () => (await get(port, '/two/x')).body === 'from second', 200, 50)
+  await waitFor('the route uses its new upstream', async () => (await get(port, '/two/x')).body === 'from second', 200, 50)
   t.equal((await get(port, '/slow/x')).status, 404)
 
   // A broken config is refused with file:line messages; the running one stays.
@@ -94,7 +95,7 @@ t.test('SIGHUP with a good config applies it without dropping anything; with a b
     routes: [{ prefix: '/three', upstream: first.url, auth: 'sometimes' }, { prefix: '/four' }]
   }))
   child.kill('SIGHUP')
-  await eventually('the reload is refused', () => errors.includes('reload refused'), 200, 50)
+  await waitFor('the reload is refused', () => errors.includes('reload refused'), 200, 50)
   t.match(errors, new RegExp(`${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:\\d+:\\d+ routes\\[0\\]\\.auth must be one of required, optional, none`))
   t.match(errors, /:\d+:\d+ routes\[1\]\.upstream is required/)
   t.match(logs, 'reload refused')

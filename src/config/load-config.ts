@@ -1,13 +1,14 @@
+import { accessSync, constants } from 'node:fs'
 import { isIP } from 'node:net'
 import { dirname, resolve } from 'node:path'
 import { parseDuration } from './duration.js'
 import { GatewayConfigSchema, type GatewayConfig } from './schema.js'
 import { ConfigError, YamlSource, type ConfigIssue } from './yaml-source.js'
 import { loadTokenKeys, type TokenKeys } from '../tokens/token-keys.js'
-import { readUsers, type UserDirectory } from '../users/users-file.js'
+import { readUsers, type UserDirectory, type UserRecord } from '../users/users-file.js'
 
 /** Paths the gateway answers itself; a proxied route may not shadow them. */
-export const RESERVED_PREFIXES = ['/auth', '/admin', '/.well-known', '/healthz', '/readyz', '/metrics'] as const
+export const RESERVED_PREFIXES = ['/auth', '/admin', '/oauth', '/.well-known', '/healthz', '/readyz', '/metrics'] as const
 
 /** A config that passed every check, with what it points at already loaded. */
 export interface LoadedConfig {
@@ -40,14 +41,54 @@ export function checkConfig (file: string, env: NodeJS.ProcessEnv = process.env)
   })
   const keys = loadTokenKeys(config.tokens, baseDir, (path, message) => source.report(path, message))
 
-  const usersFile = resolve(baseDir, config.auth.users.file)
-  const usersSource = new YamlSource(usersFile, null)
-  const users = readUsers(usersSource)
+  checkClients(config, source)
+  // With PostgreSQL the users are read per login (plugins/user-source.ts); the directory stays empty.
+  const usersConfig = config.auth.users
+  if ((usersConfig.file === undefined) === (usersConfig.postgres === undefined)) source.report(['auth', 'users'], 'must have exactly one of file or postgres')
+  const usersFile = usersConfig.file === undefined ? null : resolve(baseDir, usersConfig.file)
+  const read = usersFile === null
+    ? { directory: { byUsername: new Map<string, UserRecord>(), byId: new Map<string, UserRecord>() }, issues: [] }
+    : readUsersAt(usersFile, source)
+  const users = read?.directory ?? null
 
-  const issues = [...source.issues, ...usersSource.issues]
+  // A client's tokens carry its id as sub: shared with a user, one revocation would hit both.
+  if (users !== null) {
+    config.auth.clients.forEach((client, i) => {
+      if (users.byId.has(client.id)) source.report(['auth', 'clients', i, 'id'], `is also the id of a user in ${config.auth.users.file ?? 'the users file'}`)
+    })
+  }
+  const issues = [...source.issues, ...(read?.issues ?? [])]
   if (issues.length > 0 || keys === null || users === null) return { loaded: null, issues }
-  config.auth.users.file = usersFile
+  if (usersFile !== null) usersConfig.file = usersFile
   return { loaded: { file, config, keys, users }, issues: [] }
+}
+
+/**
+ * A users file that cannot be opened is a mistake in the config, so it is
+ * reported there, at `auth.users.file`; problems inside it at their own lines.
+ */
+function readUsersAt (usersFile: string, source: YamlSource): { directory: UserDirectory | null, issues: ConfigIssue[] } | null {
+  try {
+    accessSync(usersFile, constants.R_OK)
+  } catch (err) {
+    source.report(['auth', 'users', 'file'], `cannot be read: ${(err as NodeJS.ErrnoException).code ?? String(err)} (${usersFile})`)
+    return null
+  }
+  const usersSource = new YamlSource(usersFile, null)
+  return { directory: readUsers(usersSource), issues: usersSource.issues }
+}
+
+function checkClients (config: GatewayConfig, source: YamlSource): void {
+  const ids = new Map<string, number>()
+  config.auth.clients.forEach((client, i) => {
+    const earlier = ids.get(client.id)
+    if (earlier !== undefined) source.report(['auth', 'clients', i, 'id'], `duplicates auth.clients[${earlier}].id "${client.id}"`)
+    ids.set(client.id, i)
+    // The denylist keeps an entry for tokens.accessTtl; a longer-lived token would outlive its revocation.
+    if (client.accessTtl !== undefined && parseDuration(client.accessTtl) > parseDuration(config.tokens.accessTtl)) {
+      source.report(['auth', 'clients', i, 'accessTtl'], `must not be longer than tokens.accessTtl (${config.tokens.accessTtl})`)
+    }
+  })
 }
 
 function checkServer (config: GatewayConfig, source: YamlSource): void {

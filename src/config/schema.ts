@@ -82,8 +82,33 @@ export const TokensSchema = Type.Object({
   trustedIssuers: Type.Array(TrustedIssuerSchema, { default: [], description: 'outside identity providers whose tokens routes may accept (route.issuers)' })
 }, Strict)
 
+export const PostgresUsersSchema = Type.Object({
+  url: Type.String({ pattern: '^postgres(ql)?://', description: 'postgres://user:pass@host:5432/db (use ${VAR} for the password)' }),
+  query: Type.String({ minLength: 1, description: 'SELECT taking the login name as $1, returning id, username, password_hash [, roles, scopes, email, name, disabled]' }),
+  idQuery: Type.Optional(Type.String({ minLength: 1, description: 'the same columns by user id ($1), so a refresh sees role changes and disabled users' })),
+  rehashQuery: Type.Optional(Type.String({ minLength: 1, description: 'UPDATE taking the user id as $1 and an argon2id hash as $2, run after a login verified an older kind of hash' })),
+  passwordUpdateQuery: Type.Optional(Type.String({ minLength: 1, description: 'UPDATE taking the user id as $1 and the new hash as $2; enables POST /auth/password' })),
+  connectTimeout: Duration('connecting to PostgreSQL', '2s'),
+  statementTimeout: Duration('one query', '2s')
+}, Strict)
+
+export const ClientSchema = Type.Object({
+  id: Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9._:-]+$', description: 'the client_id; becomes the token sub' }),
+  secretHash: Type.String({ pattern: '^\\$argon2id\\$', description: 'an argon2id hash of the client secret from `gateway hash-password`' }),
+  scopes: Type.Array(Type.String({ pattern: '^[\\x21\\x23-\\x5b\\x5d-\\x7e]+$' }), { default: [], description: 'the most a token of this client may carry' }),
+  roles: Type.Array(Type.String({ pattern: '^[A-Za-z0-9._:-]+$' }), { default: [] }),
+  accessTtl: Type.Optional(Duration('access token lifetime for this client; default tokens.accessTtl')),
+  introspect: Type.Boolean({ default: false, description: 'may call POST /oauth/introspect' })
+}, Strict)
+
 export const AuthSchema = Type.Object({
-  users: Type.Object({ file: Type.String({ minLength: 1, description: 'users YAML file, relative to the config file' }) }, Strict),
+  // One object with two optional keys rather than a union: a typo inside
+  // `postgres` is then reported at its own line, not as "must be one of".
+  users: Type.Object({
+    file: Type.Optional(Type.String({ minLength: 1, description: 'users YAML file, relative to the config file' })),
+    postgres: Type.Optional(PostgresUsersSchema)
+  }, { ...Strict, description: 'where users live: exactly one of file or postgres' }),
+  clients: Type.Array(ClientSchema, { default: [], description: 'machine clients for POST /oauth/token (client_credentials), /oauth/introspect and /oauth/revoke' }),
   loginRateLimit: Type.Object({
     max: Type.Integer({ minimum: 1, default: 5, description: 'failed logins per account (username) per window; then 429 until the window ends' }),
     addressMax: Type.Optional(Type.Integer({ minimum: 1, description: 'failed logins per client address per window, over all accounts; default 5 × max' })),

@@ -12,7 +12,9 @@ import { StoreUnavailableError } from '../sessions/session-store.js'
 // NAT address who log in successfully never lock each other out. To count
 // only failures without a race (a burst of parallel guesses all passing a
 // "peek" before any failure is recorded), an attempt first takes a unit from
-// both budgets atomically, and a success gives it back.
+// both budgets atomically, and a success gives it back. A counter given back
+// to zero is dropped, so that a window starts with the first failure, not
+// with a success that happened to come first.
 
 export interface LoginBudget {
   /** failed attempts per account per window */
@@ -73,7 +75,9 @@ export class MemoryLoginThrottle implements LoginThrottle {
   async giveBack (attempt: LoginAttempt, now: number): Promise<void> {
     for (const key of [`u:${attempt.account}`, `a:${attempt.address}`]) {
       const counter = this.#live(key, now)
-      if (counter !== undefined && counter.count > 0) counter.count--
+      if (counter === undefined) continue
+      if (counter.count > 1) counter.count--
+      else this.#counters.delete(key)
     }
   }
 
@@ -127,10 +131,12 @@ end
 return -1
 `
 
-// KEYS: account counter, address counter. DECR keeps the key's expiry.
+// KEYS: account counter, address counter. DECR keeps the key's expiry; the
+// last unit deletes the key, so the next failure starts a window of its own.
 const GIVE_BACK_LUA = `
 for i = 1, 2 do
-  if tonumber(redis.call('GET', KEYS[i]) or '0') > 0 then redis.call('DECR', KEYS[i]) end
+  local n = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if n > 1 then redis.call('DECR', KEYS[i]) elseif n == 1 then redis.call('DEL', KEYS[i]) end
 end
 return 0
 `

@@ -12,7 +12,7 @@ export const METRIC_PREFIX = 'tokengate_'
 export const AUTH_OUTCOMES = [
   'login', 'login_failed', 'rate_limited',
   'refresh', 'refresh_grace', 'refresh_failed', 'reuse_detected',
-  'logout',
+  'logout', 'logout_all',
   'missing_token', 'invalid_token', 'expired_token', 'revoked', 'insufficient_scope'
 ] as const
 export type AuthOutcome = typeof AUTH_OUTCOMES[number]

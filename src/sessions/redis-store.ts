@@ -26,6 +26,7 @@ import {
 // Redis-Cluster-safe: on Cluster every key would have to share a hash tag.
 
 export interface RedisStoreLog {
+  info (obj: object, msg: string): void
   warn (obj: object, msg: string): void
   error (obj: object, msg: string): void
 }
@@ -377,7 +378,7 @@ export class RedisStore implements SessionStore {
   #watch (client: Redis, name: string): void {
     watchOutages(client, (err) => {
       if (!this.#closed) this.#opts.log?.warn({ err, client: name }, `${name} connection failed; retrying in the background`)
-    })
+    }, () => { this.#opts.log?.info({ client: name }, `${name} connection is back`) })
   }
 
   async #run<T> (what: string, command: (r: ScriptedRedis) => Promise<T>): Promise<T> {
@@ -475,14 +476,18 @@ export function fastFailClientOptions (connectTimeoutMs: number, commandTimeoutM
  * Calls `onDown` once per outage, not at every reconnect attempt. The 'error'
  * listener is also what keeps ioredis from crashing the process.
  */
-export function watchOutages (client: Redis, onDown: (err: Error) => void): void {
+export function watchOutages (client: Redis, onDown: (err: Error) => void, onUp?: () => void): void {
   let down = false
   client.on('error', (err: Error) => {
     if (down) return
     down = true
     onDown(err)
   })
-  client.on('ready', () => { down = false })
+  client.on('ready', () => {
+    // the outage ends once, where it began once: one line each
+    if (down) onUp?.()
+    down = false
+  })
 }
 
 /** Says goodbye to a Redis that answers; one that cannot is simply dropped. */

@@ -39,6 +39,10 @@ export interface IssueInput {
   name?: string
   roles: readonly string[]
   scopes: readonly string[]
+  /** A machine client's token (client_credentials) names the client (RFC 9068 §2.2). */
+  clientId?: string
+  /** Overrides the configured lifetime (a client's own accessTtl). */
+  ttlMs?: number
 }
 
 export interface IssuedAccessToken {
@@ -128,7 +132,7 @@ export class AccessTokens {
 
   issue (input: IssueInput, now = Date.now()): IssuedAccessToken {
     const iat = Math.floor(now / 1000)
-    const expiresIn = Math.floor(this.options.accessTtlMs / 1000)
+    const expiresIn = Math.floor((input.ttlMs ?? this.options.accessTtlMs) / 1000)
     const jti = randomUUID()
     const payload: Record<string, unknown> = {
       iss: this.options.issuer,
@@ -144,6 +148,7 @@ export class AccessTokens {
     }
     if (input.email !== undefined) payload.email = input.email
     if (input.name !== undefined) payload.name = input.name
+    if (input.clientId !== undefined) payload.client_id = input.clientId
     return { token: this.sign_(payload), jti, exp: iat + expiresIn, expiresIn }
   }
 

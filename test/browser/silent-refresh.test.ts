@@ -1,6 +1,7 @@
 import t from 'tap'
-import { eventually } from '../helpers/redis-server.js'
+
 import { assertNothingReadable, browserSkip, callApi, expiresAtMs, launchBrowser, logIn, openApp, startBrowserGateway, watchAccessTokens } from '../helpers/browser.js'
+import { waitFor } from '../helpers/wait-for.js'
 
 // An expired access token costs the user nothing: the app's next API call
 // gets a 401, refreshes with the cookie, and retries once, and the upstream
@@ -17,7 +18,7 @@ t.test('the first API call after the access token expires refreshes silently and
   const [cookie] = await context.cookies()
   await assertNothingReadable(t, page, 'after login', [first, cookie.value])
 
-  await eventually('the access token has expired', () => Date.now() > expiresAtMs(first) + 250, 100, 100)
+  await waitFor('the access token has expired', () => Date.now() > expiresAtMs(first) + 250, 100, 100)
   const answered = gateway.answers.length
   const seen = gateway.upstreamSeen.length
   const call = await callApi(page)

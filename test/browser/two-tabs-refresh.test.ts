@@ -1,6 +1,7 @@
 import t from 'tap'
-import { eventually } from '../helpers/redis-server.js'
+
 import { assertNothingReadable, browserSkip, callApi, expiresAtMs, launchBrowser, logIn, openApp, startBrowserGateway, watchAccessTokens } from '../helpers/browser.js'
+import { waitFor } from '../helpers/wait-for.js'
 
 // Two tabs share one refresh cookie. When both find their access token
 // expired and refresh at the same moment, both present the same refresh
@@ -51,7 +52,7 @@ t.test('two tabs refreshing at the same moment both stay logged in', { skip: bro
   t.ok(tokenA !== undefined && tokenB !== undefined && tokenA !== tokenB)
   const [before] = await context.cookies()
 
-  await eventually('both access tokens have expired', () => Date.now() > Math.max(expiresAtMs(tokenA), expiresAtMs(tokenB)) + 250, 100, 100)
+  await waitFor('both access tokens have expired', () => Date.now() > Math.max(expiresAtMs(tokenA), expiresAtMs(tokenB)) + 250, 100, 100)
   const answered = gateway.answers.length
   barrier.arm()
   const [callA, callB] = await Promise.all([callApi(tabA), callApi(tabB)])

@@ -35,15 +35,18 @@ export function writeEs256Key (dir: string, name = 'es256.pem'): string {
   return file
 }
 
-function merge (base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> {
-  const out: Record<string, unknown> = { ...base }
+/** Deep-merges config overrides: objects merge key by key, anything else (arrays included) replaces. */
+export function mergeConfig (base: ConfigOverrides, over: ConfigOverrides): ConfigOverrides {
+  const out: ConfigOverrides = { ...base }
   for (const [key, value] of Object.entries(over)) {
     const prev = out[key]
-    out[key] = value !== null && typeof value === 'object' && !Array.isArray(value) && prev !== null && typeof prev === 'object' && !Array.isArray(prev)
-      ? merge(prev as Record<string, unknown>, value as Record<string, unknown>)
-      : value
+    out[key] = isObject(value) && isObject(prev) ? mergeConfig(prev, value) : value
   }
   return out
+}
+
+function isObject (v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v)
 }
 
 /** Writes config + users + key into a fresh temp dir and returns the config file path. */
@@ -58,7 +61,7 @@ export async function writeTestConfig (overrides: ConfigOverrides = {}): Promise
     routes: []
   }
   const file = join(dir, 'gateway.config.yaml')
-  writeFileSync(file, stringify(merge(base, overrides)))
+  writeFileSync(file, stringify(mergeConfig(base, overrides)))
   return { file, dir }
 }
 

@@ -3,7 +3,9 @@ import { once } from 'node:events'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import type { Test } from 'tap'
 import type { LoadedConfig } from '../../src/config/load-config.js'
-import { startGateways, testConfig, type ConfigOverrides } from './gateway.js'
+import { mergeConfig, startGateways, testConfig, type ConfigOverrides } from './gateway.js'
+
+export { mergeConfig }
 import { sharedPrefix, SHARED_REDIS_URL } from './redis-server.js'
 import { startUpstream, type TestUpstream } from './upstream.js'
 
@@ -16,19 +18,6 @@ export const STORE_KINDS: readonly StoreKind[] = ['memory', 'redis']
 
 /** A proxied route every lifecycle test uses to ask "is this access token still accepted?". */
 export const API = '/api'
-
-export function mergeConfig (base: ConfigOverrides, over: ConfigOverrides): ConfigOverrides {
-  const out: ConfigOverrides = { ...base }
-  for (const [key, value] of Object.entries(over)) {
-    const prev = out[key]
-    out[key] = isObject(value) && isObject(prev) ? mergeConfig(prev, value) : value
-  }
-  return out
-}
-
-function isObject (v: unknown): v is Record<string, unknown> {
-  return v !== null && typeof v === 'object' && !Array.isArray(v)
-}
 
 /** Config for a store: nothing for memory, the shared Redis under a fresh prefix (deleted on teardown) for redis. */
 export function storeConfig (t: Test, kind: StoreKind, label: string): ConfigOverrides {
@@ -102,7 +91,6 @@ export function clearsCookie (line: string): boolean {
 }
 
 /** Polls until a condition holds; the number of tries is never asserted. */
-export { eventually as waitFor } from './redis-server.js'
 
 export interface NetworkLink {
   /** redis:// URL that goes through the link */

@@ -130,19 +130,6 @@ function answersPing (port: number): Promise<boolean> {
   })
 }
 
-/** Polls until `check` holds, for effects that cross a connection (pub/sub, reconnects). */
-export async function eventually (what: string, check: () => boolean | Promise<boolean>, attempts = 200, intervalMs = 25): Promise<void> {
-  for (let i = 0; i < attempts; i++) {
-    try {
-      if (await check()) return
-    } catch {
-      // not yet
-    }
-    await sleep(intervalMs)
-  }
-  throw new Error(`gave up waiting for: ${what}`)
-}
-
 export interface RedisUser {
   /** connects as this user */
   url: string

@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto'
 import type { Test } from 'tap'
 import { generateRefreshToken, hashRefreshToken, openSuccessor, sealSuccessor } from '../../src/tokens/refresh-token.js'
 import type { CreateSessionInput, DenyEntry, RotateInput, SessionStore } from '../../src/sessions/session-store.js'
-import { eventually } from './redis-server.js'
+import { waitFor } from './wait-for.js'
+
 
 // What every SessionStore must do, run against each implementation so that
 // the in-process store is held to exactly the Redis store's semantics.
@@ -142,7 +143,7 @@ export function storeContract (t: Test, makeStore: MakeStore): void {
         t.same(await store.listSessions(a.sub, replay.now), [])
         const expected: DenyEntry = { kind: 'sid', value: a.sid, expiresAt: replay.now + ACCESS_TTL_MS }
         t.same(await store.loadDenylist(replay.now), [expected], 'its access tokens are denied as long as they can live')
-        await eventually('the reuse entry on the feed', () => feed.length === 1)
+        await waitFor('the reuse entry on the feed', () => feed.length === 1)
         t.same(feed, [expected])
         t.same(await store.rotate(replay), { kind: 'invalid' }, 'a second replay finds nothing left to revoke')
       })
@@ -227,7 +228,7 @@ export function storeContract (t: Test, makeStore: MakeStore): void {
     t.same((await store.loadDenylist(now)).sort(byValue), [jti, sid, sub].sort(byValue))
     t.same((await store.loadDenylist(now + MINUTE)).sort(byValue), [sid, sub].sort(byValue), 'an entry is dropped once it expires')
     t.same(await store.loadDenylist(now + 3 * MINUTE), [])
-    await eventually('three entries on the feed', () => feed.length === 3)
+    await waitFor('three entries on the feed', () => feed.length === 3)
     t.same(feed, [jti, sid, sub])
   })
 

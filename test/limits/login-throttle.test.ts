@@ -24,8 +24,18 @@ t.test('a given-back attempt does not count; the address budget spans accounts',
   await throttle.take(from('alice'), 10)
   await throttle.take(from('carol'), 10)
   await throttle.take(from('dave'), 10)
-  t.same(await throttle.take(from('bob'), 20), { allowed: false, retryAfterMs: 980 }, 'the address is spent (its window began with bob at 0)')
+  t.same(await throttle.take(from('bob'), 20), { allowed: false, retryAfterMs: 990 }, 'the address is spent (its window began with the first failure, at 10; bob\'s successes started none)')
   t.same(await throttle.take(from('bob', '10.0.0.2'), 20), { allowed: true }, 'another address is not')
+})
+
+t.test('the window starts at the first failure, not at an earlier success', async (t) => {
+  const throttle = new MemoryLoginThrottle(budget)
+  t.same(await throttle.take(from('alice'), 0), { allowed: true })
+  await throttle.giveBack(from('alice'), 0)
+  t.same(await throttle.take(from('alice'), 900), { allowed: true }, 'first failure at 900')
+  t.same(await throttle.take(from('alice'), 950), { allowed: true })
+  t.same(await throttle.take(from('alice'), 1100), { allowed: false, retryAfterMs: 800 }, 'still locked past the success\'s window: the lock runs to 900 + 1000')
+  t.same(await throttle.take(from('alice'), 1900), { allowed: true })
 })
 
 t.test('the counter map stays bounded under a spray of usernames', async (t) => {

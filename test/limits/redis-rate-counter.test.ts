@@ -2,7 +2,8 @@ import t from 'tap'
 import { Redis } from 'ioredis'
 import { MAX_KEYS_PER_CALL, RedisRateCounter, type WindowCount } from '../../src/limits/redis-rate-counter.js'
 import { closeClient, fastFailClientOptions, watchOutages, whenReady } from '../../src/sessions/redis-store.js'
-import { eventually, startPrivateRedis, uniquePrefix } from '../helpers/redis-server.js'
+import { startPrivateRedis, uniquePrefix } from '../helpers/redis-server.js'
+import { waitFor } from '../helpers/wait-for.js'
 
 // The Redis counter behind rate-limited routes, against a redis-server of
 // this file's own (so INFO commandstats counts only what this test sends):
@@ -90,11 +91,11 @@ t.test('Redis gone: every waiting count fails at once; counting resumes when it 
   t.equal((await countNow(counter, 'k')).current, 1)
 
   await server.stop()
-  await eventually('the client notices', () => redis.status !== 'ready')
+  await waitFor('the client notices', () => redis.status !== 'ready')
   const results = await Promise.allSettled([countNow(counter, 'k'), countNow(counter, 'k'), countNow(counter, 'other')])
   t.same(results.map((r) => r.status), ['rejected', 'rejected', 'rejected'], 'each count in the batch is told')
 
   await server.start()
-  await eventually('the client reconnects', () => redis.status === 'ready', 400)
+  await waitFor('the client reconnects', () => redis.status === 'ready', 400)
   t.same(await countNow(counter, 'k', 1000), { current: 1, ttl: 1000 }, 'counting again (the restarted Redis kept nothing)')
 })

@@ -2,8 +2,9 @@ import t from 'tap'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { login } from '../helpers/gateway.js'
 import {
-  callApi, decodeJwt, eachStore, refreshWithBody, startLifecycle, startLifecycleInstances, storeConfig, waitFor
+  callApi, decodeJwt, eachStore, refreshWithBody, startLifecycle, startLifecycleInstances, storeConfig
 } from '../helpers/lifecycle.js'
+import { waitFor } from '../helpers/wait-for.js'
 
 // POST /admin/revoke {jti|sid|sub}: operator revocation, for the admin role
 // only, taking effect on the next request. alice is the admin, bob is not.

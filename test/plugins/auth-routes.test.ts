@@ -2,8 +2,9 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
 import { login, PASSWORDS } from '../helpers/gateway.js'
 import {
-  callApi, clearsCookie, decodeJwt, eachStore, refreshWithBody, setCookies, startLifecycle, startLifecycleInstances, storeConfig, waitFor
+  callApi, clearsCookie, decodeJwt, eachStore, refreshWithBody, setCookies, startLifecycle, startLifecycleInstances, storeConfig
 } from '../helpers/lifecycle.js'
+import { waitFor } from '../helpers/wait-for.js'
 
 // POST /auth/login, /auth/refresh (transport and CSRF), /auth/logout, over
 // HTTP, against the in-process store and Redis with the same test bodies.

@@ -1,8 +1,9 @@
 import t, { type Test } from 'tap'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { PASSWORDS, startGateways as startInstances, testConfig, type ConfigOverrides } from '../helpers/gateway.js'
-import { eachStore, mergeConfig, startNetworkLink, waitFor } from '../helpers/lifecycle.js'
+import { eachStore, mergeConfig, startNetworkLink } from '../helpers/lifecycle.js'
 import { SHARED_REDIS_URL, sharedPrefix } from '../helpers/redis-server.js'
+import { waitFor } from '../helpers/wait-for.js'
 
 // POST /auth/login under auth.loginRateLimit, on both stores: failed attempts
 // lock the account (and, past its own budget, the address) for the rest of
@@ -86,6 +87,17 @@ eachStore(t, 'the lock ends with its window', async (t, store) => {
   // A refused attempt does not extend the lock: polling it is harmless.
   await waitFor('alice can log in again', async () => (await right(app, 'alice')).statusCode === 200, 200, 50)
   t.pass('the lock expired')
+})
+
+eachStore(t, 'the window starts with the first failure, not with an earlier success', async (t, store) => {
+  const [app] = await startGateways(t, store, { max: 2, timeWindow: '2s' })
+  t.equal((await right(app, 'alice')).statusCode, 200, 'a success first')
+  await new Promise((resolve) => setTimeout(resolve, 1500))
+  t.equal((await wrong(app, 'alice')).statusCode, 401)
+  t.equal((await wrong(app, 'alice')).statusCode, 401)
+  // Past the end of a window that had started with the success: still locked.
+  await new Promise((resolve) => setTimeout(resolve, 700))
+  assertThrottled(t, await right(app, 'alice'), 'locked for a whole window from the first failure')
 })
 
 eachStore(t, 'a spoofed X-Forwarded-For does not give an attacker fresh address budgets', async (t, store) => {

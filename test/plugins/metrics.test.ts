@@ -116,6 +116,17 @@ t.test('refresh-token reuse and a failed refresh are counted', async (t) => {
   t.equal(value(text, 'tokengate_auth_events_total', { outcome: 'refresh_failed' }), 1)
 })
 
+t.test('POST /auth/logout-all is counted as logout_all', async (t) => {
+  const { app } = await startGateway(t)
+  t.equal(value(await scrape(app), 'tokengate_auth_events_total', { outcome: 'logout_all' }), 0, 'exported before it happens')
+  const { access_token: access } = await login(app, 'bob')
+  const res = await app.inject({ method: 'POST', url: '/auth/logout-all', headers: { authorization: `Bearer ${access}` } })
+  t.equal(res.statusCode, 204)
+  const text = await scrape(app)
+  t.equal(value(text, 'tokengate_auth_events_total', { outcome: 'logout_all' }), 1)
+  t.equal(value(text, 'tokengate_auth_events_total', { outcome: 'logout' }), 0, 'not counted as a single logout')
+})
+
 t.test('each gateway counts in a registry of its own', async (t) => {
   const { app: a } = await startGateway(t)
   const { app: b } = await startGateway(t)

@@ -1,9 +1,10 @@
 import t, { type Test } from 'tap'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { login, PASSWORDS, startGateways, testConfig, type ConfigOverrides } from '../helpers/gateway.js'
-import { eachStore, mergeConfig, startNetworkLink, waitFor } from '../helpers/lifecycle.js'
+import { eachStore, mergeConfig, startNetworkLink } from '../helpers/lifecycle.js'
 import { SHARED_REDIS_URL, scanKeys, sharedPrefix, withRedis } from '../helpers/redis-server.js'
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js'
+import { waitFor } from '../helpers/wait-for.js'
 
 // Rate limits of proxied routes, on both stores: the key (user, else client
 // address, IPv6 by /64, never X-Forwarded-For from an untrusted hop), the

@@ -2,8 +2,9 @@ import t from 'tap'
 import type { FastifyInstance } from 'fastify'
 import { PASSWORDS } from '../helpers/gateway.js'
 import {
-  callApi, decodeJwt, eachStore, refreshWithBody, startLifecycle, startLifecycleInstances, storeConfig, waitFor
+  callApi, decodeJwt, eachStore, refreshWithBody, startLifecycle, startLifecycleInstances, storeConfig
 } from '../helpers/lifecycle.js'
+import { waitFor } from '../helpers/wait-for.js'
 
 // GET /auth/sessions, DELETE /auth/sessions/:id, POST /auth/logout-all: a
 // user's own sessions, and only theirs.

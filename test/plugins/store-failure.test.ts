@@ -2,9 +2,10 @@ import t, { type Test } from 'tap'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { login, PASSWORDS } from '../helpers/gateway.js'
 import {
-  callApi, clearsCookie, refreshWithBody, setCookies, startLifecycle, startNetworkLink, waitFor
+  callApi, clearsCookie, refreshWithBody, setCookies, startLifecycle, startNetworkLink
 } from '../helpers/lifecycle.js'
 import { sharedPrefix, startPrivateRedis, uniquePrefix } from '../helpers/redis-server.js'
+import { waitFor } from '../helpers/wait-for.js'
 
 // Redis going away mid-flow: the auth endpoints answer 503 with Retry-After
 // (never 500, never a false "logged out"), a failed refresh consumes nothing,

@@ -1,10 +1,10 @@
 import { once } from 'node:events'
 import { createServer as createHttpServer, request as httpRequest, type ClientRequest, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http'
 import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
-import { setTimeout as sleep } from 'node:timers/promises'
 import t, { type Test } from 'tap'
 import { startGateway } from '../helpers/gateway.js'
 import { startUpstream } from '../helpers/upstream.js'
+import { waitFor } from '../helpers/wait-for.js'
 
 // The HTTP hop to an upstream (src/upstream-forwarder.ts) over real sockets on
 // both sides: what the client sees of the upstream's answer, what the upstream
@@ -57,14 +57,6 @@ async function send (port: number, path: string, options: SendOptions = {}): Pro
 }
 
 /** Polls `check` until it holds; fails the test with `what` after a generous deadline. */
-async function waitFor (what: string, check: () => boolean, deadlineMs = 10_000): Promise<void> {
-  const until = Date.now() + deadlineMs
-  while (!check()) {
-    if (Date.now() > until) throw new Error(`gave up waiting for ${what}`)
-    await sleep(20)
-  }
-}
-
 /**
  * A TCP server on port 0 that speaks whatever bytes `answer` writes, once a
  * request's head has arrived: for answers node:http would refuse to produce.
@@ -235,7 +227,7 @@ t.test('a client that stops reading stops the upstream: the body is not buffered
     steady = upstream.written === last ? steady + 1 : 0
     last = upstream.written
     return steady >= 10 || upstream.finished
-  }, 30_000)
+  }, 1500, 20)
   t.notOk(upstream.finished, 'the upstream has not finished its body')
   t.ok(upstream.written < TOTAL / 4, `the upstream wrote far less than the whole body (${upstream.written} of ${TOTAL} bytes)`)
 
@@ -259,9 +251,9 @@ t.test('a client that goes away aborts the upstream request; the gateway carries
   const req = open(port, '/app/hang')
   req.on('error', () => { /* we hang up ourselves */ })
   req.end()
-  await waitFor('the upstream to receive the request', () => up.seen.length === 1)
+  await waitFor('the upstream to receive the request', () => up.seen.length === 1, 500, 20)
   req.destroy()
-  await waitFor('the gateway to abort the upstream request', () => upstreamClosed === 1)
+  await waitFor('the gateway to abort the upstream request', () => upstreamClosed === 1, 500, 20)
   t.equal(upstreamClosed, 1, 'the upstream\'s request was closed under it')
 
   const next = await send(port, '/app/next')

@@ -49,6 +49,26 @@ for (const path of traversals) {
   })
 }
 
+// These two name nothing under api, so "nothing under api was forwarded"
+// holds whatever happens; what must hold is that a path that does not
+// percent-decode is refused as malformed, in our body, and forwarded nowhere.
+for (const path of ['/public/%', '/public/%zz/x']) {
+  t.test(`undecodable path ${path} is a 400 TG_BAD_REQUEST and reaches no upstream`, async (t) => {
+    const { port, up } = await gate(t)
+    const answer = await new Promise<string>((resolve) => {
+      const socket = connect(port, '127.0.0.1')
+      let data = ''
+      socket.on('data', (c) => { data += String(c) })
+      socket.on('close', () => resolve(data))
+      socket.on('error', () => { /* close follows */ })
+      socket.write(get(path), () => socket.end())
+    })
+    t.match(answer, /^HTTP\/1\.1 400 /)
+    t.match(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)), { statusCode: 400, code: 'TG_BAD_REQUEST' })
+    t.equal(up.seen.length, 0, 'the public upstream saw nothing either')
+  })
+}
+
 t.test('prefix confusion: /apiX and /publicity are not under /api or /public', async (t) => {
   const { port, up } = await gate(t)
   t.equal(await rawStatus(port, get('/apiX/1')), 404)

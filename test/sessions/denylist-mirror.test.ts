@@ -4,7 +4,8 @@ import { DenylistMirror } from '../../src/sessions/denylist-mirror.js'
 import { MemoryStore } from '../../src/sessions/memory-store.js'
 import { RedisStore } from '../../src/sessions/redis-store.js'
 import { StoreUnavailableError, type DenyEntry, type SessionStore } from '../../src/sessions/session-store.js'
-import { createRedisUser, eventually, SHARED_REDIS_URL, sharedPrefix, startPrivateRedis } from '../helpers/redis-server.js'
+import { createRedisUser, SHARED_REDIS_URL, sharedPrefix, startPrivateRedis } from '../helpers/redis-server.js'
+import { waitFor } from '../helpers/wait-for.js'
 
 const MAX_STALENESS_MS = 5000
 
@@ -79,7 +80,7 @@ t.test('a revocation on one Redis instance reaches the mirror of another', async
   t.ok(mirror.isRevoked(claims({ sub: 'u-early', iat: 4_999 }), Date.now()), 'loaded at start')
 
   await a.revoke({ kind: 'jti', value: 'j-late', expiresAt: Date.now() + 60_000 })
-  await eventually('B sees the revocation', () => mirror.isRevoked(claims({ jti: 'j-late' }), Date.now()))
+  await waitFor('B sees the revocation', () => mirror.isRevoked(claims({ jti: 'j-late' }), Date.now()))
   t.pass('B saw it')
 })
 
@@ -93,7 +94,7 @@ t.test('a lost feed is trusted for maxStaleness, then not, and resyncs with what
   await mirror.start()
 
   await instanceB.lockOut()
-  await eventually('B notices the loss', () => !mirror.isTrusted(Date.now() + MAX_STALENESS_MS + 1000))
+  await waitFor('B notices the loss', () => !mirror.isTrusted(Date.now() + MAX_STALENESS_MS + 1000))
   const lostAt = Date.now()
   t.ok(mirror.isTrusted(lostAt), 'still trusted just after the loss')
   t.notOk(mirror.isTrusted(lostAt + MAX_STALENESS_MS + 1000), 'not once maxStaleness has passed')
@@ -102,7 +103,7 @@ t.test('a lost feed is trusted for maxStaleness, then not, and resyncs with what
   t.notOk(mirror.isRevoked(claims({ sid: 's-missed' }), Date.now()), 'B could not hear it')
 
   await instanceB.letIn()
-  await eventually('B resyncs', () => mirror.isTrusted(Date.now() + 10 * MAX_STALENESS_MS))
+  await waitFor('B resyncs', () => mirror.isTrusted(Date.now() + 10 * MAX_STALENESS_MS))
   t.ok(mirror.isRevoked(claims({ sid: 's-missed' }), Date.now()), 'the missed entry came with the reload')
 })
 
@@ -115,12 +116,12 @@ t.test('Redis stopped and restarted: untrusted after maxStaleness, trusted again
   await mirror.start()
 
   await redis.stop()
-  await eventually('the loss is noticed', () => !mirror.isTrusted(Date.now() + MAX_STALENESS_MS + 1000))
+  await waitFor('the loss is noticed', () => !mirror.isTrusted(Date.now() + MAX_STALENESS_MS + 1000))
   t.ok(mirror.isTrusted(Date.now()), 'within maxStaleness')
   t.ok(mirror.isRevoked(claims({ jti: 'j-kept' }), Date.now()), 'the mirror keeps serving what it holds')
 
   await redis.start()
-  await eventually('trusted again', () => mirror.isTrusted(Date.now() + 10 * MAX_STALENESS_MS))
+  await waitFor('trusted again', () => mirror.isTrusted(Date.now() + 10 * MAX_STALENESS_MS))
   t.ok(mirror.isRevoked(claims({ jti: 'j-kept' }), Date.now()), 'a reload adds, never forgets')
 })
 
@@ -134,8 +135,8 @@ t.test('a mirror whose first load fails is untrusted until Redis comes up', asyn
   t.notOk(mirror.isTrusted(Date.now()))
 
   await redis.start()
-  await eventually('trusted once Redis is up', () => mirror.isTrusted(Date.now()))
+  await waitFor('trusted once Redis is up', () => mirror.isTrusted(Date.now()))
   await store.revoke({ kind: 'jti', value: 'j-after', expiresAt: Date.now() + 60_000 })
-  await eventually('and fed', () => mirror.isRevoked(claims({ jti: 'j-after' }), Date.now()))
+  await waitFor('and fed', () => mirror.isRevoked(claims({ jti: 'j-after' }), Date.now()))
   t.pass('fed')
 })

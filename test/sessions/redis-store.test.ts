@@ -4,8 +4,9 @@ import type { Redis } from 'ioredis'
 import { hashRefreshToken, openSuccessor } from '../../src/tokens/refresh-token.js'
 import { RedisStore } from '../../src/sessions/redis-store.js'
 import { StoreUnavailableError, type SessionStore } from '../../src/sessions/session-store.js'
-import { createRedisUser, eventually, scanKeys, SHARED_REDIS_URL, sharedPrefix, startPrivateRedis, withRedis } from '../helpers/redis-server.js'
+import { createRedisUser, scanKeys, SHARED_REDIS_URL, sharedPrefix, startPrivateRedis, withRedis } from '../helpers/redis-server.js'
 import { login, rotation, storeContract } from '../helpers/store-contract.js'
+import { waitFor } from '../helpers/wait-for.js'
 
 function openStore (t: Test, url: string, keyPrefix: string): RedisStore {
   const store = new RedisStore({ url, keyPrefix, connectTimeoutMs: 500, commandTimeoutMs: 500 })
@@ -118,7 +119,7 @@ t.test('a dead Redis makes every method fail with StoreUnavailableError, and the
   for (const [name, call] of calls) await t.rejects(call(), StoreUnavailableError, name)
 
   await redis.start()
-  await eventually('the store reconnects', async () => { await store.ping(); return true })
+  await waitFor('the store reconnects', async () => { await store.ping(); return true })
   // The restarted Redis persisted nothing; the point is that this instance works again.
   const b = await login(store)
   t.equal((await store.rotate(rotation(b.token, b.input.now + 1).input)).kind, 'rotated')
@@ -135,7 +136,7 @@ t.test('a rotate refused because Redis was unreachable did not consume the token
   await t.rejects(store.rotate(refused.input), StoreUnavailableError)
 
   await gateway.letIn()
-  await eventually('the store reconnects', async () => { await store.ping(); return true })
+  await waitFor('the store reconnects', async () => { await store.ping(); return true })
   t.equal(await store.findByRefresh(refused.input.newHash, a.input.now + 2), null, 'the refused rotation left no successor')
   t.equal((await store.rotate(rotation(a.token, a.input.now + 2).input)).kind, 'rotated', 'the token was still current')
 })
@@ -149,7 +150,7 @@ t.test('a rotate that timed out may still have run: retrying it inside the grace
   await withRedis(redis.url, (admin) => admin.call('CLIENT', 'PAUSE', '1000', 'ALL'))
   await t.rejects(store.rotate(slow.input), StoreUnavailableError)
 
-  await eventually('Redis answers again', async () => { await store.ping(); return true })
+  await waitFor('Redis answers again', async () => { await store.ping(); return true })
   const retry = await store.rotate(rotation(a.token, a.input.now + 2).input)
   t.equal(retry.kind, 'grace')
   if (retry.kind === 'grace') t.equal(openSuccessor(a.token, retry.sealedCurrent), slow.next)
@@ -162,7 +163,7 @@ t.test('a store opened while Redis is down fails fast and connects when it comes
   const store = openStore(t, redis.url, 'tg:')
   await t.rejects(store.ping(), StoreUnavailableError)
   await redis.start()
-  await eventually('the store connects', async () => { await store.ping(); return true })
+  await waitFor('the store connects', async () => { await store.ping(); return true })
   const a = await login(store)
   t.equal((await store.findByRefresh(hashRefreshToken(a.token), a.input.now))?.sid, a.sid)
 })
@@ -174,9 +175,9 @@ t.test('the denylist feed reports its loss and its return', async (t) => {
   const feed: boolean[] = []
   await store.subscribeDenylist(() => {}, (live) => feed.push(live))
   await redis.stop()
-  await eventually('the loss is reported', () => feed.length === 1)
+  await waitFor('the loss is reported', () => feed.length === 1)
   await redis.start()
-  await eventually('the return is reported', () => feed.length === 2)
+  await waitFor('the return is reported', () => feed.length === 2)
   t.same(feed, [false, true])
 })
 
