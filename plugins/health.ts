@@ -14,7 +14,9 @@ const Readiness = Type.Object({
   checks: Type.Object({
     store: Type.Union([Type.Literal('ok'), Type.Literal('unavailable')]),
     denylist: Type.Union([Type.Literal('ok'), Type.Literal('stale')]),
-    users: Type.Union([Type.Literal('ok'), Type.Literal('unavailable')])
+    users: Type.Union([Type.Literal('ok'), Type.Literal('unavailable')]),
+    // Present only when an outside issuer's keys never arrived: names it.
+    trustedIssuers: Type.Optional(Type.String())
   })
 })
 
