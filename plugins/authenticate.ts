@@ -33,6 +33,8 @@ export interface AuthPolicy {
   scopes: readonly string[]
   /** any one suffices */
   roles: readonly string[]
+  /** issuers whose tokens are accepted; default: the gateway's own only */
+  issuers?: readonly string[]
 }
 
 async function authenticatePlugin (fastify: FastifyInstance): Promise<void> {
@@ -42,6 +44,9 @@ async function authenticatePlugin (fastify: FastifyInstance): Promise<void> {
     const scopes = [...policy.scopes]
     const roles = [...policy.roles]
     const authorize = scopes.length > 0 || roles.length > 0
+    const ownIssuer = fastify.accessTokens.issuer
+    const issuers = new Set(policy.issuers ?? [ownIssuer])
+    const onlyOwn = issuers.size === 1 && issuers.has(ownIssuer)
     const metrics = fastify.metrics
     // Claims are cached and frozen per token (src/access-token.ts): this
     // route's verdict on a token is worked out on its first request only.
@@ -81,6 +86,12 @@ async function authenticatePlugin (fastify: FastifyInstance): Promise<void> {
           throw rejectionError(err)
         }
         throw err
+      }
+
+      // A valid token from an issuer this route does not trust is no token here.
+      if (onlyOwn ? claims.iss !== ownIssuer : !issuers.has(claims.iss)) {
+        metrics.auth('invalid_token')
+        throw new ERR_TOKEN_INVALID()
       }
 
       // A mirror that may have missed revocations cannot vouch for a token.

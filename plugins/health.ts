@@ -14,7 +14,9 @@ const Readiness = Type.Object({
   checks: Type.Object({
     store: Type.Union([Type.Literal('ok'), Type.Literal('unavailable')]),
     denylist: Type.Union([Type.Literal('ok'), Type.Literal('stale')]),
-    users: Type.Union([Type.Literal('ok'), Type.Literal('unavailable')])
+    users: Type.Union([Type.Literal('ok'), Type.Literal('unavailable')]),
+    // Present only when an outside issuer's keys never arrived: names it.
+    trustedIssuers: Type.Optional(Type.String())
   })
 })
 
@@ -38,9 +40,14 @@ async function healthPlugin (instance: FastifyInstance): Promise<void> {
     } catch {
       users = 'unavailable'
     }
-    const ready = store === 'ok' && denylist === 'ok' && users === 'ok'
-    return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', checks: { store, denylist, users } })
+    // An outside issuer whose keys never arrived cannot verify its tokens.
+    const cold = fastify.trustedIssuers.notReady()
+    const ready = store === 'ok' && denylist === 'ok' && users === 'ok' && cold.length === 0
+    return reply.code(ready ? 200 : 503).send({
+      status: ready ? 'ready' : 'not ready',
+      checks: { store, denylist, users, ...(cold.length === 0 ? {} : { trustedIssuers: `no keys: ${cold.join(', ')}` }) }
+    })
   })
 }
 
-export default fp(healthPlugin, { name: 'tokengate-health', fastify: '5.x', dependencies: ['tokengate-store', 'tokengate-user-source'] })
+export default fp(healthPlugin, { name: 'tokengate-health', fastify: '5.x', dependencies: ['tokengate-store', 'tokengate-user-source', 'tokengate-tokens'] })

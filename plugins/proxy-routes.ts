@@ -94,7 +94,7 @@ function registerRoute (scope: FastifyInstance, config: GatewayConfig, route: Ro
   const corsPolicy = routeCorsPolicy(config, route)
   const routeConfig = { routePrefix: route.prefix, upstream: loggedUpstream, cors: corsPolicy === null ? false as const : corsPolicy.options }
 
-  const authenticate = route.auth === 'none' ? null : scope.authenticateWith({ mode: route.auth, scopes: route.scopes, roles: route.roles })
+  const authenticate = route.auth === 'none' ? null : scope.authenticateWith({ mode: route.auth, scopes: route.scopes, roles: route.roles, ...(route.issuers === undefined ? {} : { issuers: route.issuers }) })
   const limit = scope.routeRateLimit(route)
   if (limit === null) {
     if (authenticate !== null) scope.addHook('onRequest', authenticate)

@@ -104,7 +104,15 @@ function checkServer (config: GatewayConfig, source: YamlSource): void {
   if (request > 0 && parseDuration(headersTimeout) > request) source.report(['server', 'headersTimeout'], `must not be longer than server.requestTimeout (${requestTimeout})`)
 }
 
+function checkTrustedIssuers (config: GatewayConfig, source: YamlSource): void {
+  config.tokens.trustedIssuers.forEach((x, i) => {
+    if ((x.jwksUri === undefined) === (x.discovery !== true)) source.report(['tokens', 'trustedIssuers', i], 'needs exactly one of jwksUri or discovery: true')
+    if (x.issuer === config.tokens.issuer) source.report(['tokens', 'trustedIssuers', i, 'issuer'], 'is the gateway\'s own tokens.issuer')
+  })
+}
+
 function checkRoutes (config: GatewayConfig, source: YamlSource): void {
+  checkTrustedIssuers(config, source)
   const prefixes = new Map<string, number>()
   config.routes.forEach((route, i) => {
     const prefix = normalisePrefix(route.prefix)
@@ -115,6 +123,10 @@ function checkRoutes (config: GatewayConfig, source: YamlSource): void {
     if (reserved !== undefined) source.report(['routes', i, 'prefix'], `may not be ${prefix === '/' ? '"/"' : `under ${reserved}`}: the gateway answers there itself`)
     if (/(^|\/)\.\.?(\/|$)|\/\//.test(route.prefix)) source.report(['routes', i, 'prefix'], 'may not contain "." or ".." segments or "//"')
     checkUpstreams(route.upstream, i, source)
+    const known = new Set([config.tokens.issuer, ...config.tokens.trustedIssuers.map((x) => x.issuer)])
+    route.issuers?.forEach((iss, j) => {
+      if (!known.has(iss)) source.report(['routes', i, 'issuers', j], `"${iss}" is neither tokens.issuer nor a tokens.trustedIssuers[].issuer`)
+    })
     if (route.auth === 'none' && (route.scopes.length > 0 || route.roles.length > 0)) {
       source.report(['routes', i, 'auth'], 'is none, but the route lists scopes or roles: use required')
     }

@@ -66,6 +66,21 @@ export const KeySchema = Type.Object({
   publicKey: Type.Optional(Type.String({ minLength: 1, description: 'PEM file, relative to the config file' }))
 }, Strict)
 
+export const TrustedIssuerSchema = Type.Object({
+  issuer: Type.String({ minLength: 1, description: 'the exact iss of the identity provider\'s tokens' }),
+  jwksUri: Type.Optional(Type.String({ pattern: '^https?://', description: 'where the IdP publishes its keys' })),
+  discovery: Type.Optional(Type.Boolean({ description: 'true: read jwks_uri from <issuer>/.well-known/openid-configuration' })),
+  audience: Type.String({ minLength: 1, description: 'the aud the IdP puts in tokens meant for us' }),
+  algorithms: Type.Array(Type.Union([Type.Literal('RS256'), Type.Literal('ES256'), Type.Literal('EdDSA'), Type.Literal('PS256')]), { minItems: 1 }),
+  typ: Type.Optional(Type.String({ minLength: 1, description: 'required JWT typ header, e.g. JWT or at+jwt; unchecked when absent' })),
+  claims: Type.Optional(Type.Object({
+    sub: Type.Optional(Type.String()), scope: Type.Optional(Type.String()), roles: Type.Optional(Type.String()),
+    username: Type.Optional(Type.String()), email: Type.Optional(Type.String()), name: Type.Optional(Type.String())
+  }, Strict)),
+  jwksRefresh: Type.Optional(Duration('re-fetch the JWKS this often (default: the JWKS Cache-Control max-age, else 10m)')),
+  jwksMinRefetch: Type.Optional(Duration('an unknown kid re-fetches at most once per this (default 30s)'))
+}, Strict)
+
 export const TokensSchema = Type.Object({
   issuer: Type.String({ minLength: 1, default: 'tokengate' }),
   audience: Type.String({ minLength: 1, default: 'api' }),
@@ -76,7 +91,8 @@ export const TokensSchema = Type.Object({
   refreshTtl: Duration('refresh token / session absolute lifetime', '14d'),
   idleTimeout: Duration('a session unused this long ends', '7d'),
   reuseGrace: Duration('a just-rotated refresh token returns the current successor this long; 0s turns it off', '5s'),
-  clockSkew: Duration('tolerance for exp/nbf/iat', '30s')
+  clockSkew: Duration('tolerance for exp/nbf/iat', '30s'),
+  trustedIssuers: Type.Array(TrustedIssuerSchema, { default: [], description: 'outside identity providers whose tokens routes may accept (route.issuers)' })
 }, Strict)
 
 export const PostgresUsersSchema = Type.Object({
@@ -188,7 +204,8 @@ export const RouteSchema = Type.Object({
   bodyLimit: Type.Integer({ minimum: 0, default: 10485760, description: 'bytes; larger proxied bodies get 413' }),
   timeout: Duration('upstream answer; then 504', '30s'),
   rateLimit: Type.Optional(RateLimitOrOff),
-  cors: Type.Optional(RouteCorsSchema)
+  cors: Type.Optional(RouteCorsSchema),
+  issuers: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { description: 'issuers whose tokens this route accepts (tokens.issuer and/or tokens.trustedIssuers[].issuer); default: the gateway\'s own only' }))
 }, Strict)
 
 export const MetricsSchema = Type.Object({
@@ -243,6 +260,7 @@ export type TracingConfig = Static<typeof TracingSchema>
 export type RateLimitConfig = Static<typeof RateLimitSchema>
 export type CorsConfig = Static<typeof CorsSchema>
 export type KeyConfig = Static<typeof KeySchema>
+export type TrustedIssuerConfig = Static<typeof TrustedIssuerSchema>
 export type Algorithm = typeof ALGORITHMS[number]
 export type AuthMode = typeof AUTH_MODES[number]
 export type IdentityClaim = GatewayConfig['identity']['headers'][string]

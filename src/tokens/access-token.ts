@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { createSigner, createVerifier, TokenError } from 'fast-jwt'
 import type { TokenKeys } from './token-keys.js'
+import type { TrustedIssuers } from './trusted-issuers.js'
 
 // Access tokens are JWTs per RFC 9068. Verification is deliberately narrower
 // than a general JWT library: one algorithm (the configured one), our own keys
@@ -84,9 +85,12 @@ export class AccessTokens {
   private readonly verifiers: Map<string | undefined, Verify>
   private readonly options: AccessTokenOptions
   readonly algorithm: TokenKeys['algorithm']
+  /** Outside issuers; null when none is configured, so our own tokens take the same path as before. */
+  private readonly external: TrustedIssuers | null
 
-  constructor (keys: TokenKeys, options: AccessTokenOptions) {
+  constructor (keys: TokenKeys, options: AccessTokenOptions, external: TrustedIssuers | null = null) {
     this.options = options
+    this.external = external !== null && external.size > 0 ? external : null
     this.algorithm = keys.algorithm
     this.sign_ = createSigner({
       key: keys.signing.key,
@@ -118,6 +122,10 @@ export class AccessTokens {
   private readonly verified = new Map<string, AccessClaims>()
 
   /** How many verified tokens are cached now (for tests and metrics). */
+  get issuer (): string {
+    return this.options.issuer
+  }
+
   get cachedTokens (): number {
     return this.verified.size
   }
@@ -162,6 +170,17 @@ export class AccessTokens {
     const dot = token.indexOf('.')
     const header = parseSegment(token.slice(0, dot))
     if (header === null) throw new TokenRejected('malformed', 'header is not a JSON object')
+    if (this.external !== null) {
+      // The unverified iss only picks whose keys to try; that issuer's
+      // verifier then pins iss exactly, so a token signed by one IdP but
+      // claiming another issuer (or ours) fails its signature check.
+      const payload = parseSegment(token.slice(dot + 1, token.indexOf('.', dot + 1)))
+      const issuer = typeof payload?.iss === 'string' && payload.iss !== this.options.issuer ? this.external.byIssuer.get(payload.iss) : undefined
+      if (issuer !== undefined) {
+        if (!token.split('.').every(isCanonicalBase64url)) throw new TokenRejected('malformed', 'non-canonical base64url')
+        return issuer.verify(token, header)
+      }
+    }
     if (header.alg !== this.algorithm) throw new TokenRejected('invalid', `alg ${String(header.alg)} is not ${this.algorithm}`)
     if (header.kid !== undefined && typeof header.kid !== 'string') throw new TokenRejected('invalid', 'kid is not a string')
     const verify = header.kid === undefined && this.verifiers.size === 1

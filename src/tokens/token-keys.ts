@@ -24,6 +24,32 @@ export interface TokenKeys {
   verifying: VerifyKey[]
 }
 
+/**
+ * Why a secret is guessable, or null. A length check alone accepts
+ * "my-super-secret-jwt-key-12345678" from published lists of JWT secrets, and
+ * one captured token lets an attacker try such lists offline. We estimate the
+ * entropy from the character classes and the distinct characters used, and
+ * refuse repeated or word-like text; a generated 32-byte value (base64 or
+ * hex) passes easily.
+ */
+export function weakSecretReason (secret: string): string | null {
+  const distinct = new Set(secret).size
+  if (distinct < 16) return `has too little entropy (only ${distinct} distinct characters)`
+  if (/(.{2,})\1{2,}/.test(secret)) return 'has too little entropy (repeated text)'
+  const words = secret.toLowerCase().match(/[a-z]{4,}/g) ?? []
+  const wordy = words.reduce((n, w) => n + w.length, 0)
+  if (wordy / secret.length > 0.5) return 'looks like words, not a random value'
+  if (/(secret|password|changeme|jwt|token|key)/i.test(secret) && wordy / secret.length > 0.25) return 'looks like a dictionary secret'
+  let pool = 0
+  if (/[a-z]/.test(secret)) pool += 26
+  if (/[A-Z]/.test(secret)) pool += 26
+  if (/[0-9]/.test(secret)) pool += 10
+  if (/[^a-zA-Z0-9]/.test(secret)) pool += 32
+  const bits = Math.min(secret.length * Math.log2(pool), distinct * secret.length / 4 * Math.log2(pool))
+  if (bits < 128) return `has too little entropy (about ${Math.floor(bits)} bits)`
+  return null
+}
+
 type Report = (path: KeyPath, message: string) => void
 
 const EXPECTED_KEY: Record<Exclude<Algorithm, 'HS256'>, { type: string, curve?: string, label: string }> = {
@@ -39,6 +65,11 @@ export function loadTokenKeys (tokens: GatewayConfig['tokens'], baseDir: string,
     const secret = tokens.secret ?? ''
     if (Buffer.byteLength(secret, 'utf8') < MIN_HS256_SECRET_BYTES) {
       report(['tokens', 'secret'], `must be at least ${MIN_HS256_SECRET_BYTES} bytes for HS256 (got ${Buffer.byteLength(secret, 'utf8')})`)
+      return null
+    }
+    const weak = weakSecretReason(secret)
+    if (weak !== null) {
+      report(['tokens', 'secret'], `${weak}; generate one with: openssl rand -base64 32`)
       return null
     }
     if (tokens.keys !== undefined && tokens.keys.length > 0) {

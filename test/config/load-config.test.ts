@@ -21,7 +21,7 @@ function write (dir: string, text: string): string {
   return file
 }
 
-const HS_SECRET = 'x'.repeat(32)
+const HS_SECRET = 'q3Zr8vK2mX9pL4tW7nB1cF6hJ0sD5gY8aE2uR4iO9kM='
 
 t.test('a valid config loads, with defaults filled in', async (t) => {
   const { file } = await writeTestConfig({ routes: [{ prefix: '/api', upstream: 'http://127.0.0.1:1' }] })

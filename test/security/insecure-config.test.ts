@@ -16,6 +16,17 @@ async function issuesFor (tokensYaml: string): Promise<string> {
   return checkConfig(file, {}).issues.map(formatIssue).join('\n')
 }
 
+t.test('insecure config: a long but guessable HS256 secret is refused with how to make a good one', async (t) => {
+  for (const weak of ['a'.repeat(40), 'abcabcabcabcabcabcabcabcabcabcabcabc', 'my-super-secret-jwt-signing-key-12345678', 'your-256-bit-secret-your-256-bit-secret']) {
+    const issues = await issuesFor(`tokens:\n  algorithm: HS256\n  secret: "${weak}"`)
+    t.match(issues, /insecure\.yaml:3:11 tokens\.secret .*openssl rand -base64 32/, weak)
+  }
+  // A generated 256-bit value (openssl rand -base64 32 / -hex 32) passes.
+  for (const good of ['q3Zr8vK2mX9pL4tW7nB1cF6hJ0sD5gY8aE2uR4iO9kM=', '9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08']) {
+    t.equal(await issuesFor(`tokens: { algorithm: HS256, secret: "${good}" }`), '', good)
+  }
+})
+
 t.test('insecure config: an HS256 secret shorter than 32 bytes', async (t) => {
   t.match(await issuesFor('tokens: { algorithm: HS256, secret: "0123456789abcdef0123456789abcde" }'), 'tokens.secret must be at least 32 bytes for HS256 (got 31)')
 })

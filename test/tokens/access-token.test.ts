@@ -47,7 +47,7 @@ for (const [algorithm, type] of [['RS256', 'rsa'], ['ES256', 'ec'], ['EdDSA', 'e
 t.test('HS256 with a 32-byte secret', async (t) => {
   const { dir } = await writeTestConfig()
   const file = join(dir, 'hs.yaml')
-  writeFileSync(file, `tokens: { algorithm: HS256, secret: "${'s'.repeat(32)}" }\nauth: { users: { file: ./users.yaml } }\n`)
+  writeFileSync(file, `tokens: { algorithm: HS256, secret: "q3Zr8vK2mX9pL4tW7nB1cF6hJ0sD5gY8aE2uR4iO9kM=" }\nauth: { users: { file: ./users.yaml } }\n`)
   const tokens = new AccessTokens(loadConfig(file, {}).keys, OPTIONS)
   t.equal(tokens.verify(tokens.issue(INPUT).token).sub, 'u-1')
 })
@@ -114,7 +114,7 @@ t.test('refused: alg none, other algorithms, unknown kid, wrong iss/aud/typ, exp
 t.test('verified tokens are cached whole: a hit still expires, and the cache never outgrows its bound', async (t) => {
   const { dir } = await writeTestConfig()
   const file = join(dir, 'hs.yaml')
-  writeFileSync(file, `tokens: { algorithm: HS256, secret: "${'s'.repeat(32)}" }\nauth: { users: { file: ./users.yaml } }\n`)
+  writeFileSync(file, `tokens: { algorithm: HS256, secret: "q3Zr8vK2mX9pL4tW7nB1cF6hJ0sD5gY8aE2uR4iO9kM=" }\nauth: { users: { file: ./users.yaml } }\n`)
   const tokens = new AccessTokens(loadConfig(file, {}).keys, { ...OPTIONS, clockSkewMs: 5_000 })
   const issued = tokens.issue(INPUT)
   const first = tokens.verify(issued.token)

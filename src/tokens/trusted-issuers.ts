@@ -1,0 +1,240 @@
+import { createPublicKey, type JsonWebKey } from 'node:crypto'
+import { createVerifier, TokenError } from 'fast-jwt'
+import { TokenRejected, type AccessClaims } from './access-token.js'
+import type { TrustedIssuerConfig } from '../config/schema.js'
+
+// Tokens from an outside identity provider. Keys come only from the issuer's
+// configured JWKS (or the one its discovery document names), never from a
+// token's header (jku, x5u, jwk, x5c are not read). Keys are fetched in the
+// background so verification stays synchronous, like our own: a token with a
+// kid we have not seen is refused at once and asks for a re-fetch, which runs
+// at most once per `jwksMinRefetch`, so a flood of random kids cannot make us
+// hammer the IdP.
+
+type Verify = (token: string) => unknown
+
+export interface IssuerOptions {
+  clockSkewMs: number
+  refreshMs: number
+  minRefetchMs: number
+  fetchTimeoutMs?: number
+}
+
+export interface IssuerStats {
+  fetches: number
+  fetchFailures: number
+  verified: number
+  rejected: number
+}
+
+const SAFE = /^[^\x00-\x1f\x7f]*$/ // eslint-disable-line no-control-regex
+const LONE_SURROGATE = /\p{Cs}/u
+
+function safe (value: unknown, max = 256): value is string {
+  return typeof value === 'string' && value.length <= max && SAFE.test(value) && !LONE_SURROGATE.test(value)
+}
+
+export class TrustedIssuer {
+  readonly issuer: string
+  readonly stats: IssuerStats = { fetches: 0, fetchFailures: 0, verified: 0, rejected: 0 }
+  private readonly config: TrustedIssuerConfig
+  private readonly options: IssuerOptions
+  private verifiers = new Map<string, Verify>()
+  private lastFetch = 0
+  private inFlight: Promise<void> | null = null
+  private timer: NodeJS.Timeout | null = null
+  private closed = false
+  /** The JWKS location, once known (from config or the discovery document). */
+  private discovered: string | undefined
+
+  constructor (config: TrustedIssuerConfig, options: IssuerOptions) {
+    this.issuer = config.issuer
+    this.config = config
+    this.options = options
+  }
+
+  /** True once keys were fetched at least once: cached keys keep serving while the IdP is down. */
+  get ready (): boolean {
+    return this.verifiers.size > 0
+  }
+
+  async start (): Promise<void> {
+    await this.refresh()
+  }
+
+  close (): void {
+    this.closed = true
+    if (this.timer !== null) clearTimeout(this.timer)
+  }
+
+  /** Fetches the key set once (concurrent callers share one request). */
+  refresh (): Promise<void> {
+    this.inFlight ??= this.fetchKeys().finally(() => { this.inFlight = null })
+    return this.inFlight
+  }
+
+  private schedule (ms: number): void {
+    if (this.closed) return
+    if (this.timer !== null) clearTimeout(this.timer)
+    this.timer = setTimeout(() => { void this.refresh() }, ms)
+    this.timer.unref()
+  }
+
+  private async jwksUri (signal: AbortSignal): Promise<string> {
+    if (this.config.jwksUri !== undefined) return this.config.jwksUri
+    const res = await fetch(`${this.issuer.replace(/\/$/, '')}/.well-known/openid-configuration`, { signal })
+    if (!res.ok) throw new Error(`discovery answered ${res.status}`)
+    const doc = await res.json() as { issuer?: unknown, jwks_uri?: unknown }
+    // OpenID Connect Discovery §4.3: the document must name the same issuer.
+    if (doc.issuer !== this.issuer || typeof doc.jwks_uri !== 'string') throw new Error('discovery document names another issuer or no jwks_uri')
+    return doc.jwks_uri
+  }
+
+  private async fetchKeys (): Promise<void> {
+    this.lastFetch = Date.now()
+    this.stats.fetches++
+    let next = this.options.refreshMs
+    try {
+      const signal = AbortSignal.timeout(this.options.fetchTimeoutMs ?? 5000)
+      // One retry: a pooled keep-alive socket the IdP already closed gives
+      // ECONNRESET on first use, which says nothing about the IdP.
+      const get = async (): Promise<Response> => await fetch(this.discovered ??= await this.jwksUri(signal), { signal })
+      const res = await get().catch(async () => await get())
+      if (!res.ok) throw new Error(`JWKS answered ${res.status}`)
+      const maxAge = /max-age=(\d+)/.exec(res.headers.get('cache-control') ?? '')
+      if (this.config.jwksRefresh === undefined && maxAge !== null) next = Math.max(this.options.minRefetchMs, Number(maxAge[1]) * 1000)
+      const body = await res.json() as { keys?: unknown }
+      if (!Array.isArray(body.keys)) throw new Error('JWKS has no keys array')
+      const verifiers = new Map<string, Verify>()
+      for (const jwk of body.keys as Array<JsonWebKey & { kid?: unknown, use?: unknown }>) {
+        if (typeof jwk.kid !== 'string' || (jwk.use !== undefined && jwk.use !== 'sig') || jwk.kty === 'oct') continue
+        let pem: string
+        try {
+          pem = createPublicKey({ key: jwk, format: 'jwk' }).export({ format: 'pem', type: 'spki' }).toString()
+        } catch {
+          continue
+        }
+        verifiers.set(jwk.kid, createVerifier({
+          key: pem,
+          algorithms: this.config.algorithms,
+          allowedIss: this.issuer,
+          allowedAud: this.config.audience,
+          ...(this.config.typ === undefined ? {} : { checkTyp: this.config.typ }),
+          requiredClaims: ['iss', 'aud', 'sub', 'exp'],
+          clockTolerance: this.options.clockSkewMs,
+          cache: false
+        }))
+      }
+      // An empty answer never wipes keys we have: the IdP may be half down.
+      if (verifiers.size > 0) this.verifiers = verifiers
+    } catch {
+      this.stats.fetchFailures++
+      next = Math.min(next, Math.max(this.options.minRefetchMs, 1000))
+    }
+    this.schedule(next)
+  }
+
+  verify (token: string, header: Record<string, unknown>): AccessClaims {
+    try {
+      const claims = this.verifyInner(token, header)
+      this.stats.verified++
+      return claims
+    } catch (err) {
+      this.stats.rejected++
+      throw err
+    }
+  }
+
+  private verifyInner (token: string, header: Record<string, unknown>): AccessClaims {
+    if (typeof header.alg !== 'string' || !(this.config.algorithms as string[]).includes(header.alg)) {
+      throw new TokenRejected('invalid', `alg ${String(header.alg)} is not allowed for ${this.issuer}`)
+    }
+    if (typeof header.kid !== 'string') throw new TokenRejected('invalid', 'external token has no kid')
+    const verify = this.verifiers.get(header.kid)
+    if (verify === undefined) {
+      // Maybe the IdP rotated: ask again, but not more than once per interval.
+      if (Date.now() - this.lastFetch >= this.options.minRefetchMs) void this.refresh()
+      throw new TokenRejected('invalid', this.ready ? 'unknown kid' : `no keys yet for ${this.issuer}`)
+    }
+    let payload: unknown
+    try {
+      payload = verify(token)
+    } catch (err) {
+      if (err instanceof TokenError && err.code === TokenError.codes.expired) throw new TokenRejected('expired', err.message)
+      throw new TokenRejected('invalid', err instanceof Error ? err.message : 'verification failed')
+    }
+    return this.mapClaims(payload as Record<string, unknown>)
+  }
+
+  /** The IdP's claims under our names, with the same type and header-safety checks ours get. */
+  private mapClaims (c: Record<string, unknown>): AccessClaims {
+    const names = this.config.claims ?? {}
+    const pick = (ours: keyof NonNullable<TrustedIssuerConfig['claims']>, fallback: string): unknown => c[names[ours] ?? fallback]
+    const problems: string[] = []
+    const sub = pick('sub', 'sub')
+    if (!safe(sub) || sub === '') problems.push('sub')
+    let scope = pick('scope', 'scope') ?? ''
+    if (Array.isArray(scope) && scope.every((s) => typeof s === 'string')) scope = scope.join(' ')
+    if (!safe(scope, 1024)) problems.push('scope')
+    const roles = pick('roles', 'roles') ?? []
+    if (!Array.isArray(roles) || !roles.every((r) => safe(r, 128) && !r.includes(','))) problems.push('roles')
+    const username = pick('username', 'preferred_username') ?? sub
+    if (!safe(username)) problems.push('username')
+    const email = pick('email', 'email')
+    const name = pick('name', 'name')
+    if (email !== undefined && !safe(email)) problems.push('email')
+    if (name !== undefined && !safe(name)) problems.push('name')
+    const jti = c.jti ?? ''
+    if (!safe(jti)) problems.push('jti')
+    for (const n of ['exp', 'iat'] as const) if (c[n] !== undefined && (typeof c[n] !== 'number' || !Number.isFinite(c[n]))) problems.push(n)
+    if (problems.length > 0) throw new TokenRejected('invalid', `bad claims: ${problems.join(', ')}`)
+    const claims: AccessClaims = {
+      iss: this.issuer,
+      aud: c.aud as string | string[],
+      sub: sub as string,
+      // IdP tokens carry no gateway session: sid is empty and never matches a revoked sid.
+      sid: '',
+      jti: jti as string,
+      iat: (c.iat as number | undefined) ?? 0,
+      exp: c.exp as number,
+      scope: scope as string,
+      roles: Object.freeze([...(roles as string[])]) as string[],
+      username: username as string,
+      ...(email === undefined ? {} : { email: email as string }),
+      ...(name === undefined ? {} : { name: name as string })
+    }
+    return Object.freeze(claims)
+  }
+}
+
+/** Every configured outside issuer, looked up by the token's `iss`. */
+export class TrustedIssuers {
+  readonly byIssuer = new Map<string, TrustedIssuer>()
+
+  constructor (configs: readonly TrustedIssuerConfig[], defaults: { clockSkewMs: number }, parse: (d: string) => number) {
+    for (const c of configs) {
+      this.byIssuer.set(c.issuer, new TrustedIssuer(c, {
+        clockSkewMs: defaults.clockSkewMs,
+        refreshMs: parse(c.jwksRefresh ?? '10m'),
+        minRefetchMs: parse(c.jwksMinRefetch ?? '30s')
+      }))
+    }
+  }
+
+  get size (): number {
+    return this.byIssuer.size
+  }
+
+  /** Fetches every issuer's keys once; an IdP that is down does not stop the gateway starting. */
+  async start (): Promise<void> {
+    await Promise.all([...this.byIssuer.values()].map((i) => i.start()))
+  }
+
+  close (): void {
+    for (const i of this.byIssuer.values()) i.close()
+  }
+
+  notReady (): string[] {
+    return [...this.byIssuer.values()].filter((i) => !i.ready).map((i) => i.issuer)
+  }
+}

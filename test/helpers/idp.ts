@@ -1,0 +1,74 @@
+import { createServer, type Server } from 'node:http'
+import { generateKeyPairSync, type KeyObject } from 'node:crypto'
+import type { AddressInfo } from 'node:net'
+import type { Test } from 'tap'
+import { createSigner } from 'fast-jwt'
+
+// A real HTTP server playing an OpenID provider: a discovery document, a JWKS
+// of keys it can rotate, and a switch that makes it answer 503 (down). It
+// counts JWKS requests so a test can see how often the gateway fetched.
+
+export interface TestIdp {
+  issuer: string
+  jwksUri: string
+  jwksRequests: number
+  down: boolean
+  kid: string
+  /** Replaces the signing key with a fresh one under a new kid (the old one leaves the JWKS). */
+  rotate (): void
+  mint (claims: Record<string, unknown>, header?: { alg?: 'ES256' | 'RS256', kid?: string }): string
+  close (): Promise<void>
+}
+
+interface Key { kid: string, privateKey: KeyObject, publicKey: KeyObject }
+
+function newKey (kid: string): Key {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' })
+  return { kid, privateKey, publicKey }
+}
+
+export async function startIdp (t: Test, audience = 'api'): Promise<TestIdp> {
+  let generation = 1
+  let key = newKey('idp-1')
+  const idp: TestIdp = {
+    issuer: '',
+    jwksUri: '',
+    jwksRequests: 0,
+    down: false,
+    get kid () { return key.kid },
+    rotate () { key = newKey(`idp-${++generation}`) },
+    mint (claims, header = {}) {
+      const now = Math.floor(Date.now() / 1000)
+      const sign = createSigner({
+        key: key.privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
+        algorithm: header.alg ?? 'ES256',
+        kid: header.kid ?? key.kid,
+        header: { alg: header.alg ?? 'ES256', typ: 'JWT' }
+      })
+      return sign({ iss: idp.issuer, aud: audience, sub: 'ext-user-1', iat: now, exp: now + 300, jti: `j-${Math.random()}`, ...claims })
+    },
+    close: async () => { await new Promise<void>((resolve) => server.close(() => resolve())) }
+  }
+  const server: Server = createServer((req, res) => {
+    if (idp.down) { res.writeHead(503).end(); return }
+    if (req.url === '/.well-known/openid-configuration') {
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.end(JSON.stringify({ issuer: idp.issuer, jwks_uri: idp.jwksUri }))
+      return
+    }
+    if (req.url === '/jwks') {
+      idp.jwksRequests++
+      const jwk = { ...key.publicKey.export({ format: 'jwk' }), kid: key.kid, alg: 'ES256', use: 'sig' }
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.end(JSON.stringify({ keys: [jwk] }))
+      return
+    }
+    res.writeHead(404).end()
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as AddressInfo
+  idp.issuer = `http://127.0.0.1:${port}`
+  idp.jwksUri = `${idp.issuer}/jwks`
+  t.teardown(() => idp.close())
+  return idp
+}
