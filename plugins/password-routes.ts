@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
-import { Type, type Static } from '@sinclair/typebox'
+import { Type } from '@sinclair/typebox'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { FastifyInstance } from 'fastify'
 import { ERR_PASSWORD_CHANGE_UNSUPPORTED, ERR_PASSWORD_INCORRECT, ERR_RATE_LIMITED } from '../src/errors.js'
 import { clientAddress } from '../src/limits/client-address.js'
@@ -14,14 +15,16 @@ const PasswordBody = Type.Object({
   new_password: Type.String({ minLength: 8, maxLength: MAX_PASSWORD_BYTES })
 }, { additionalProperties: false })
 
-async function passwordRoutesPlugin (fastify: FastifyInstance): Promise<void> {
+// typed from the schemas as plugins/auth-routes.ts explains
+async function passwordRoutesPlugin (instance: FastifyInstance): Promise<void> {
+  const fastify = instance.withTypeProvider<TypeBoxTypeProvider>()
   fastify.post('/auth/password', {
     onRequest: fastify.authenticateWith({ mode: 'required', scopes: [], roles: [] }),
     schema: { body: PasswordBody }
   }, async (request, reply) => {
     const identity = signedIn(request)
     if (!fastify.userSource.canChangePassword) throw new ERR_PASSWORD_CHANGE_UNSUPPORTED()
-    const { current_password: current, new_password: next } = request.body as Static<typeof PasswordBody>
+    const { current_password: current, new_password: next } = request.body
     if (Buffer.byteLength(current, 'utf8') > MAX_PASSWORD_BYTES || Buffer.byteLength(next, 'utf8') > MAX_PASSWORD_BYTES) throw new ERR_PASSWORD_INCORRECT()
     // A stolen access token must not become a way to guess the password faster than login allows.
     const attempt = { account: identity.username.toLowerCase(), address: clientAddress(request) }
