@@ -16,7 +16,7 @@ function write (redisLines: string[]): string {
   const file = join(dir, 'gateway.config.yaml')
   writeFileSync(file, [
     'tokens:',
-    `  secret: ${'x'.repeat(32)}`,
+    '  secret: Zq3v9XkP2mW7rT4yB8nD1sF6hJ0cL5aE',
     '  algorithm: HS256',
     'auth:',
     '  users: { file: ./users.yaml }',
