@@ -38,7 +38,7 @@ t.test('ES256: the first key signs, every key verifies, with a JWK each', async 
 })
 
 t.test('HS256 takes a secret of at least 32 bytes and no keys', async (t) => {
-  t.same(load({ algorithm: 'HS256', secret: 's'.repeat(32) }, '.').problems, [])
+  t.same(load({ algorithm: 'HS256', secret: 'Zq3v9XkP2mW7rT4yB8nD1sF6hJ0cL5aE' }, '.').problems, [])
   t.match(load({ algorithm: 'HS256', secret: 'short' }, '.').problems, [['tokens.secret', /at least 32 bytes/]])
 })
 
