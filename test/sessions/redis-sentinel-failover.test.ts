@@ -52,6 +52,14 @@ t.test('kill -9 of the Sentinel primary under load: no 500, no revocation lost, 
     t.equal((await callApi(app, carol.access_token)).statusCode, 401, 'carol, logged out right before the kill, stays logged out')
   }
   t.equal((await refreshWithBody(a.app, bob.refresh_token ?? '')).statusCode, 401, 'bob\'s refresh token stays dead')
+  // Rotations wait for a replica: until the killed node is back and synced,
+  // b answers 503. Wait on a throwaway session of b's own, so alice's token
+  // is presented once, after the topology is whole again.
+  await waitFor('b can rotate again', async () => {
+    const res = await b.app.inject({ method: 'POST', url: '/auth/login', payload: { username: 'alice', password: PASSWORDS.alice, transport: 'body' } })
+    if (res.statusCode !== 200) return false
+    return (await refreshWithBody(b.app, (res.json() as { refresh_token: string }).refresh_token)).statusCode === 200
+  }, 200, 50)
   const refreshed = await refreshWithBody(b.app, alice.refresh_token ?? '')
   t.equal(refreshed.statusCode, 200, `a session from before the failover still refreshes: ${refreshed.body}`)
   t.equal((await callApi(a.app, refreshed.json().access_token)).statusCode, 200, 'and its new token is served')
