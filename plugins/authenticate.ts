@@ -44,9 +44,7 @@ async function authenticatePlugin (fastify: FastifyInstance): Promise<void> {
     const scopes = [...policy.scopes]
     const roles = [...policy.roles]
     const authorize = scopes.length > 0 || roles.length > 0
-    const ownIssuer = fastify.accessTokens.issuer
-    const issuers = new Set(policy.issuers ?? [ownIssuer])
-    const onlyOwn = issuers.size === 1 && issuers.has(ownIssuer)
+    const issuers: ReadonlySet<string> = new Set(policy.issuers ?? [fastify.accessTokens.issuer])
     const metrics = fastify.metrics
     // Claims are cached and frozen per token (src/access-token.ts): this
     // route's verdict on a token is worked out on its first request only.
@@ -89,7 +87,7 @@ async function authenticatePlugin (fastify: FastifyInstance): Promise<void> {
       }
 
       // A valid token from an issuer this route does not trust is no token here.
-      if (onlyOwn ? claims.iss !== ownIssuer : !issuers.has(claims.iss)) {
+      if (!issuers.has(claims.iss)) {
         metrics.auth('invalid_token')
         throw new ERR_TOKEN_INVALID()
       }
