@@ -25,6 +25,18 @@ export interface OAuthRoutesOptions {
 
 type FormBody = Record<string, unknown>
 
+// No body schema on these routes: RFC 6749 §3.2 wants a repeated parameter
+// (an array after form parsing) refused as invalid_request, which a schema
+// failure would answer as our generic 400. `formOf` narrows what
+// @fastify/formbody parsed; anything else (no body, JSON array) is empty.
+function formOf (body: unknown): FormBody {
+  return isForm(body) ? body : {}
+}
+
+function isForm (body: unknown): body is FormBody {
+  return typeof body === 'object' && body !== null && !Array.isArray(body)
+}
+
 /** One form parameter, present at most once (RFC 6749 §3.2: repeated parameters are invalid). */
 function param (body: FormBody, name: string): string | undefined {
   const value = body[name]
@@ -40,7 +52,7 @@ async function oauthRoutesPlugin (fastify: FastifyInstance, { loaded }: OAuthRou
 
   /** Authenticates the calling client, throttled like a login per client id and address. */
   const authenticateClient = async (request: FastifyRequest, reply: FastifyReply): Promise<ClientConfig> => {
-    const body = (request.body ?? {}) as FormBody
+    const body = formOf(request.body)
     let presented
     try {
       presented = presentedClient(request.headers.authorization, body)
@@ -95,7 +107,7 @@ async function oauthRoutesPlugin (fastify: FastifyInstance, { loaded }: OAuthRou
     })
 
     oauth.post('/oauth/token', async (request, reply) => {
-      const body = (request.body ?? {}) as FormBody
+      const body = formOf(request.body)
       const grantType = param(body, 'grant_type')
       if (grantType === undefined) throw new ERR_OAUTH_INVALID_REQUEST('grant_type is required')
       if (grantType !== 'client_credentials') throw new ERR_UNSUPPORTED_GRANT_TYPE()
@@ -136,7 +148,7 @@ async function oauthRoutesPlugin (fastify: FastifyInstance, { loaded }: OAuthRou
     oauth.post('/oauth/introspect', async (request, reply) => {
       const client = await authenticateClient(request, reply)
       if (!client.introspect) throw new ERR_FORBIDDEN()
-      const token = param((request.body ?? {}) as FormBody, 'token')
+      const token = param(formOf(request.body), 'token')
       if (token === undefined) throw new ERR_OAUTH_INVALID_REQUEST('token is required')
       const claims = liveClaims(token)
       if (claims === null) return { active: false }
@@ -160,7 +172,7 @@ async function oauthRoutesPlugin (fastify: FastifyInstance, { loaded }: OAuthRou
 
     oauth.post('/oauth/revoke', async (request, reply) => {
       const client = await authenticateClient(request, reply)
-      const token = param((request.body ?? {}) as FormBody, 'token')
+      const token = param(formOf(request.body), 'token')
       if (token === undefined) throw new ERR_OAUTH_INVALID_REQUEST('token is required')
       // RFC 7009 §2.2: an unknown or already invalid token is answered 200 too.
       if (isWellFormedRefreshToken(token)) {
