@@ -10,7 +10,7 @@ import { loadConfig } from '../src/config/load-config.js'
 import { hashPassword } from '../src/users/password.js'
 import { hasCommand, runAutocannon, runWrk, TASKSET, WRK, writeWrkScript, type LoadOptions, type Sample } from './load.js'
 import { memoryPhase, type MemoryPhase } from './memory.js'
-import { cpuSeconds, freePort, serveRole, startNginx, startRedis, startRole, type Role, type Server } from './servers.js'
+import { freePort, serveRole, startBin, startHaproxy, startNginx, startRedis, startRole, treeCpuSeconds, type Role, type Server } from './servers.js'
 
 // `npm run bench`: the gateway's cost over the bare proxy, measured side by
 // side in one run. Every server runs in its own process; on a machine with
@@ -32,6 +32,9 @@ const REDIS_URL = process.env.BENCH_REDIS_URL
 const PROFILE_DIR = process.env.BENCH_PROFILE
 /** The steady-load phase offers this share of the bare proxy's saturated req/s to every target; 0 skips it. */
 const PACED_SHARE = Number(process.env.BENCH_PACED_SHARE ?? 0.5)
+
+/** BENCH_ONLY=key,key measures only those targets (and the bare proxy, which every ratio needs); the keys are in `add(...)` calls below. */
+const ONLY = process.env.BENCH_ONLY === undefined ? null : new Set(['bare', ...process.env.BENCH_ONLY.split(',')])
 
 const CORES = cpus().length
 const SERVER_CPU = CORES >= 2 && TASKSET ? String(CORES - 1) : ''
@@ -116,10 +119,14 @@ async function main (): Promise<void> {
   // This process (and autocannon, which runs inside it) keeps off the core of the server under test.
   if (LOAD_CPUS !== '') spawnSync('taskset', ['-a', '-p', '-c', LOAD_CPUS, String(process.pid)], { stdio: 'ignore' })
   const dir = mkdtempSync(join(tmpdir(), 'tokengate-bench-'))
-  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256', privateKeyEncoding: { format: 'pem', type: 'pkcs8' }, publicKeyEncoding: { format: 'pem', type: 'spki' } })
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256', privateKeyEncoding: { format: 'pem', type: 'pkcs8' }, publicKeyEncoding: { format: 'pem', type: 'spki' } })
   writeFileSync(join(dir, 'key.pem'), privateKey)
+  writeFileSync(join(dir, 'public.pem'), publicKey)
   writeFileSync(join(dir, 'users.yaml'), stringify({ users: [{ id: 'u-1', username: 'bench', passwordHash: await hashPassword('bench-password') }] }))
-  const ports = { upstream: await freePort(), upstream2: await freePort(), bare: await freePort(), nginx: await freePort(), redis: await freePort() }
+  const ports = {
+    upstream: await freePort(), upstream2: await freePort(), bare: await freePort(), nginx: await freePort(), nginx2: await freePort(),
+    haproxy: await freePort(), redis: await freePort(), bin: await freePort(), binQuiet: await freePort()
+  }
   const upstream = `http://127.0.0.1:${ports.upstream}`
   const upstream2 = `http://127.0.0.1:${ports.upstream2}`
   const route = { prefix: '/api', upstream, auth: 'required', scopes: ['bench:read'], rateLimit: false }
@@ -142,7 +149,10 @@ async function main (): Promise<void> {
     // the same route over two targets (round-robin), and with tracing on (spans
     // exported over OTLP/HTTP to the second upstream, which answers 200 to anything)
     gatewayTwoTargets: { ...base, routes: [{ ...route, upstream: [upstream, upstream2] }] },
-    gatewayTracing: { ...base, tracing: { enabled: true, otlp: { endpoint: `${upstream2}/v1/traces` } }, routes: [route] }
+    gatewayTracing: { ...base, tracing: { enabled: true, otlp: { endpoint: `${upstream2}/v1/traces` } }, routes: [route] },
+    // the bin as it ships, each on a store file of its own
+    gatewayBin: { ...base, server: { host: '127.0.0.1', port: ports.bin }, store: { file: './data/bin.db' }, routes: [route] },
+    gatewayBinQuiet: { ...base, server: { host: '127.0.0.1', port: ports.binQuiet }, store: { file: './data/bin-quiet.db' }, routes: [route] }
   }
   const files: Record<string, string> = {}
   for (const [name, config] of Object.entries(configs)) {
@@ -162,30 +172,37 @@ async function main (): Promise<void> {
   const add = async (key: string, label: string, start: Promise<Server>, isRedis = false): Promise<void> => {
     const server = await start
     servers.push(server)
-    targets.push({ key, label, server, redis: isRedis })
+    if (ONLY === null || ONLY.has(key)) targets.push({ key, label, server, redis: isRedis })
   }
   try {
     await add('direct', 'upstream direct', startRole(self, 'upstream', ports.upstream, '', LOAD_CPUS))
     const profile = (name: string): string[] => PROFILE_DIR === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`, `--cpu-prof-name=${name}.cpuprofile`]
     await add('bare', 'bare proxy (fastify + @fastify/http-proxy)', startRole(self, 'bare', ports.bare, upstream, SERVER_CPU, profile('bare')))
-    await add('gateway', 'gateway, in-process store', startRole(self, 'gateway', await freePort(), files.gateway, SERVER_CPU, profile('gateway')))
+    await add('gateway', 'gateway, embedded store (SQLite file)', startRole(self, 'gateway', await freePort(), files.gateway, SERVER_CPU, profile('gateway')))
     await add('gatewayRedis', 'gateway, Redis store', startRole(self, 'gateway', await freePort(), files.gatewayRedis, SERVER_CPU), true)
-    await add('gatewayLimited', 'gateway, in-process store, rate limit on', startRole(self, 'gateway', await freePort(), files.gatewayLimited, SERVER_CPU, profile('gatewayLimited')))
+    await add('gatewayLimited', 'gateway, embedded store, rate limit on (in-process counters)', startRole(self, 'gateway', await freePort(), files.gatewayLimited, SERVER_CPU, profile('gatewayLimited')))
     await add('gatewayRedisLimited', 'gateway, Redis store, rate limit on', startRole(self, 'gateway', await freePort(), files.gatewayRedisLimited, SERVER_CPU, profile('gatewayRedisLimited')), true)
     servers.push(await startRole(self, 'upstream', ports.upstream2, '', LOAD_CPUS))
-    await add('gatewayTwoTargets', 'gateway, in-process store, two targets', startRole(self, 'gateway', await freePort(), files.gatewayTwoTargets, SERVER_CPU))
-    await add('gatewayTracing', 'gateway, in-process store, tracing on (OTLP export)', startRole(self, 'gateway', await freePort(), files.gatewayTracing, SERVER_CPU))
-    if (hasCommand('nginx')) await add('nginx', 'nginx 1 worker (for context)', startNginx(dir, ports.nginx, ports.upstream, SERVER_CPU))
+    await add('gatewayTwoTargets', 'gateway, embedded store, two targets', startRole(self, 'gateway', await freePort(), files.gatewayTwoTargets, SERVER_CPU))
+    await add('gatewayTracing', 'gateway, embedded store, tracing on (OTLP export)', startRole(self, 'gateway', await freePort(), files.gatewayTracing, SERVER_CPU))
+    const bin = join(__dirname, '..', '..', 'bin', 'gateway.js')
+    await add('gatewayBin', 'gateway bin as shipped, access log on (to a file)', startBin('gateway bin', bin, files.gatewayBin, ports.bin, SERVER_CPU, 'info', join(dir, 'bin.log')))
+    await add('gatewayBinQuiet', 'gateway bin, LOG_LEVEL=warn (no access lines)', startBin('gateway bin (warn)', bin, files.gatewayBinQuiet, ports.binQuiet, SERVER_CPU, 'warn', join(dir, 'bin-quiet.log')))
+    if (hasCommand('nginx')) {
+      await add('nginx', 'nginx 1 worker (no token check)', startNginx(dir, ports.nginx, ports.upstream, SERVER_CPU))
+      await add('nginx2', 'nginx 2 workers (no token check)', startNginx(dir, ports.nginx2, ports.upstream, SERVER_CPU, 2))
+    }
+    if (hasCommand('haproxy')) await add('haproxy', 'HAProxy, jwt_verify (ES256) on every request', startHaproxy(dir, ports.haproxy, ports.upstream, join(dir, 'public.pem'), SERVER_CPU))
 
     const options: LoadOptions = { connections: CONNECTIONS, seconds: SECONDS, cpus: LOAD_CPUS }
     const path = '/api/x'
     const measure = async (target: Target, seconds = SECONDS, pacing?: { script: string, rate: number }): Promise<Sample> => {
       const pid = target.server.child.pid
-      const cpuBefore = cpuSeconds(pid)
+      const cpuBefore = treeCpuSeconds(pid)
       const result = WRK
         ? await runWrk(`${target.server.url}${path}`, pacing?.script ?? script, { ...options, seconds })
         : await runAutocannon(`${target.server.url}${path}`, tokens, { ...options, seconds, rate: pacing?.rate })
-      return { ...result, cpuUs: (cpuSeconds(pid) - cpuBefore) * 1e6 / Math.max(1, result.requests) }
+      return { ...result, cpuUs: (treeCpuSeconds(pid) - cpuBefore) * 1e6 / Math.max(1, result.requests) }
     }
 
     // warm-up: JIT, connection pools, the verified-token cache
@@ -271,7 +288,9 @@ async function main (): Promise<void> {
       }),
       '',
       `Redis commands are counted with INFO commandstats around each run (${ownRedis === null ? `on ${redisUrl}, so other clients of that Redis count too` : 'on a redis-server the benchmark started, pinned beside the load generator'}); commands a Lua script runs count as well, so one EVALSHA and the commands inside it are one round trip.`,
+      'The bin targets run `gateway --config` as users do (their log to a file); the other gateway targets build the gateway in the benchmark process with logging off. Peers: nginx proxies without checking anything; HAProxy checks what HAProxy can (signature, alg, iss, aud, exp) on every request, with no cache, and sets X-User-Id from `sub`. CPU per request is summed over a server\'s whole process tree.',
       ...(s.has('nginx') ? [] : ['nginx is not installed (`apt-get install nginx`), so it is not measured.']),
+      ...(s.has('haproxy') ? [] : ['HAProxy is not installed (`apt-get install haproxy`), so it is not measured.']),
       ''
     ]
     const pacedBare = paced.get('bare')

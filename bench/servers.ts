@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { readFileSync, writeFileSync } from 'node:fs'
+import { closeSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:http'
 import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
@@ -76,14 +76,18 @@ export function startRole (script: string, role: Role, port: number, arg: string
   })
 }
 
-/** nginx as a reverse proxy with upstream keep-alive, one process, pinned like the others. */
-export async function startNginx (dir: string, port: number, upstreamPort: number, cpus: string): Promise<Server> {
-  const conf = join(dir, 'nginx.conf')
+/**
+ * nginx as a reverse proxy with upstream keep-alive, pinned like the others:
+ * one process for one worker, a master and its workers otherwise (their CPU
+ * is read over the whole process tree).
+ */
+export async function startNginx (dir: string, port: number, upstreamPort: number, cpus: string, workers = 1): Promise<Server> {
+  const conf = join(dir, `nginx-${workers}.conf`)
   writeFileSync(conf, `
 daemon off;
-master_process off;
-worker_processes 1;
-pid ${dir}/nginx.pid;
+master_process ${workers === 1 ? 'off' : 'on'};
+worker_processes ${workers};
+pid ${dir}/nginx-${workers}.pid;
 error_log ${dir}/nginx-error.log warn;
 events { worker_connections 1024; }
 http {
@@ -111,12 +115,89 @@ http {
     if (child.exitCode !== null) throw new Error(`nginx exited with ${child.exitCode}: ${readLog(join(dir, 'nginx-error.log'))}`)
     try {
       await fetch(`${url}/api/`)
-      return { name: 'nginx', child, url, memory: () => Promise.reject(new Error('not a node server')) }
+      return { name: 'nginx', child, url, memory: notNode }
     } catch {
       await new Promise((resolve) => setTimeout(resolve, 100))
     }
   }
   throw new Error('nginx did not start')
+}
+
+const notNode = (): Promise<MemoryReport> => Promise.reject(new Error('not a node server'))
+
+/** Waits until `url` answers at all (any status), or the child exits. */
+async function answering (name: string, child: ChildProcess, url: string, log: () => string): Promise<void> {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    if (child.exitCode !== null) throw new Error(`${name} exited with ${child.exitCode}: ${log()}`)
+    try {
+      await fetch(url)
+      return
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+  }
+  throw new Error(`${name} did not start: ${log()}`)
+}
+
+/**
+ * The gateway as it ships: the `gateway` bin on a config file, its log (one
+ * access line per request at LOG_LEVEL=info) going to a file as a service
+ * manager would write it, not into a terminal.
+ */
+export async function startBin (name: string, bin: string, config: string, port: number, cpus: string, logLevel: string, logFile: string): Promise<Server> {
+  const out = openSync(logFile, 'a')
+  const [command, args] = pinned(cpus, process.execPath, [bin, '--config', config])
+  const child = spawn(command, args, { stdio: ['ignore', out, 'inherit'], env: { ...process.env, LOG_LEVEL: logLevel } })
+  closeSync(out)
+  const url = `http://127.0.0.1:${port}`
+  await answering(name, child, `${url}/healthz`, () => readLog(logFile).slice(-2000))
+  return { name, child, url, memory: notNode }
+}
+
+/**
+ * HAProxy doing the gateway's job the way HAProxy can: its `jwt_verify`
+ * converter checks the ES256 signature of every bearer token (HAProxy has no
+ * cache of verified tokens), `exp` is compared with the clock, and the `sub`
+ * claim goes upstream as X-User-Id. One process, one thread.
+ */
+export async function startHaproxy (dir: string, port: number, upstreamPort: number, publicKeyFile: string, cpus: string): Promise<Server> {
+  const conf = join(dir, 'haproxy.cfg')
+  writeFileSync(conf, `
+global
+  nbthread 1
+  log stderr format raw local0 emerg
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  http-reuse always
+frontend gateway
+  bind 127.0.0.1:${port}
+  http-request deny deny_status 401 unless { req.hdr(authorization) -m beg "Bearer " }
+  http-request set-var(txn.bearer) http_auth_bearer
+  http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('$.alg')
+  http-request deny deny_status 401 unless { var(txn.alg) -m str ES256 }
+  http-request deny deny_status 401 unless { var(txn.bearer),jwt_verify(txn.alg,"${publicKeyFile}") -m int 1 }
+  http-request deny deny_status 401 unless { var(txn.bearer),jwt_payload_query('$.iss') -m str tokengate }
+  http-request deny deny_status 401 unless { var(txn.bearer),jwt_payload_query('$.aud') -m str api }
+  http-request set-var(txn.now) date
+  http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('$.exp','int')
+  http-request deny deny_status 401 if { var(txn.exp),sub(txn.now) -m int lt 0 } || { var(txn.exp) -m int 0 }
+  http-request del-header x-user-id
+  http-request set-header x-user-id %[var(txn.bearer),jwt_payload_query('$.sub')]
+  http-request replace-path /api(/.*) \\1
+  default_backend upstream
+backend upstream
+  server u1 127.0.0.1:${upstreamPort}
+`)
+  const [command, args] = pinned(cpus, 'haproxy', ['-f', conf, '-db'])
+  let stderr = ''
+  const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'] })
+  child.stderr?.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
+  const url = `http://127.0.0.1:${port}`
+  await answering('haproxy', child, `${url}/api/`, () => stderr)
+  return { name: 'haproxy', child, url, memory: notNode }
 }
 
 function readLog (file: string): string {
@@ -175,6 +256,36 @@ export function cpuSeconds (pid: number | undefined): number {
   } catch {
     return NaN
   }
+}
+
+/**
+ * CPU seconds of a process and every process under it (a supervisor and its
+ * workers, nginx's master and workers), from /proc; NaN where there is none.
+ */
+export function treeCpuSeconds (pid: number | undefined): number {
+  if (pid === undefined) return NaN
+  let entries: string[]
+  try {
+    entries = readdirSync('/proc').filter((name) => /^\d+$/.test(name))
+  } catch {
+    return NaN
+  }
+  const parent = new Map<number, number>()
+  for (const name of entries) {
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8')
+      parent.set(Number(name), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]))
+    } catch {
+      // gone between the listing and the read
+    }
+  }
+  const inTree = (p: number): boolean => {
+    for (let at: number | undefined = p; at !== undefined && at > 1; at = parent.get(at)) if (at === pid) return true
+    return false
+  }
+  let total = 0
+  for (const p of parent.keys()) if (inTree(p)) total += cpuSeconds(p) || 0
+  return total
 }
 
 /** Linux reports CPU time in clock ticks of 1/100 s on every platform Node supports. */
