@@ -1,4 +1,4 @@
-import { generateKeyPairSync } from 'node:crypto'
+import { generateKeyPairSync, randomUUID } from 'node:crypto'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -49,6 +49,17 @@ function isObject (v: unknown): v is Record<string, unknown> {
   return v !== null && typeof v === 'object' && !Array.isArray(v)
 }
 
+/**
+ * TOKENGATE_TEST_STORE=redis runs a suite on the Redis store (the shared
+ * 127.0.0.1:6379, or TOKENGATE_TEST_REDIS_URL, under a prefix of its own) instead
+ * of the embedded one: `npm test` runs the security suite both ways. A test
+ * that names its own store or Redis keeps it.
+ */
+function storeOverride (overrides: ConfigOverrides): ConfigOverrides {
+  if (process.env.TOKENGATE_TEST_STORE !== 'redis' || 'redis' in overrides || 'store' in overrides) return {}
+  return { redis: { url: process.env.TOKENGATE_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379', keyPrefix: `tgtest:${randomUUID()}:` } }
+}
+
 /** Writes config + users + key into a fresh temp dir and returns the config file path. */
 export async function writeTestConfig (overrides: ConfigOverrides = {}): Promise<{ file: string, dir: string }> {
   const dir = mkdtempSync(join(tmpdir(), 'tokengate-test-'))
@@ -61,7 +72,7 @@ export async function writeTestConfig (overrides: ConfigOverrides = {}): Promise
     routes: []
   }
   const file = join(dir, 'gateway.config.yaml')
-  writeFileSync(file, stringify(mergeConfig(base, overrides)))
+  writeFileSync(file, stringify(mergeConfig(mergeConfig(base, storeOverride(overrides)), overrides)))
   return { file, dir }
 }
 
