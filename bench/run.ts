@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process'
 import { generateKeyPairSync, randomBytes, randomUUID } from 'node:crypto'
+import { createServer as createNetServer, type Socket } from 'node:net'
 import { cpus, tmpdir } from 'node:os'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -244,6 +245,35 @@ async function main (): Promise<void> {
       for (const [key, samples] of pacedRuns) paced.set(key, summary(samples))
     }
 
+    // Every target of a route down, the way that hurts: both accept the
+    // connection and never answer. Without a circuit each request would wait
+    // the route's timeout (2 s here); with it, once ejectAfter requests have
+    // timed out on each target, the route answers 503 at once.
+    const held: Socket[] = []
+    const hung = await Promise.all([0, 1].map(() => new Promise<{ url: string, close: () => void }>((resolve) => {
+      const server = createNetServer((socket) => { held.push(socket) })
+      server.listen(0, '127.0.0.1', () => {
+        const address = server.address()
+        resolve({ url: `http://127.0.0.1:${typeof address === 'object' && address !== null ? address.port : 0}`, close: () => server.close() })
+      })
+    })))
+    let down: { sample: Sample, one: Omit<Sample, 'cpuUs'>, tripped: number[] } | null = null
+    if (ONLY === null || ONLY.has('gatewayDown')) {
+      const file = join(dir, 'gatewayDown.yaml')
+      writeFileSync(file, stringify({ ...base, routes: [{ ...route, upstream: hung.map((h) => h.url), timeout: '2s', ejectAfter: 3, retries: 0 }] }))
+      const server = await startRole(self, 'gateway', await freePort(), file, SERVER_CPU)
+      servers.push(server)
+      // trip the circuit: ejectAfter timeouts on each target at once (one
+      // after another, each ejection, 1 s, would be over before the next)
+      const call = async (n: number): Promise<number> => (await fetch(`${server.url}${path}`, { headers: { authorization: `Bearer ${tokens[n]}` } })).status
+      const tripped = await Promise.all(Array.from({ length: 6 }, (_, n) => call(n)))
+      tripped.push(await call(6))
+      const one = await runWrk(`${server.url}${path}`, script, { ...options, connections: 1 })
+      down = { sample: await measure({ key: 'gatewayDown', label: 'all targets down', server, redis: false }), one, tripped }
+    }
+    for (const socket of held) socket.destroy()
+    for (const h of hung) h.close()
+
     let memory: MemoryPhase[] = []
     if (MEMORY_CALLERS > 0) {
       const server = await startRole(self, 'gateway', await freePort(), files.gatewayMemory, SERVER_CPU)
@@ -289,8 +319,8 @@ async function main (): Promise<void> {
       '',
       `Redis commands are counted with INFO commandstats around each run (${ownRedis === null ? `on ${redisUrl}, so other clients of that Redis count too` : 'on a redis-server the benchmark started, pinned beside the load generator'}); commands a Lua script runs count as well, so one EVALSHA and the commands inside it are one round trip.`,
       'The bin targets run `gateway --config` as users do (their log to a file); the other gateway targets build the gateway in the benchmark process with logging off. Peers: nginx proxies without checking anything; HAProxy checks what HAProxy can (signature, alg, iss, aud, exp) on every request, with no cache, and sets X-User-Id from `sub`. CPU per request is summed over a server\'s whole process tree.',
-      ...(s.has('nginx') ? [] : ['nginx is not installed (`apt-get install nginx`), so it is not measured.']),
-      ...(s.has('haproxy') ? [] : ['HAProxy is not installed (`apt-get install haproxy`), so it is not measured.']),
+      ...(hasCommand('nginx') ? [] : ['nginx is not installed (`apt-get install nginx`), so it is not measured.']),
+      ...(hasCommand('haproxy') ? [] : ['HAProxy is not installed (`apt-get install haproxy`), so it is not measured.']),
       ''
     ]
     const pacedBare = paced.get('bare')
@@ -307,6 +337,14 @@ async function main (): Promise<void> {
           const diff = x.p99 - pacedBare.p99
           return `| ${t.label} | ${Math.round(x.rps)} | ${ms(x.p50)} | ${ms(x.p99)} | ${t.key === 'bare' ? '–' : `${diff >= 0 ? '+' : ''}${ms(diff)} ms`} |`
         }),
+        ''
+      )
+    }
+    if (down !== null) {
+      lines.push(
+        '## Every target of a route down',
+        '',
+        `Two targets that accept connections and never answer; route timeout 2 s, ejectAfter 3, retries 0. Six requests at once trip the circuit, and a seventh follows (statuses ${down.tripped.join(', ')}); then ${SECONDS} s on one connection, one request at a time: ${down.one.requests} answers, ${down.one.errors} of them not 2xx, p50 ${ms(down.one.p50)} ms, p99 ${ms(down.one.p99)} ms; and ${SECONDS} s on ${CONNECTIONS} connections at saturation: ${down.sample.requests} answers, ${down.sample.errors} not 2xx, p50 ${ms(down.sample.p50)} ms, p99 ${ms(down.sample.p99)} ms, ${Math.round(down.sample.cpuUs)} µs of CPU per answer. A half-open probe (one request per back-off) waits for the timeout; the others are answered 503 at once.`,
         ''
       )
     }
