@@ -8,6 +8,7 @@ import { buildGateway } from './build-gateway.js'
 import { loadConfig, type LoadedConfig } from './config/load-config.js'
 import { ConfigError, formatIssue } from './config/yaml-source.js'
 import { listenEchoUpstream } from './demo/demo-upstream.js'
+import { listenExampleAppServer } from './demo/example-app.js'
 import { parseDuration } from './config/duration.js'
 import { GatewayHost } from './gateway-host.js'
 import { GatewayMetrics, METRIC_PREFIX } from './ops/gateway-metrics.js'
@@ -77,6 +78,12 @@ export async function startGateway (configFile: string): Promise<void> {
   if (echo?.enabled === true) {
     demo = await listenEchoUpstream(echo.host, echo.port)
     log.info({ address: `http://${echo.host}:${echo.port}` }, 'demo echo upstream listening')
+  }
+  let demoApp: Server | undefined
+  const browserApp = config.demo?.browserApp
+  if (browserApp?.enabled === true) {
+    demoApp = await listenExampleAppServer(browserApp.host, browserApp.port, browserApp.gateway)
+    log.info({ address: `http://${browserApp.host}:${browserApp.port}/app/`, gateway: browserApp.gateway }, 'example browser app listening on its own origin')
   }
 
   let shuttingDown = false
@@ -153,6 +160,7 @@ export async function startGateway (configFile: string): Promise<void> {
     await host.close(Math.floor(shutdownGraceMs * 0.9))
     await store.close()
     demo?.close()
+    demoApp?.close()
     if (destination !== undefined) flushLog(destination)
   })
 
