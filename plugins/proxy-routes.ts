@@ -22,6 +22,7 @@ import { routeCorsPolicy } from '../src/cors/cors-policy.js'
 import { WebSocketSessions } from '../src/proxy/websocket-sessions.js'
 import type WebSocket from 'ws'
 import type { Socket } from 'node:net'
+import { Server } from 'node:http'
 
 // One encapsulated @fastify/http-proxy per configured route, each with its own
 // hooks: rate limit + authenticate → authorize → size guard → proxy. Everything a route
@@ -56,36 +57,72 @@ const UPSTREAM_FAILURE: Record<string, UpstreamFailure> = {
 
 export interface ProxyRoutesOptions {
   config: GatewayConfig
+  /** the process's registry of proxied WebSockets, kept across hot reloads; otherwise this gateway's own */
+  websockets?: WebSocketSessions
 }
 
 const WS_CLIENT_OWNED = /^(sec-websocket-|host$|content-length$)/
 
-async function proxyRoutesPlugin (fastify: FastifyInstance, { config }: ProxyRoutesOptions): Promise<void> {
+async function proxyRoutesPlugin (fastify: FastifyInstance, { config, websockets }: ProxyRoutesOptions): Promise<void> {
   const cookieNames = gatewayCookieNames(config.auth.cookie)
   const writer = compileIdentityHeaders(config.identity.headers, cookieNames)
   const trustProxy = config.server.trustProxy !== false
   fastify.decorateRequest(kUpstreamSentAt, 0)
   // Proxied WebSockets end with their token: revoked anywhere (the denylist
-  // mirror hears of it on every instance) or expired.
-  const sockets = config.routes.some((r) => r.websocket)
-    ? new WebSocketSessions({ closeOnExpiry: config.websocket.closeOnExpiry, onClosed: (reason) => fastify.metrics.websocketsClosed.labels(reason).inc() })
-    : null
+  // mirror hears of it on every instance) or expired. A registry shared
+  // across reloads is always watched: a reload that drops every WebSocket
+  // route must still close the sockets the previous gateway let in.
+  const sockets = websockets ?? (config.routes.some((r) => r.websocket)
+    ? new WebSocketSessions({ onClosed: (reason) => fastify.metrics.websocketsClosed.labels(reason).inc() })
+    : null)
+  // This gateway, as the registry knows it.
+  const owner = {}
   if (sockets !== null) {
+    const policies = new Set(config.routes.filter((r) => r.websocket).map((r) => websocketPolicy(config, r)))
     const unsubscribe = fastify.denylist.onApplied((entry) => sockets.revoke(entry))
-    // A stopping or reloaded gateway takes its routes' policies with it: their sockets end too.
+    fastify.addHook('onReady', async () => {
+      // This gateway is about to serve: it takes over the open sockets of routes
+      // it serves unchanged, and those of changed or removed routes end now.
+      sockets.takeOver(owner, policies)
+      // @fastify/http-proxy patches server.close to close every client of its
+      // WebSocket server (code 1005) when the gateway closes. The registry ends
+      // them instead (1008), or hands them to the gateway a reload put in, so
+      // the gateway's own (never listening) server closes as a plain one.
+      const server = fastify.server
+      server.close = (callback?: (err?: Error) => void) => Server.prototype.close.call(server, callback)
+    })
     fastify.addHook('preClose', () => {
       unsubscribe()
-      sockets.closeAll('route_changed')
+      sockets.release(owner)
     })
   }
   for (const route of config.routes) {
+    const link = route.websocket && sockets !== null ? { sockets, owner, route: websocketPolicy(config, route), closeOnExpiry: config.websocket.closeOnExpiry } : null
     await fastify.register(async function proxiedRoute (scope) {
-      registerRoute(scope, config, route, writer, cookieNames, trustProxy, fastify.metrics.route(route.prefix), sockets)
+      registerRoute(scope, config, route, writer, cookieNames, trustProxy, fastify.metrics.route(route.prefix), link)
     })
   }
 }
 
-function registerRoute (scope: FastifyInstance, config: GatewayConfig, route: RouteConfig, writer: IdentityHeaderWriter, cookieNames: readonly string[], trustProxy: boolean, series: RouteSeries, sockets: WebSocketSessions | null): void {
+/**
+ * What a WebSocket was let in under, as a comparable key: its route entry and
+ * everything that decides which tokens are accepted, what the upstream is told
+ * of the user, and how long the socket may live. A reload that changes any of
+ * it closes the route's sockets; one that leaves it alone keeps them open.
+ */
+function websocketPolicy (config: GatewayConfig, route: RouteConfig): string {
+  const { issuer, audience, algorithm, keys, trustedIssuers } = config.tokens
+  return JSON.stringify({ route, tokens: { issuer, audience, algorithm, keys, trustedIssuers }, identity: config.identity, websocket: config.websocket })
+}
+
+interface WebSocketLink {
+  sockets: WebSocketSessions
+  owner: object
+  route: string
+  closeOnExpiry: boolean
+}
+
+function registerRoute (scope: FastifyInstance, config: GatewayConfig, route: RouteConfig, writer: IdentityHeaderWriter, cookieNames: readonly string[], trustProxy: boolean, series: RouteSeries, link: WebSocketLink | null): void {
   const methods = route.methods ?? HTTP_METHODS.filter((m) => m !== 'HEAD')
   const timeout = parseDuration(route.timeout)
   const upstreams = Array.isArray(route.upstream) ? route.upstream : [route.upstream]
@@ -136,7 +173,7 @@ function registerRoute (scope: FastifyInstance, config: GatewayConfig, route: Ro
     onConnect: (_context: unknown, source: WebSocket, target: WebSocket) => {
       const raw = (source as unknown as { _socket?: Socket })._socket
       const claims = raw === undefined ? undefined : openedWith.get(raw)
-      if (claims !== undefined && sockets !== null) sockets.add(claims, [source, target])
+      if (claims !== undefined && link !== null) link.sockets.add(claims, [source, target], { route: link.route, owner: link.owner, closeOnExpiry: link.closeOnExpiry })
     }
   }
   const wsClientOptions = {
