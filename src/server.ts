@@ -131,6 +131,7 @@ export async function startGateway (configFile: string): Promise<void> {
     // The old gateway finishes its requests in the background; another reload need not wait for it.
     void host.swap(app, graceMs).then(async (drained) => {
       if (!drained) log.warn({ graceMs }, 'reload: requests of the previous configuration outlived the grace and were cut')
+      else log.info('reload: the previous configuration finished its requests and is closed')
       if (!sameStore) await previousStore.close()
     }).catch((err: unknown) => { log.error({ err }, 'reload: closing the previous configuration failed') })
   }
