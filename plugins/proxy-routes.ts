@@ -14,7 +14,9 @@ import { compileIdentityHeaders, type IdentityHeaderWriter } from '../src/proxy/
 import { gatewayCookieNames } from '../src/tokens/refresh-cookie.js'
 import type { RouteSeries, UpstreamFailure } from '../src/ops/gateway-metrics.js'
 import { climbsOut, forward, type ForwardPlan, type RewriteResponseHeaders } from '../src/proxy/upstream-forwarder.js'
-import { TargetSet } from '../src/proxy/upstream-targets.js'
+import { TargetSet, type UpstreamTarget } from '../src/proxy/upstream-targets.js'
+import { websocketConnector } from '../src/proxy/websocket-targets.js'
+import { targetLocationRewriter } from '../src/proxy/location-rewrite.js'
 import { RetryBudget } from '../src/proxy/retry-budget.js'
 import { startHealthChecks } from '../src/proxy/health-check.js'
 import { toGatewayError } from '../src/error-response.js'
@@ -166,6 +168,12 @@ function registerRoute (scope: FastifyInstance, config: GatewayConfig, route: Ro
     return headers
   }
 
+  const targets = new TargetSet(upstreams, { balance: route.balance, ejectAfter: route.ejectAfter, ejectFor: parseDuration(route.ejectFor) })
+  for (const target of targets.targets) {
+    const targetSeries = series.target(target.origin)
+    targetSeries.trackUp(() => target.up)
+    target.observer = targetSeries
+  }
   // @fastify/http-proxy hands onConnect the two sockets but not the request:
   // the upgrade's TCP socket links them (the client-side ws wraps it).
   const openedWith = new WeakMap<Socket, NonNullable<FastifyRequest['identity']>>()
@@ -176,7 +184,34 @@ function registerRoute (scope: FastifyInstance, config: GatewayConfig, route: Ro
       if (claims !== undefined && link !== null) link.sockets.add(claims, [source, target], { route: link.route, owner: link.owner, closeOnExpiry: link.closeOnExpiry })
     }
   }
+  // A WebSocket upgrade takes its target from the balancer, once it is
+  // authorised (a refused upgrade spends no trial request of an ejected
+  // target); @fastify/http-proxy asks getUpstream for it when it opens the
+  // upstream side. All targets out: 503 before the upgrade, like any request.
+  const upgradeTargets = new WeakMap<FastifyRequest, UpstreamTarget>()
+  if (route.websocket) {
+    scope.addHook('preHandler', async (request, reply) => {
+      if (request.headers.upgrade?.toLowerCase() !== 'websocket') return
+      const now = performance.now()
+      const target = targets.pick(now)
+      if (target === null) {
+        series.upstreamFailed('unavailable')
+        reply.header('retry-after', String(targets.retryAfter(now)))
+        throw new ERR_UPSTREAM_UNAVAILABLE()
+      }
+      upgradeTargets.set(request, target)
+      // The client went away before the upstream side was opened: the pick is void.
+      request.raw.socket.once('close', () => { if (upgradeTargets.delete(request)) targets.released(target) })
+    })
+  }
+  const wsTargetOf = (request: FastifyRequest): string => {
+    const target = upgradeTargets.get(request)
+    if (target === undefined) return upstreams[0]
+    upgradeTargets.delete(request)
+    return target.origin
+  }
   const wsClientOptions = {
+    createConnection: websocketConnector(targets, upstreams[0].startsWith('https:')),
     rewriteRequestHeaders: (_headers: IncomingHttpHeaders, request: FastifyRequest) => {
       if (request.identity !== null) openedWith.set(request.raw.socket, request.identity)
       const out = upstreamHeaders(request)
@@ -185,12 +220,6 @@ function registerRoute (scope: FastifyInstance, config: GatewayConfig, route: Ro
     }
   }
 
-  const targets = new TargetSet(upstreams, { balance: route.balance, ejectAfter: route.ejectAfter, ejectFor: parseDuration(route.ejectFor) })
-  for (const target of targets.targets) {
-    const targetSeries = series.target(target.origin)
-    targetSeries.trackUp(() => target.up)
-    target.observer = targetSeries
-  }
   const plan: ForwardPlan = {
     targets,
     retries: route.retries,
@@ -215,10 +244,13 @@ function registerRoute (scope: FastifyInstance, config: GatewayConfig, route: Ro
     await targets.close()
   })
 
+  const rewriteLocation = targetLocationRewriter(targets.targets.map((t) => t.origin), route.prefix, route.rewritePrefix ?? '/')
   const options: FastifyHttpProxyOptions = {
-    // Location rewriting and WebSockets use the first target (the HTTP hop
-    // itself balances over all of them in the handler below).
-    upstream: upstreams[0],
+    // The HTTP hop balances over the targets in the handler below, WebSockets
+    // through getUpstream; the plugin's own upstream is used for neither.
+    // With '' and getUpstream it asks getUpstream for every request, HTTP
+    // included, so only WebSocket routes pay for that.
+    upstream: route.websocket ? '' : upstreams[0],
     prefix: route.prefix,
     rewritePrefix: route.rewritePrefix ?? '/',
     httpMethods: methods,
@@ -236,11 +268,14 @@ function registerRoute (scope: FastifyInstance, config: GatewayConfig, route: Ro
       forward(request, reply, dest, body, plan, hooks.rewriteHeaders as RewriteResponseHeaders)
     },
     replyOptions: {
-      // Wrapped by @fastify/http-proxy (Location rewritten back under the
-      // prefix, invalid values dropped) and called once the upstream's answer
-      // headers are in: that is the upstream's latency.
+      ...(route.websocket ? { getUpstream: (request: unknown) => wsTargetOf(request as FastifyRequest) } : {}),
+      // Wrapped by @fastify/http-proxy (a path-only Location rewritten back
+      // under the prefix, invalid values dropped) and called once the
+      // upstream's answer headers are in: that is the upstream's latency.
       rewriteHeaders: (headers, request) => {
         if (request !== undefined) series.upstreamAnswered((performance.now() - (request as FastifyRequest)[kUpstreamSentAt]) / 1000)
+        const location = headers.location
+        if (typeof location === 'string') headers.location = rewriteLocation(location)
         const kept = withoutGatewayCookies(headers as IncomingHttpHeaders, cookieNames)
         return corsPolicy === null ? kept : withoutUpstreamCors(kept)
       }
@@ -250,9 +285,10 @@ function registerRoute (scope: FastifyInstance, config: GatewayConfig, route: Ro
   // route's bodyLimit; Fastify's text/plain parser would buffer and re-encode it.
   scope.removeContentTypeParser('text/plain')
   // The published types leave out wsClientOptions.rewriteRequestHeaders,
-  // which the plugin reads (index.js, WebSocketProxy.handleConnection).
+  // which the plugin reads (index.js, WebSocketProxy.handleConnection), and
+  // type ws's createConnection narrower than ws takes it.
   scope.register(httpProxy, route.websocket
-    ? { ...options, websocket: true, wsClientOptions: wsClientOptions as FastifyHttpProxyOptions['wsClientOptions'], wsHooks }
+    ? { ...options, websocket: true, wsClientOptions: wsClientOptions as unknown as FastifyHttpProxyOptions['wsClientOptions'], wsHooks }
     : { ...options, websocket: false })
 
   // A method the route does not allow is a 405 with Allow, not a 404.
