@@ -142,7 +142,11 @@ async function main (): Promise<void> {
     // the same route over two targets (round-robin), and with tracing on (spans
     // exported over OTLP/HTTP to the second upstream, which answers 200 to anything)
     gatewayTwoTargets: { ...base, routes: [{ ...route, upstream: [upstream, upstream2] }] },
-    gatewayTracing: { ...base, tracing: { enabled: true, otlp: { endpoint: `${upstream2}/v1/traces` } }, routes: [route] }
+    gatewayTracing: { ...base, tracing: { enabled: true, otlp: { endpoint: `${upstream2}/v1/traces` } }, routes: [route] },
+    // both targets dead (nothing listens on either port): after ejectAfter
+    // refusals each, the circuit is open and every answer is the gateway's
+    // own 503; its latency is what issue 18 asks for (under 50 ms, nothing waits)
+    gatewayDeadTargets: { ...base, routes: [{ ...route, upstream: [`http://127.0.0.1:${await freePort()}`, `http://127.0.0.1:${await freePort()}`] }] }
   }
   const files: Record<string, string> = {}
   for (const [name, config] of Object.entries(configs)) {
@@ -175,6 +179,7 @@ async function main (): Promise<void> {
     servers.push(await startRole(self, 'upstream', ports.upstream2, '', LOAD_CPUS))
     await add('gatewayTwoTargets', 'gateway, in-process store, two targets', startRole(self, 'gateway', await freePort(), files.gatewayTwoTargets, SERVER_CPU))
     await add('gatewayTracing', 'gateway, in-process store, tracing on (OTLP export)', startRole(self, 'gateway', await freePort(), files.gatewayTracing, SERVER_CPU))
+    await add('gatewayDeadTargets', 'gateway, in-process store, both targets dead (open circuit: every answer a 503, counted as errors)', startRole(self, 'gateway', await freePort(), files.gatewayDeadTargets, SERVER_CPU))
     if (hasCommand('nginx')) await add('nginx', 'nginx 1 worker (for context)', startNginx(dir, ports.nginx, ports.upstream, SERVER_CPU))
 
     const options: LoadOptions = { connections: CONNECTIONS, seconds: SECONDS, cpus: LOAD_CPUS }
