@@ -191,7 +191,11 @@ function registerRoute (scope: FastifyInstance, config: GatewayConfig, route: Ro
   const upgradeTargets = new WeakMap<FastifyRequest, UpstreamTarget>()
   if (route.websocket) {
     scope.addHook('preHandler', async (request, reply) => {
-      if (request.headers.upgrade?.toLowerCase() !== 'websocket') return
+      // Only a real upgrade (Node saw Connection: upgrade) reaches getUpstream's
+      // WebSocket side; a plain request that merely names Upgrade must not
+      // take a pick (it could hold an ejected target's one trial forever).
+      // (Node's parser sets IncomingMessage.upgrade; @types/node leaves it out.)
+      if ((request.raw as { upgrade?: boolean }).upgrade !== true || request.headers.upgrade?.toLowerCase() !== 'websocket') return
       const now = performance.now()
       const target = targets.pick(now)
       if (target === null) {

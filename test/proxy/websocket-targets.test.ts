@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:http'
+import { createServer, request as httpRequest, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import t, { type Test } from 'tap'
 import WebSocket, { WebSocketServer } from 'ws'
@@ -152,4 +152,36 @@ t.test('an absolute Location naming any of the route\'s targets comes back under
   for (const [target, location] of seen) t.equal(location, '/api/orders/42?tab=items', `target ${target}'s own URL became the gateway's path`)
   const external = await app.inject({ method: 'GET', url: '/api/orders/elsewhere' })
   t.equal(external.headers.location, 'https://other.example/x', 'a redirect to another site is left alone')
+})
+
+t.test('a plain request that only names Upgrade takes no pick: an ejected target still comes back by itself', async (t) => {
+  const a = await wsTarget(t, 'a')
+  const revivedPort = await closedPort()
+  const { port, token } = await gateway(t, [`http://127.0.0.1:${revivedPort}`, a.url], { ejectAfter: 1, ejectFor: '300ms' })
+  const plain = (): Promise<number> => new Promise((resolve, reject) => {
+    // Upgrade without Connection: upgrade is an ordinary request to Node.
+    const req = httpRequest({ host: '127.0.0.1', port, path: '/ws/x', agent: false, headers: { authorization: `Bearer ${token}`, upgrade: 'websocket' } }, (res) => {
+      res.resume()
+      resolve(res.statusCode ?? 0)
+    })
+    req.on('error', reject)
+    req.end()
+  })
+  const first = await fetch(`http://127.0.0.1:${port}/ws/x`, { headers: { authorization: `Bearer ${token}` } })
+  t.equal(first.status, 200, 'the refused first target was retried on a (and ejected)')
+  // The first target comes back where it was.
+  const back = createServer((_req, res) => res.end('revived'))
+  await new Promise<void>((resolve) => back.listen(revivedPort, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => { back.closeAllConnections(); back.close(() => resolve()) }))
+  // Past the ejection, many plain requests naming Upgrade: none may hold the trial for itself.
+  await new Promise((resolve) => setTimeout(resolve, 400))
+  for (let i = 0; i < 6; i++) t.equal(await plain(), 200)
+  t.equal(a.connections(), 0, 'no WebSocket was opened by them')
+  let served = false
+  await waitFor('the revived target takes traffic again', async () => {
+    const res = await fetch(`http://127.0.0.1:${port}/ws/y`, { headers: { authorization: `Bearer ${token}` } })
+    served ||= (await res.text()) === 'revived'
+    return served
+  })
+  t.ok(served, 'the revived target answered')
 })
