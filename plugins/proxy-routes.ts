@@ -14,7 +14,9 @@ import { compileIdentityHeaders, type IdentityHeaderWriter } from '../src/proxy/
 import { gatewayCookieNames } from '../src/tokens/refresh-cookie.js'
 import type { RouteSeries, UpstreamFailure } from '../src/ops/gateway-metrics.js'
 import { climbsOut, forward, type ForwardPlan, type RewriteResponseHeaders } from '../src/proxy/upstream-forwarder.js'
-import { TargetSet } from '../src/proxy/upstream-targets.js'
+import { TargetSet, type UpstreamTarget } from '../src/proxy/upstream-targets.js'
+import { websocketConnector } from '../src/proxy/websocket-targets.js'
+import { targetLocationRewriter } from '../src/proxy/location-rewrite.js'
 import { RetryBudget } from '../src/proxy/retry-budget.js'
 import { startHealthChecks } from '../src/proxy/health-check.js'
 import { toGatewayError } from '../src/error-response.js'
@@ -22,6 +24,7 @@ import { routeCorsPolicy } from '../src/cors/cors-policy.js'
 import { WebSocketSessions } from '../src/proxy/websocket-sessions.js'
 import type WebSocket from 'ws'
 import type { Socket } from 'node:net'
+import { Server } from 'node:http'
 
 // One encapsulated @fastify/http-proxy per configured route, each with its own
 // hooks: rate limit + authenticate → authorize → size guard → proxy. Everything a route
@@ -56,36 +59,72 @@ const UPSTREAM_FAILURE: Record<string, UpstreamFailure> = {
 
 export interface ProxyRoutesOptions {
   config: GatewayConfig
+  /** the process's registry of proxied WebSockets, kept across hot reloads; otherwise this gateway's own */
+  websockets?: WebSocketSessions
 }
 
 const WS_CLIENT_OWNED = /^(sec-websocket-|host$|content-length$)/
 
-async function proxyRoutesPlugin (fastify: FastifyInstance, { config }: ProxyRoutesOptions): Promise<void> {
+async function proxyRoutesPlugin (fastify: FastifyInstance, { config, websockets }: ProxyRoutesOptions): Promise<void> {
   const cookieNames = gatewayCookieNames(config.auth.cookie)
   const writer = compileIdentityHeaders(config.identity.headers, cookieNames)
   const trustProxy = config.server.trustProxy !== false
   fastify.decorateRequest(kUpstreamSentAt, 0)
   // Proxied WebSockets end with their token: revoked anywhere (the denylist
-  // mirror hears of it on every instance) or expired.
-  const sockets = config.routes.some((r) => r.websocket)
-    ? new WebSocketSessions({ closeOnExpiry: config.websocket.closeOnExpiry, onClosed: (reason) => fastify.metrics.websocketsClosed.labels(reason).inc() })
-    : null
+  // mirror hears of it on every instance) or expired. A registry shared
+  // across reloads is always watched: a reload that drops every WebSocket
+  // route must still close the sockets the previous gateway let in.
+  const sockets = websockets ?? (config.routes.some((r) => r.websocket)
+    ? new WebSocketSessions({ onClosed: (reason) => fastify.metrics.websocketsClosed.labels(reason).inc() })
+    : null)
+  // This gateway, as the registry knows it.
+  const owner = {}
   if (sockets !== null) {
+    const policies = new Set(config.routes.filter((r) => r.websocket).map((r) => websocketPolicy(config, r)))
     const unsubscribe = fastify.denylist.onApplied((entry) => sockets.revoke(entry))
-    // A stopping or reloaded gateway takes its routes' policies with it: their sockets end too.
+    fastify.addHook('onReady', async () => {
+      // This gateway is about to serve: it takes over the open sockets of routes
+      // it serves unchanged, and those of changed or removed routes end now.
+      sockets.takeOver(owner, policies)
+      // @fastify/http-proxy patches server.close to close every client of its
+      // WebSocket server (code 1005) when the gateway closes. The registry ends
+      // them instead (1008), or hands them to the gateway a reload put in, so
+      // the gateway's own (never listening) server closes as a plain one.
+      const server = fastify.server
+      server.close = (callback?: (err?: Error) => void) => Server.prototype.close.call(server, callback)
+    })
     fastify.addHook('preClose', () => {
       unsubscribe()
-      sockets.closeAll('route_changed')
+      sockets.release(owner)
     })
   }
   for (const route of config.routes) {
+    const link = route.websocket && sockets !== null ? { sockets, owner, route: websocketPolicy(config, route), closeOnExpiry: config.websocket.closeOnExpiry } : null
     await fastify.register(async function proxiedRoute (scope) {
-      registerRoute(scope, config, route, writer, cookieNames, trustProxy, fastify.metrics.route(route.prefix), sockets)
+      registerRoute(scope, config, route, writer, cookieNames, trustProxy, fastify.metrics.route(route.prefix), link)
     })
   }
 }
 
-function registerRoute (scope: FastifyInstance, config: GatewayConfig, route: RouteConfig, writer: IdentityHeaderWriter, cookieNames: readonly string[], trustProxy: boolean, series: RouteSeries, sockets: WebSocketSessions | null): void {
+/**
+ * What a WebSocket was let in under, as a comparable key: its route entry and
+ * everything that decides which tokens are accepted, what the upstream is told
+ * of the user, and how long the socket may live. A reload that changes any of
+ * it closes the route's sockets; one that leaves it alone keeps them open.
+ */
+function websocketPolicy (config: GatewayConfig, route: RouteConfig): string {
+  const { issuer, audience, algorithm, keys, trustedIssuers } = config.tokens
+  return JSON.stringify({ route, tokens: { issuer, audience, algorithm, keys, trustedIssuers }, identity: config.identity, websocket: config.websocket })
+}
+
+interface WebSocketLink {
+  sockets: WebSocketSessions
+  owner: object
+  route: string
+  closeOnExpiry: boolean
+}
+
+function registerRoute (scope: FastifyInstance, config: GatewayConfig, route: RouteConfig, writer: IdentityHeaderWriter, cookieNames: readonly string[], trustProxy: boolean, series: RouteSeries, link: WebSocketLink | null): void {
   const methods = route.methods ?? HTTP_METHODS.filter((m) => m !== 'HEAD')
   const timeout = parseDuration(route.timeout)
   const upstreams = Array.isArray(route.upstream) ? route.upstream : [route.upstream]
@@ -129,6 +168,12 @@ function registerRoute (scope: FastifyInstance, config: GatewayConfig, route: Ro
     return headers
   }
 
+  const targets = new TargetSet(upstreams, { balance: route.balance, ejectAfter: route.ejectAfter, ejectFor: parseDuration(route.ejectFor) })
+  for (const target of targets.targets) {
+    const targetSeries = series.target(target.origin)
+    targetSeries.trackUp(() => target.up)
+    target.observer = targetSeries
+  }
   // @fastify/http-proxy hands onConnect the two sockets but not the request:
   // the upgrade's TCP socket links them (the client-side ws wraps it).
   const openedWith = new WeakMap<Socket, NonNullable<FastifyRequest['identity']>>()
@@ -136,10 +181,41 @@ function registerRoute (scope: FastifyInstance, config: GatewayConfig, route: Ro
     onConnect: (_context: unknown, source: WebSocket, target: WebSocket) => {
       const raw = (source as unknown as { _socket?: Socket })._socket
       const claims = raw === undefined ? undefined : openedWith.get(raw)
-      if (claims !== undefined && sockets !== null) sockets.add(claims, [source, target])
+      if (claims !== undefined && link !== null) link.sockets.add(claims, [source, target], { route: link.route, owner: link.owner, closeOnExpiry: link.closeOnExpiry })
     }
   }
+  // A WebSocket upgrade takes its target from the balancer, once it is
+  // authorised (a refused upgrade spends no trial request of an ejected
+  // target); @fastify/http-proxy asks getUpstream for it when it opens the
+  // upstream side. All targets out: 503 before the upgrade, like any request.
+  const upgradeTargets = new WeakMap<FastifyRequest, UpstreamTarget>()
+  if (route.websocket) {
+    scope.addHook('preHandler', async (request, reply) => {
+      // Only a real upgrade (Node saw Connection: upgrade) reaches getUpstream's
+      // WebSocket side; a plain request that merely names Upgrade must not
+      // take a pick (it could hold an ejected target's one trial forever).
+      // (Node's parser sets IncomingMessage.upgrade; @types/node leaves it out.)
+      if ((request.raw as { upgrade?: boolean }).upgrade !== true || request.headers.upgrade?.toLowerCase() !== 'websocket') return
+      const now = performance.now()
+      const target = targets.pick(now)
+      if (target === null) {
+        series.upstreamFailed('unavailable')
+        reply.header('retry-after', String(targets.retryAfter(now)))
+        throw new ERR_UPSTREAM_UNAVAILABLE()
+      }
+      upgradeTargets.set(request, target)
+      // The client went away before the upstream side was opened: the pick is void.
+      request.raw.socket.once('close', () => { if (upgradeTargets.delete(request)) targets.released(target) })
+    })
+  }
+  const wsTargetOf = (request: FastifyRequest): string => {
+    const target = upgradeTargets.get(request)
+    if (target === undefined) return upstreams[0]
+    upgradeTargets.delete(request)
+    return target.origin
+  }
   const wsClientOptions = {
+    createConnection: websocketConnector(targets, upstreams[0].startsWith('https:')),
     rewriteRequestHeaders: (_headers: IncomingHttpHeaders, request: FastifyRequest) => {
       if (request.identity !== null) openedWith.set(request.raw.socket, request.identity)
       const out = upstreamHeaders(request)
@@ -148,12 +224,6 @@ function registerRoute (scope: FastifyInstance, config: GatewayConfig, route: Ro
     }
   }
 
-  const targets = new TargetSet(upstreams, { balance: route.balance, ejectAfter: route.ejectAfter, ejectFor: parseDuration(route.ejectFor) })
-  for (const target of targets.targets) {
-    const targetSeries = series.target(target.origin)
-    targetSeries.trackUp(() => target.up)
-    target.observer = targetSeries
-  }
   const plan: ForwardPlan = {
     targets,
     retries: route.retries,
@@ -178,10 +248,13 @@ function registerRoute (scope: FastifyInstance, config: GatewayConfig, route: Ro
     await targets.close()
   })
 
+  const rewriteLocation = targetLocationRewriter(targets.targets.map((t) => t.origin), route.prefix, route.rewritePrefix ?? '/')
   const options: FastifyHttpProxyOptions = {
-    // Location rewriting and WebSockets use the first target (the HTTP hop
-    // itself balances over all of them in the handler below).
-    upstream: upstreams[0],
+    // The HTTP hop balances over the targets in the handler below, WebSockets
+    // through getUpstream; the plugin's own upstream is used for neither.
+    // With '' and getUpstream it asks getUpstream for every request, HTTP
+    // included, so only WebSocket routes pay for that.
+    upstream: route.websocket ? '' : upstreams[0],
     prefix: route.prefix,
     rewritePrefix: route.rewritePrefix ?? '/',
     httpMethods: methods,
@@ -199,11 +272,14 @@ function registerRoute (scope: FastifyInstance, config: GatewayConfig, route: Ro
       forward(request, reply, dest, body, plan, hooks.rewriteHeaders as RewriteResponseHeaders)
     },
     replyOptions: {
-      // Wrapped by @fastify/http-proxy (Location rewritten back under the
-      // prefix, invalid values dropped) and called once the upstream's answer
-      // headers are in: that is the upstream's latency.
+      ...(route.websocket ? { getUpstream: (request: unknown) => wsTargetOf(request as FastifyRequest) } : {}),
+      // Wrapped by @fastify/http-proxy (a path-only Location rewritten back
+      // under the prefix, invalid values dropped) and called once the
+      // upstream's answer headers are in: that is the upstream's latency.
       rewriteHeaders: (headers, request) => {
         if (request !== undefined) series.upstreamAnswered((performance.now() - (request as FastifyRequest)[kUpstreamSentAt]) / 1000)
+        const location = headers.location
+        if (typeof location === 'string') headers.location = rewriteLocation(location)
         const kept = withoutGatewayCookies(headers as IncomingHttpHeaders, cookieNames)
         return corsPolicy === null ? kept : withoutUpstreamCors(kept)
       }
@@ -213,9 +289,10 @@ function registerRoute (scope: FastifyInstance, config: GatewayConfig, route: Ro
   // route's bodyLimit; Fastify's text/plain parser would buffer and re-encode it.
   scope.removeContentTypeParser('text/plain')
   // The published types leave out wsClientOptions.rewriteRequestHeaders,
-  // which the plugin reads (index.js, WebSocketProxy.handleConnection).
+  // which the plugin reads (index.js, WebSocketProxy.handleConnection), and
+  // type ws's createConnection narrower than ws takes it.
   scope.register(httpProxy, route.websocket
-    ? { ...options, websocket: true, wsClientOptions: wsClientOptions as FastifyHttpProxyOptions['wsClientOptions'], wsHooks }
+    ? { ...options, websocket: true, wsClientOptions: wsClientOptions as unknown as FastifyHttpProxyOptions['wsClientOptions'], wsHooks }
     : { ...options, websocket: false })
 
   // A method the route does not allow is a 405 with Allow, not a 404.

@@ -7,6 +7,7 @@ import { clientErrorHandler } from './ops/client-error.js'
 import { answerFrameworkError } from './error-response.js'
 import type { SessionStore } from './sessions/session-store.js'
 import type { GatewayMetrics } from './ops/gateway-metrics.js'
+import type { WebSocketSessions } from './proxy/websocket-sessions.js'
 import errors from '../plugins/errors.js'
 import metrics from '../plugins/metrics.js'
 import tracing from '../plugins/tracing.js'
@@ -34,6 +35,8 @@ export interface BuildOptions {
   store?: SessionStore
   /** A metrics registry the caller owns (hot reload keeps one across gateways); otherwise a fresh one. */
   metrics?: GatewayMetrics
+  /** The process's proxied WebSockets (hot reload hands them from one gateway to the next); otherwise the gateway's own. */
+  websockets?: WebSocketSessions
 }
 
 /** A hop count trusts that many proxies nearest to us, as proxy-addr counts them. */
@@ -88,6 +91,6 @@ export async function buildGateway (loaded: LoadedConfig, options: BuildOptions 
   await app.register(oauthRoutes, { loaded })
   await app.register(passwordRoutes)
   await app.register(adminRoutes, { adminRole: config.auth.adminRole })
-  await app.register(proxyRoutes, { config })
+  await app.register(proxyRoutes, { config, ...(options.websockets === undefined ? {} : { websockets: options.websockets }) })
   return app
 }

@@ -8,6 +8,7 @@ import { buildGateway } from './build-gateway.js'
 import { loadConfig, type LoadedConfig } from './config/load-config.js'
 import { ConfigError, formatIssue } from './config/yaml-source.js'
 import { listenEchoUpstream } from './demo/demo-upstream.js'
+import { listenExampleAppServer } from './demo/example-app.js'
 import { parseDuration } from './config/duration.js'
 import { GatewayHost } from './gateway-host.js'
 import { GatewayMetrics, METRIC_PREFIX } from './ops/gateway-metrics.js'
@@ -15,15 +16,17 @@ import { loggerOptions } from './ops/logger.js'
 import { serverLimits } from './ops/server-limits.js'
 import type { SessionStore } from './sessions/session-store.js'
 import { openStore } from './sessions/open-store.js'
+import { WebSocketSessions } from './proxy/websocket-sessions.js'
 
 // The only file that owns the process: it listens, reloads the config on
 // SIGHUP, and shuts down cleanly on SIGTERM/SIGINT, letting in-flight
 // requests finish within the grace.
 //
 // What lives as long as the process, across reloads: the listening server
-// (src/gateway-host.ts), the logger, the metrics registry and the session
-// store (reopened only when the redis or store section changed, so a reload
-// never drops the connection to the state it shares).
+// (src/gateway-host.ts), the logger, the metrics registry, the registry of
+// proxied WebSockets (a reload keeps those of unchanged routes open) and the
+// session store (reopened only when the redis or store section changed, so a
+// reload never drops the connection to the state it shares).
 
 function prettyAvailable (): boolean {
   try {
@@ -68,7 +71,9 @@ export async function startGateway (configFile: string): Promise<void> {
   collectDefaultMetrics({ register: metrics.registry, prefix: METRIC_PREFIX })
   let store: SessionStore = openStore(config, log, metrics)
 
-  const build = (from: LoadedConfig, sessions: SessionStore): Promise<FastifyInstance> => buildGateway(from, { loggerInstance: log, store: sessions, metrics })
+  // Open WebSockets outlive a reload when their route's policy did not change.
+  const websockets = new WebSocketSessions({ onClosed: (reason) => metrics.websocketsClosed.labels(reason).inc() })
+  const build = (from: LoadedConfig, sessions: SessionStore): Promise<FastifyInstance> => buildGateway(from, { loggerInstance: log, store: sessions, metrics, websockets })
   const first = await build(loaded, store)
   const host = new GatewayHost(first, serverLimits(config.server))
 
@@ -77,6 +82,12 @@ export async function startGateway (configFile: string): Promise<void> {
   if (echo?.enabled === true) {
     demo = await listenEchoUpstream(echo.host, echo.port)
     log.info({ address: `http://${echo.host}:${echo.port}` }, 'demo echo upstream listening')
+  }
+  let demoApp: Server | undefined
+  const browserApp = config.demo?.browserApp
+  if (browserApp?.enabled === true) {
+    demoApp = await listenExampleAppServer(browserApp.host, browserApp.port, browserApp.gateway)
+    log.info({ address: `http://${browserApp.host}:${browserApp.port}/app/`, gateway: browserApp.gateway }, 'example browser app listening on its own origin')
   }
 
   let shuttingDown = false
@@ -100,12 +111,14 @@ export async function startGateway (configFile: string): Promise<void> {
 
     const sameStore = isDeepStrictEqual(loaded.config.redis, next.config.redis) && isDeepStrictEqual(loaded.config.store, next.config.store)
     const nextStore = sameStore ? store : openStore(next.config, log, metrics)
-    let app: FastifyInstance
+    let app: FastifyInstance | undefined
     try {
       app = await build(next, nextStore)
       await app.ready()
     } catch (err) {
       log.error({ err }, 'reload failed while starting the new configuration; the running configuration stays')
+      // A gateway that got as far as taking over sockets hands them back as it closes.
+      await app?.close().catch(() => {})
       if (!sameStore) await nextStore.close()
       return
     }
@@ -118,6 +131,7 @@ export async function startGateway (configFile: string): Promise<void> {
     // The old gateway finishes its requests in the background; another reload need not wait for it.
     void host.swap(app, graceMs).then(async (drained) => {
       if (!drained) log.warn({ graceMs }, 'reload: requests of the previous configuration outlived the grace and were cut')
+      else log.info('reload: the previous configuration finished its requests and is closed')
       if (!sameStore) await previousStore.close()
     }).catch((err: unknown) => { log.error({ err }, 'reload: closing the previous configuration failed') })
   }
@@ -153,6 +167,7 @@ export async function startGateway (configFile: string): Promise<void> {
     await host.close(Math.floor(shutdownGraceMs * 0.9))
     await store.close()
     demo?.close()
+    demoApp?.close()
     if (destination !== undefined) flushLog(destination)
   })
 

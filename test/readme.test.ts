@@ -23,9 +23,10 @@ t.test('the README walk-through works as written', async (t) => {
 
   const port = await closedPort()
   const demoPort = await closedPort()
+  const appPort = await closedPort()
   const keygen = spawnSync(process.execPath, [BIN, 'keygen', 'ES256', 'keys/dev-es256.pem', '--if-missing'], { cwd: ROOT })
   t.equal(keygen.status, 0)
-  const env = { ...process.env, PORT: String(port), DEMO_PORT: String(demoPort), DEMO_UPSTREAM: `http://127.0.0.1:${demoPort}`, REDIS_URL: '' }
+  const env = { ...process.env, PORT: String(port), DEMO_PORT: String(demoPort), DEMO_UPSTREAM: `http://127.0.0.1:${demoPort}`, DEMO_APP_PORT: String(appPort), REDIS_URL: '' }
   const gateway = spawn(process.execPath, [BIN, '--config', 'gateway.config.yaml'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
   t.teardown(() => { gateway.kill('SIGKILL') })
   let logs = ''
@@ -33,7 +34,7 @@ t.test('the README walk-through works as written', async (t) => {
   for (let i = 0; i < 100 && !logs.includes('Server listening'); i++) await new Promise((resolve) => setTimeout(resolve, 100))
   t.match(logs, 'Server listening')
 
-  const script = blocks.join('\n').replaceAll('localhost:8080', `localhost:${port}`)
+  const script = blocks.join('\n').replaceAll('localhost:8080', `localhost:${port}`).replaceAll('localhost:5173', `localhost:${appPort}`)
   const run = spawnSync('bash', ['-euo', 'pipefail', '-c', script], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 })
   t.equal(run.status, 0, run.stderr)
   const out = run.stdout
@@ -53,4 +54,10 @@ t.test('the README walk-through works as written', async (t) => {
   const app = await fetch(`http://127.0.0.1:${port}/app/`)
   t.equal(app.status, 200, 'the example browser app is served at /app/')
   t.match(await app.text(), '<title>tokengate example app</title>')
+  // ... and from another origin, calling the gateway across origins.
+  t.match(out, `<meta name="tokengate-gateway" content="http://localhost:${port}">`, 'the app on its own origin names the gateway')
+  t.match(out, new RegExp(`\\n204\\nHTTP/1\\.1 401 Unauthorized\\r?\\naccess-control-allow-origin: http://localhost:${appPort}\\r?\\naccess-control-allow-credentials: true`, 'i'), 'its preflight is approved and the 401 is readable by it')
+  const other = await fetch(`http://127.0.0.1:${appPort}/app/`)
+  t.equal(other.status, 200, 'the example app is served on its own origin')
+  t.match(other.headers.get('content-security-policy'), `connect-src 'self' http://localhost:${port};`, 'its page may connect to the gateway')
 })

@@ -9,6 +9,14 @@
 
 const API = '/api/echo/hello'
 
+// Where the gateway is. Empty: this page's own origin (the gateway serves the
+// app under /app). Otherwise the server that served this page wrote the
+// gateway's origin here, and every call below is a CORS request to it; the
+// gateway lists this page's origin in cors.origins. `credentials: 'include'`
+// makes the browser send and keep the refresh cookie across origins (on the
+// same site only: the cookie is SameSite=Strict).
+const GATEWAY = document.querySelector('meta[name="tokengate-gateway"]')?.content ?? ''
+
 let accessToken = null
 /** The refresh in flight, so parallel 401s in one tab share one refresh. */
 let refreshing = null
@@ -32,8 +40,9 @@ function claims (token) {
 
 async function login (username, password) {
   // Without "transport": "body" the gateway sets the refresh token as a cookie.
-  const res = await fetch('/auth/login', {
+  const res = await fetch(`${GATEWAY}/auth/login`, {
     method: 'POST',
+    credentials: 'include',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ username, password })
   })
@@ -46,7 +55,7 @@ function refresh () {
   refreshing ??= (async () => {
     try {
       // No body: the browser sends the cookie (and its Origin, which the gateway checks).
-      const res = await fetch('/auth/refresh', { method: 'POST' })
+      const res = await fetch(`${GATEWAY}/auth/refresh`, { method: 'POST', credentials: 'include' })
       accessToken = res.ok ? (await res.json()).access_token : null
       return accessToken !== null
     } catch {
@@ -60,7 +69,8 @@ function refresh () {
 
 /** Calls the API with the access token; on a 401, refreshes once and retries once. */
 async function callApi (path) {
-  const send = () => fetch(path, { headers: accessToken === null ? {} : { authorization: `Bearer ${accessToken}` } })
+  // The access token goes in the header; no cookie is needed (or sent: it is scoped to /auth).
+  const send = () => fetch(`${GATEWAY}${path}`, { headers: accessToken === null ? {} : { authorization: `Bearer ${accessToken}` } })
   const first = await send()
   if (first.status !== 401) return { res: first, refreshed: false }
   if (!await refresh()) return { res: first, refreshed: false }
@@ -70,7 +80,7 @@ async function callApi (path) {
 async function logout () {
   try {
     // The cookie ends the session even when the access token has expired.
-    await fetch('/auth/logout', { method: 'POST', headers: accessToken === null ? {} : { authorization: `Bearer ${accessToken}` } })
+    await fetch(`${GATEWAY}/auth/logout`, { method: 'POST', credentials: 'include', headers: accessToken === null ? {} : { authorization: `Bearer ${accessToken}` } })
   } finally {
     accessToken = null
   }

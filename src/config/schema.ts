@@ -229,8 +229,14 @@ export const DemoSchema = Type.Object({
     enabled: Type.Boolean({ default: true }),
     host: Type.String({ default: '127.0.0.1' }),
     port: Type.Integer({ minimum: 1, maximum: 65535 })
-  }, Strict))
-}, { ...Strict, description: 'for the README walk-through only: start the echo upstream beside the gateway' })
+  }, Strict)),
+  browserApp: Type.Optional(Type.Object({
+    enabled: Type.Boolean({ default: true }),
+    host: Type.String({ default: '127.0.0.1' }),
+    port: Type.Integer({ minimum: 1, maximum: 65535 }),
+    gateway: Type.String({ pattern: '^https?://[a-z0-9.-]+(:[0-9]{1,5})?$', description: 'the gateway\'s origin as the browser reaches it; list the app\'s origin in cors.origins' })
+  }, { ...Strict, description: 'serve examples/browser-app from an origin of its own, calling the gateway across origins' }))
+}, { ...Strict, description: 'for the README walk-through only: start the echo upstream (and the example app on another origin) beside the gateway' })
 
 export const GatewayConfigSchema = Type.Object({
   server: ServerSchema,

@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
+import { SOCKET_CLOSE_REASONS } from '../proxy/websocket-sessions.js'
 
 // What the gateway counts, in a prom-client Registry of its own (one per
 // gateway, or one shared across hot reloads so counters survive them). The
@@ -195,11 +196,11 @@ export class GatewayMetrics {
     })
     this.websocketsClosed = new Counter({
       name: `${METRIC_PREFIX}websockets_closed_total`,
-      help: 'Proxied WebSockets the gateway closed because their session ended: revoked, expired, route_changed (the gateway closed: reload or shutdown)',
+      help: 'Proxied WebSockets the gateway closed: revoked (their token was revoked), expired (their token expired), route_changed (a reload changed or removed their route), shutdown (the gateway stopped)',
       labelNames: ['reason'],
       registers
     })
-    for (const reason of ['revoked', 'expired', 'route_changed']) this.websocketsClosed.labels(reason).inc(0)
+    for (const reason of SOCKET_CLOSE_REASONS) this.websocketsClosed.labels(reason).inc(0)
     const size = (): number => this.#denylistSize()
     new Gauge({
       name: `${METRIC_PREFIX}denylist_entries`,

@@ -6,6 +6,12 @@ import type { DenyEntry } from '../sessions/session-store.js'
 // admin by jti/sid/sub; learnt through the denylist mirror on whichever
 // instance holds the socket) or expired. Both sides are closed with 1008
 // (policy violation) and a reason that names no token, user or session.
+//
+// It also remembers under which route policy the socket was let in. A hot
+// reload builds a new gateway while the old one still holds the sockets: the
+// new one takes over those whose route policy it serves unchanged, and the
+// ones whose route it changed or dropped are closed. So the registry lives as
+// long as the process (src/server.ts), not as long as one gateway.
 
 /** What the registry needs of a token. */
 export interface SocketClaims {
@@ -18,21 +24,40 @@ export interface SocketClaims {
   exp: number
 }
 
-/** route_changed: the gateway holding the socket closed (a reload replaced it, or shutdown) */
-export type SocketCloseReason = 'revoked' | 'expired' | 'route_changed'
+/**
+ * revoked: its token was revoked; expired: its token expired;
+ * route_changed: a reload changed or removed its route's policy;
+ * shutdown: the gateway stopped.
+ */
+export type SocketCloseReason = 'revoked' | 'expired' | 'route_changed' | 'shutdown'
+export const SOCKET_CLOSE_REASONS: readonly SocketCloseReason[] = ['revoked', 'expired', 'route_changed', 'shutdown']
 
 export const POLICY_VIOLATION = 1008
 /** The close reason clients see; the same words whatever ended the session. */
 export const SESSION_ENDED = 'session ended'
 
+/** Under what a link was let in. */
+export interface LinkPolicy {
+  /** the route's policy, as a comparable key (plugins/proxy-routes.ts) */
+  route: string
+  /** the gateway that let it in (or took it over) */
+  owner: object
+  closeOnExpiry: boolean
+}
+
 interface Held {
   claims: SocketClaims
   sockets: WebSocket[]
+  policy: LinkPolicy
   timer: NodeJS.Timeout | null
 }
 
+interface Generation {
+  owner: object
+  routes: ReadonlySet<string>
+}
+
 export interface WebSocketSessionsOptions {
-  closeOnExpiry: boolean
   /** told once per closed link, for metrics */
   onClosed?: (reason: SocketCloseReason) => void
 }
@@ -40,8 +65,10 @@ export interface WebSocketSessionsOptions {
 export class WebSocketSessions {
   readonly #opts: WebSocketSessionsOptions
   readonly #held = new Set<Held>()
+  /** gateways serving routes, oldest first: the last one is the one a reload put in */
+  readonly #generations: Generation[] = []
 
-  constructor (opts: WebSocketSessionsOptions) {
+  constructor (opts: WebSocketSessionsOptions = {}) {
     this.#opts = opts
   }
 
@@ -50,10 +77,10 @@ export class WebSocketSessions {
   }
 
   /** Tracks one proxied link (client side and upstream side) until either side closes. */
-  add (claims: SocketClaims, sockets: WebSocket[], now = Date.now()): void {
-    const held: Held = { claims, sockets, timer: null }
+  add (claims: SocketClaims, sockets: WebSocket[], policy: LinkPolicy, now = Date.now()): void {
+    const held: Held = { claims, sockets, policy: { ...policy }, timer: null }
     this.#held.add(held)
-    if (this.#opts.closeOnExpiry) {
+    if (policy.closeOnExpiry) {
       // setTimeout takes at most 2^31-1 ms; a token living longer is re-checked then.
       const arm = (): void => {
         const left = claims.exp * 1000 - Date.now()
@@ -80,9 +107,34 @@ export class WebSocketSessions {
     }
   }
 
-  /** Closes every link: the gateway that applied the routes' policies is going away. */
-  closeAll (reason: SocketCloseReason): void {
-    for (const held of this.#held) this.#close(held, reason)
+  /**
+   * `owner` serves these route policies from now on (a reload put it in):
+   * links on a route it serves unchanged become its own; links on a route it
+   * changed or dropped are closed now, not when the old gateway has drained.
+   */
+  takeOver (owner: object, routes: ReadonlySet<string>): void {
+    this.#generations.push({ owner, routes })
+    for (const held of this.#held) {
+      if (routes.has(held.policy.route)) held.policy.owner = owner
+      else this.#close(held, 'route_changed')
+    }
+  }
+
+  /**
+   * `owner` is closing. Its links pass to the newest gateway if that one
+   * serves their route unchanged; otherwise they end: `route_changed` when
+   * another gateway replaced this one, `shutdown` when none is left.
+   */
+  release (owner: object): void {
+    const at = this.#generations.findIndex((g) => g.owner === owner)
+    if (at !== -1) this.#generations.splice(at, 1)
+    const newest = this.#generations.at(-1)
+    for (const held of this.#held) {
+      if (held.policy.owner !== owner) continue
+      if (newest === undefined) this.#close(held, 'shutdown')
+      else if (newest.routes.has(held.policy.route)) held.policy.owner = newest.owner
+      else this.#close(held, 'route_changed')
+    }
   }
 
   #forget (held: Held): void {

@@ -8,6 +8,7 @@ import { chromium, type BrowserContext, type Page } from 'playwright-core'
 import type { Test } from 'tap'
 import { buildGateway } from '../../src/build-gateway.js'
 import { createEchoUpstream, EXAMPLE_APP_PATH } from '../../src/demo/demo-upstream.js'
+import { createExampleAppServer } from '../../src/demo/example-app.js'
 import { refreshCookie } from '../../src/tokens/refresh-cookie.js'
 import { PASSWORDS, testConfig, type ConfigOverrides } from './gateway.js'
 import { mergeConfig } from './lifecycle.js'
@@ -102,6 +103,48 @@ export interface BrowserGateway {
  * `prepare` may add hooks before the gateway starts.
  */
 export async function startBrowserGateway (t: Test, overrides: ConfigOverrides = {}, prepare?: (app: FastifyInstance) => void): Promise<BrowserGateway> {
+  const { upstreamUrl, upstreamSeen } = await startDemoUpstream(t)
+  const { app, cookieName, answers } = await startRecordingGateway(t, mergeConfig({
+    routes: [
+      { prefix: '/app', upstream: upstreamUrl, rewritePrefix: '/app', auth: 'none' },
+      { prefix: '/api/echo', upstream: upstreamUrl, auth: 'required' }
+    ]
+  }, overrides), prepare)
+  const origin = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
+  return { app, origin, appUrl: `${origin}${EXAMPLE_APP_PATH}`, cookieName, answers, upstreamSeen }
+}
+
+export interface CrossOriginBrowserGateway extends BrowserGateway {
+  /** http://localhost:port of the server that serves the app (listed in cors.origins) */
+  appOrigin: string
+}
+
+/**
+ * The app on an origin of its own, http://localhost:A, served by the example
+ * app server (src/demo/example-app.ts) and told the gateway's origin,
+ * http://localhost:B: another origin on the same site, as
+ * https://app.example.com and https://api.example.com are. The gateway lists
+ * the app's origin in cors.origins with credentials and routes only
+ * /api/echo; the app's files never pass through it.
+ */
+export async function startCrossOriginBrowserGateway (t: Test, overrides: ConfigOverrides = {}): Promise<CrossOriginBrowserGateway> {
+  const { upstreamUrl, upstreamSeen } = await startDemoUpstream(t)
+  // The gateway's port is known only once it listens; the app server reads this on every request.
+  const appServerOptions = { gatewayOrigin: '' }
+  const appServer = createExampleAppServer(appServerOptions)
+  await new Promise<void>((resolve) => appServer.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => { appServer.closeAllConnections(); appServer.close(() => resolve()) }))
+  const appOrigin = `http://localhost:${(appServer.address() as AddressInfo).port}`
+  const { app, cookieName, answers } = await startRecordingGateway(t, mergeConfig({
+    cors: { origins: [appOrigin], credentials: true },
+    routes: [{ prefix: '/api/echo', upstream: upstreamUrl, auth: 'required' }]
+  }, overrides))
+  const origin = `http://localhost:${(app.server.address() as AddressInfo).port}`
+  appServerOptions.gatewayOrigin = origin
+  return { app, origin, appOrigin, appUrl: `${appOrigin}${EXAMPLE_APP_PATH}`, cookieName, answers, upstreamSeen }
+}
+
+async function startDemoUpstream (t: Test): Promise<{ upstreamUrl: string, upstreamSeen: SeenUpstream[] }> {
   const upstream = createEchoUpstream()
   const upstreamSeen: SeenUpstream[] = []
   upstream.on('request', (req) => {
@@ -109,14 +152,12 @@ export async function startBrowserGateway (t: Test, overrides: ConfigOverrides =
   })
   await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve))
   t.teardown(() => new Promise<void>((resolve) => { upstream.closeAllConnections(); upstream.close(() => resolve()) }))
-  const upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`
+  return { upstreamUrl: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`, upstreamSeen }
+}
 
-  const loaded = await testConfig(mergeConfig({
-    routes: [
-      { prefix: '/app', upstream: upstreamUrl, rewritePrefix: '/app', auth: 'none' },
-      { prefix: '/api/echo', upstream: upstreamUrl, auth: 'required' }
-    ]
-  }, overrides))
+/** The gateway listening on 127.0.0.1, recording every answer it gives. */
+async function startRecordingGateway (t: Test, overrides: ConfigOverrides, prepare?: (app: FastifyInstance) => void): Promise<{ app: FastifyInstance, cookieName: string, answers: GatewayAnswer[] }> {
+  const loaded = await testConfig(overrides)
   const cookieName = refreshCookie(loaded.config.auth.cookie).name
   const app = await buildGateway(loaded)
   t.teardown(() => app.close())
@@ -142,8 +183,7 @@ export async function startBrowserGateway (t: Test, overrides: ConfigOverrides =
   })
   prepare?.(app)
   await app.listen({ host: '127.0.0.1', port: 0 })
-  const origin = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
-  return { app, origin, appUrl: `${origin}${EXAMPLE_APP_PATH}`, cookieName, answers, upstreamSeen }
+  return { app, cookieName, answers }
 }
 
 /** Opens the app and waits for its start-up refresh attempt to settle. */

@@ -123,6 +123,13 @@ t.test('all targets down: 503 with Retry-After at once, and no request waits on 
     t.ok(Number(answer.headers['retry-after']) >= 1, 'Retry-After says when to come back')
   }
   t.equal(hungA.connections() + hungB.connections(), 0, 'the open circuit sent nothing to the targets')
+  // The gateway is ready (its store answers); only the route is not.
+  const ready = await send(port, '/readyz')
+  t.equal(ready.status, 200, '/readyz is not affected by the upstream being down')
+  const metrics = (await send(port, '/metrics')).body
+  t.equal(metricValue(metrics, 'tokengate_upstream_target_up', `http://127.0.0.1:${portA}`), 0, '/metrics shows each target down')
+  t.equal(metricValue(metrics, 'tokengate_upstream_target_up', `http://127.0.0.1:${portB}`), 0)
+  t.equal(metricValue(metrics, 'tokengate_upstream_target_ejections_total', `http://127.0.0.1:${portA}`), 1)
 })
 
 t.test('a target that comes back takes traffic again by itself', async (t) => {

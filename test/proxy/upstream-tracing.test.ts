@@ -1,7 +1,7 @@
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import t, { type Test } from 'tap'
-import { startGateway } from '../helpers/gateway.js'
+import { login, startGateway } from '../helpers/gateway.js'
 import { startUpstream } from '../helpers/upstream.js'
 
 // Traces across the hop: a real OTLP/HTTP receiver (JSON encoding) gets the
@@ -107,3 +107,23 @@ t.test('tracing off: the client\'s traceparent passes through untouched and noth
   t.equal(upstream.seen[0].headers.traceparent, sent)
   t.equal(receiver.spans.length, 0)
 })
+
+for (const userId of ['hash', 'omit'] as const) {
+  t.test(`tracing.userId: ${userId} — the server span never carries the raw user id`, async (t) => {
+    const receiver = await startReceiver(t)
+    const upstream = await startUpstream(t)
+    const { app } = await startGateway(t, {
+      tracing: { enabled: true, userId, otlp: { endpoint: receiver.url } },
+      routes: [{ prefix: '/svc', upstream: upstream.url, auth: 'required', rateLimit: false }]
+    })
+    const { access_token: token } = await login(app, 'alice')
+    t.equal((await app.inject({ method: 'GET', url: '/svc/x', headers: { authorization: `Bearer ${token}` } })).statusCode, 200)
+    await app.close()
+    const server = receiver.spans.find((s) => s.kind === 2 && attribute(s, 'http.route') === '/svc')
+    if (server === undefined) throw new Error(`server span missing: ${JSON.stringify(receiver.spans)}`)
+    t.notMatch(JSON.stringify(receiver.spans), /"u-1"|alice/, 'neither the subject nor the username is exported')
+    const hashed = attribute(server, 'enduser.id_hash')
+    if (userId === 'hash') t.match(hashed, /^[0-9a-f]{16}$/, 'a hash prefix of the subject stands in for it')
+    else t.equal(hashed, undefined, 'no user attribute at all')
+  })
+}

@@ -1,0 +1,64 @@
+import { once } from 'node:events'
+import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import t, { type Test } from 'tap'
+import { startGateway } from '../helpers/gateway.js'
+import { startUpstream } from '../helpers/upstream.js'
+import { waitFor } from '../helpers/wait-for.js'
+
+// On a route with several targets and retries on, a request body is still
+// streamed to the upstream as it arrives, never held back so that it could be
+// sent again: a body that reached a target is never retried, whatever the
+// method, and the upstream sees the first bytes before the client has sent
+// the last.
+
+async function gatewayPort (t: Test, upstream: string[]): Promise<number> {
+  const { app } = await startGateway(t, { routes: [{ prefix: '/svc', upstream, auth: 'none', rateLimit: false, retries: 2, ejectAfter: 100 }] })
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  return (app.server.address() as AddressInfo).port
+}
+
+t.test('a streamed body reaches the upstream while the client is still sending it', async (t) => {
+  const received: string[] = []
+  let finish: (res: ServerResponse) => void = () => {}
+  const server = createServer((req: IncomingMessage, res) => {
+    req.on('data', (c: Buffer) => received.push(String(c)))
+    req.on('end', () => finish(res))
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()) }))
+  const other = await startUpstream(t)
+  const port = await gatewayPort(t, [`http://127.0.0.1:${(server.address() as AddressInfo).port}`, other.url])
+  finish = (res) => res.end(`got ${received.join('').length} bytes`)
+
+  const req = httpRequest({ host: '127.0.0.1', port, path: '/svc/upload', method: 'PUT', agent: false, headers: { 'content-type': 'application/octet-stream', 'transfer-encoding': 'chunked' } })
+  const answered = once(req, 'response') as Promise<[IncomingMessage]>
+  req.write('first chunk;')
+  await waitFor('the upstream has the first chunk while the client holds the rest', () => received.join('').includes('first chunk;'))
+  t.notOk(received.join('').includes('second'), 'the rest has not been sent yet')
+  req.end('second chunk')
+  const [res] = await answered
+  let body = ''
+  for await (const c of res) body += String(c)
+  t.equal(res.statusCode, 200)
+  t.equal(body, `got ${'first chunk;second chunk'.length} bytes`)
+  t.equal(other.seen.length, 0, 'nothing went to the other target')
+})
+
+for (const method of ['PUT', 'DELETE', 'POST']) {
+  t.test(`a ${method} whose body reached a target that then reset is not retried, though retries are on`, async (t) => {
+    // Reads the whole body, then cuts the connection without answering.
+    const reset = await startUpstream(t, (_req, res) => { res.socket?.destroy() })
+    const good = await startUpstream(t)
+    const port = await gatewayPort(t, [reset.url, good.url])
+    const req = httpRequest({ host: '127.0.0.1', port, path: '/svc/thing', method, agent: false, headers: { 'content-type': 'text/plain', 'content-length': '9' } })
+    const answered = once(req, 'response') as Promise<[IncomingMessage]>
+    req.end('some body')
+    const [res] = await answered
+    res.resume()
+    t.equal(res.statusCode, 502, 'the client learns the upstream failed')
+    t.equal(reset.seen.length, 1)
+    t.equal(reset.seen[0].body, 'some body')
+    t.equal(good.seen.length, 0, 'the body was not sent again to the other target (it was not kept)')
+  })
+}
