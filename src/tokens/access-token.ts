@@ -154,6 +154,11 @@ export class AccessTokens {
     return [this.algorithm, ...(this.external === null ? [] : [...this.external.byIssuer.values()].flatMap((i) => i.algorithms))]
   }
 
+  /** The layer in use (plugins/tokens.ts keeps the fast-jwt one for verifying outside a request). */
+  get currentLayer (): JwtLayer {
+    return this.layer
+  }
+
   /** Puts @fastify/jwt under these tokens (plugins/tokens.ts). */
   useLayer (layer: JwtLayer): void {
     this.layer = layer
