@@ -31,6 +31,10 @@ async function tokensPlugin (fastify: FastifyInstance, { loaded }: TokensPluginO
   const clockSkewMs = parseDuration(tokens.clockSkew)
   const external = new TrustedIssuers(tokens.trustedIssuers, { clockSkewMs }, parseDuration)
   fastify.decorate('trustedIssuers', external)
+  for (const issuer of external.byIssuer.values()) {
+    issuer.observer = fastify.metrics.issuer(issuer.issuer)
+    issuer.observer.trackKeys(() => issuer.keyCount)
+  }
   // Keys are fetched before the gateway listens; an IdP that is down leaves
   // its issuer not ready (401 for its tokens, /readyz 503), never a crash.
   await external.start()
@@ -112,4 +116,4 @@ function isRequest (context: unknown): context is FastifyRequest {
   return context !== undefined && context !== null && typeof (context as FastifyRequest).jwtVerify === 'function'
 }
 
-export default fp(tokensPlugin, { name: 'tokengate-tokens', fastify: '5.x' })
+export default fp(tokensPlugin, { name: 'tokengate-tokens', fastify: '5.x', dependencies: ['tokengate-metrics'] })

@@ -1,4 +1,5 @@
 import { createPublicKey, type JsonWebKey } from 'node:crypto'
+import type { IssuerRefusalReason, IssuerSeries } from '../ops/gateway-metrics.js'
 import { audienceIncludes, TokenRejected, type AccessClaims, type RejectReason } from './access-token.js'
 import type { TrustedIssuerConfig } from '../config/schema.js'
 
@@ -18,7 +19,7 @@ export interface IssuerOptions {
 }
 
 /** Why an issuer's token was refused, as /metrics counts it (a fixed set: no label comes from a token). */
-export type IssuerRefusal = 'alg' | 'no_kid' | 'unknown_kid' | 'not_ready' | 'signature' | 'expired' | 'typ' | 'audience' | 'claims'
+export type IssuerRefusal = IssuerRefusalReason
 
 export interface IssuerStats {
   fetches: number
@@ -47,6 +48,8 @@ function safe (value: unknown, max = 256): value is string {
 export class TrustedIssuer {
   readonly issuer: string
   readonly stats: IssuerStats = { fetches: 0, fetchFailures: 0, verified: 0, rejected: 0, refused: new Map() }
+  /** /metrics, when the gateway has them (plugins/tokens.ts). */
+  observer: IssuerSeries | null = null
   private readonly config: TrustedIssuerConfig
   private readonly options: IssuerOptions
   /** kid → public key (PEM, as @fastify/jwt caches one verifier per key string). */
@@ -136,8 +139,10 @@ export class TrustedIssuer {
       }
       // An empty answer never wipes keys we have: the IdP may be half down.
       if (keys.size > 0) this.keys = keys
+      this.observer?.fetched()
     } catch {
       this.stats.fetchFailures++
+      this.observer?.fetchFailed()
       next = Math.min(next, Math.max(this.options.minRefetchMs, 1000))
     }
     this.schedule(next)
@@ -181,11 +186,13 @@ export class TrustedIssuer {
       if (!audienceIncludes(payload.aud, this.config.audience)) throw new IssuerRejected('invalid', 'audience', 'aud is not ours')
       const claims = this.mapClaims(payload)
       this.stats.verified++
+      this.observer?.accepted()
       return claims
     } catch (err) {
       this.stats.rejected++
       const refusal = err instanceof IssuerRejected ? err.refusal : 'claims'
       this.stats.refused.set(refusal, (this.stats.refused.get(refusal) ?? 0) + 1)
+      this.observer?.refused(refusal)
       throw err
     }
   }
