@@ -1,4 +1,5 @@
 import { createPublicKey, type JsonWebKey } from 'node:crypto'
+import { createRemoteJWKSet, customFetch, type RemoteJWKSet } from 'jose'
 import type { IssuerRefusalReason, IssuerSeries } from '../ops/gateway-metrics.js'
 import { audienceIncludes, TokenRejected, type AccessClaims, type RejectReason } from './access-token.js'
 import type { TrustedIssuerConfig } from '../config/schema.js'
@@ -10,6 +11,19 @@ import type { TrustedIssuerConfig } from '../config/schema.js'
 // kid we have not seen is refused at once and asks for a re-fetch, which runs
 // at most once per `jwksMinRefetch`, so a flood of random kids cannot make us
 // hammer the IdP.
+//
+// jose's remote JWK set does the fetching (timeout, no redirects, 200 only,
+// a well-formed key set, concurrent reloads shared); we only call its
+// reload() and read its keys. What it cannot give is kept here:
+// - when to fetch: its cooldown counts from the last *successful* fetch, so
+//   while the IdP fails every unknown kid would try again; our interval
+//   counts attempts. And its getKey fetches on a token's path when its cache
+//   is stale, where ours stays synchronous with keys fetched in the background.
+// - refreshing on the JWKS's Cache-Control (read through its fetch hook).
+// - discovery with the issuer check of OpenID Connect Discovery §4.3.
+// get-jwks was the other candidate: it fetches per unknown kid with no
+// interval at all and forgets keys an outage outlasts (2 × ttl), so it could
+// give neither property.
 
 export interface IssuerOptions {
   clockSkewMs: number
@@ -58,8 +72,10 @@ export class TrustedIssuer {
   private inFlight: Promise<void> | null = null
   private timer: NodeJS.Timeout | null = null
   private closed = false
-  /** The JWKS location, once known (from config or the discovery document). */
-  private discovered: string | undefined
+  /** The key set's fetcher, once the JWKS location is known (from config or the discovery document). */
+  private remote: RemoteJWKSet | undefined
+  /** max-age of the last JWKS answer, seconds; null when it sent none */
+  private maxAge: number | null = null
 
   constructor (config: TrustedIssuerConfig, options: IssuerOptions) {
     this.issuer = config.issuer
@@ -118,16 +134,21 @@ export class TrustedIssuer {
     this.stats.fetches++
     let next = this.options.refreshMs
     try {
-      const signal = AbortSignal.timeout(this.options.fetchTimeoutMs ?? 5000)
-      // One retry: a pooled keep-alive socket the IdP already closed gives
-      // ECONNRESET on first use, which says nothing about the IdP.
-      const get = async (): Promise<Response> => await fetch(this.discovered ??= await this.jwksUri(signal), { signal })
-      const res = await get().catch(async () => await get())
-      if (!res.ok) throw new Error(`JWKS answered ${res.status}`)
-      const maxAge = /max-age=(\d+)/.exec(res.headers.get('cache-control') ?? '')
-      if (this.config.jwksRefresh === undefined && maxAge !== null) next = Math.max(this.options.minRefetchMs, Number(maxAge[1]) * 1000)
-      const body = await res.json() as { keys?: unknown }
-      if (!Array.isArray(body.keys)) throw new Error('JWKS has no keys array')
+      const timeout = this.options.fetchTimeoutMs ?? 5000
+      this.remote ??= createRemoteJWKSet(new URL(await this.jwksUri(AbortSignal.timeout(timeout))), {
+        timeoutDuration: timeout,
+        [customFetch]: async (url, init) => {
+          // One retry: a pooled keep-alive socket the IdP already closed gives
+          // ECONNRESET on first use, which says nothing about the IdP.
+          const res = await fetch(url, init).catch(async () => await fetch(url, init))
+          const maxAge = /max-age=(\d+)/.exec(res.headers.get('cache-control') ?? '')
+          this.maxAge = maxAge === null ? null : Number(maxAge[1])
+          return res
+        }
+      })
+      await this.remote.reload()
+      if (this.config.jwksRefresh === undefined && this.maxAge !== null) next = Math.max(this.options.minRefetchMs, this.maxAge * 1000)
+      const body = this.remote.jwks() ?? { keys: [] }
       const keys = new Map<string, string>()
       for (const jwk of body.keys as Array<JsonWebKey & { kid?: unknown, use?: unknown }>) {
         if (typeof jwk.kid !== 'string' || (jwk.use !== undefined && jwk.use !== 'sig') || jwk.kty === 'oct') continue

@@ -5,6 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { login, startGateway } from '../helpers/gateway.js'
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js'
 import { startIdp, type TestIdp } from '../helpers/idp.js'
+import { waitFor } from '../helpers/wait-for.js'
 import type { FastifyInstance } from 'fastify'
 
 // Tokens from an outside identity provider: accepted only on routes that list
@@ -163,4 +164,27 @@ t.test('per-issuer metrics: labelled by the configured issuer only, so made-up i
   const coldText = (await cold.inject('/metrics')).body
   t.match(coldText, new RegExp(`tokengate_trusted_issuer_keys\\{issuer="${issuer}"\\} 0\\n`), 'not ready: no keys')
   t.match(coldText, new RegExp(`tokengate_trusted_issuer_jwks_fetches_total\\{issuer="${issuer}",result="failed"\\} [1-9]`))
+})
+
+t.test('the JWKS is refreshed on its Cache-Control max-age without any token asking', async (t) => {
+  const idp = await startIdp(t)
+  idp.cacheControl = 'public, max-age=1'
+  const up = await startUpstream(t)
+  const app = await gateway(t, idp, up)
+  idp.rotate()
+  const before = idp.jwksRequests
+  await waitFor('the scheduled re-fetch', () => idp.jwksRequests > before)
+  await waitFor('the re-fetch to land', async () => await get(app, '/ext/a', idp.mint({})) === 200)
+  t.pass('a key published after start is accepted once the JWKS is refreshed on schedule')
+})
+
+t.test('a JWKS that redirects elsewhere is not followed', async (t) => {
+  const idp = await startIdp(t)
+  const attacker = await startIdp(t)
+  idp.redirectJwksTo = attacker.jwksUri
+  const up = await startUpstream(t)
+  const app = await gateway(t, idp, up)
+  t.equal(await get(app, '/ext/a', attacker.mint({ iss: idp.issuer }, { kid: idp.kid })), 401, 'the attacker\'s key was never loaded')
+  t.equal(attacker.jwksRequests, 0)
+  t.equal((await app.inject('/readyz')).statusCode, 503, 'the issuer has no keys')
 })
