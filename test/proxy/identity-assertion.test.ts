@@ -9,7 +9,8 @@ import { startUpstream } from '../helpers/upstream.js'
 import { freePort } from '../helpers/redis-server.js'
 import { waitFor } from '../helpers/wait-for.js'
 import { buildGateway } from '../../src/build-gateway.js'
-import { loadConfig } from '../../src/config/load-config.js'
+import { checkConfig, loadConfig } from '../../src/config/load-config.js'
+import { formatIssue } from '../../src/config/yaml-source.js'
 import { ASSERTION_TYP, IdentityAssertions, type AssertionPlan } from '../../src/proxy/identity-assertion.js'
 import type { AccessClaims } from '../../src/tokens/access-token.js'
 
@@ -137,4 +138,18 @@ t.test('assertions are made once per token, re-made at half their life, never ou
   t.equal(made[4].sid, undefined, 'a trusted issuer\'s token has no gateway session')
   t.equal(made[4].token_iss, 'https://idp.example')
   t.equal(made[4].iss, 'tokengate', 'the gateway signs it, so it is the issuer')
+})
+
+t.test('the README shows the backend the test runs, as it is', async (t) => {
+  const readme = readFileSync(join(__dirname, '../../README.md'), 'utf8')
+  const section = readme.slice(readme.indexOf('### A signed identity for upstreams'))
+  const block = /```js\n([\s\S]*?)```/.exec(section)?.[1]
+  t.equal(block, readFileSync(EXAMPLE, 'utf8'))
+  // and its config example is a valid config (with a users file added)
+  const yaml = /```yaml\n([\s\S]*?)```/.exec(section)?.[1] ?? ''
+  const { dir } = await writeTestConfig()
+  const file = join(dir, 'readme.yaml')
+  writeFileSync(file, `${yaml}auth: { users: { file: ./users.yaml } }\n`)
+  const { issues } = checkConfig(file, {})
+  t.same(issues.map(formatIssue), [])
 })
