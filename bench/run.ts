@@ -142,7 +142,10 @@ async function main (): Promise<void> {
     // the same route over two targets (round-robin), and with tracing on (spans
     // exported over OTLP/HTTP to the second upstream, which answers 200 to anything)
     gatewayTwoTargets: { ...base, routes: [{ ...route, upstream: [upstream, upstream2] }] },
-    gatewayTracing: { ...base, tracing: { enabled: true, otlp: { endpoint: `${upstream2}/v1/traces` } }, routes: [route] }
+    gatewayTracing: { ...base, tracing: { enabled: true, otlp: { endpoint: `${upstream2}/v1/traces` } }, routes: [route] },
+    // the signed identity assertion on: one ES256 signature per token and
+    // route per half-ttl, a cached header on every other request
+    gatewayAssertion: { ...base, identity: { assertion: { ttl: '60s' } }, routes: [route] }
   }
   const files: Record<string, string> = {}
   for (const [name, config] of Object.entries(configs)) {
@@ -175,6 +178,7 @@ async function main (): Promise<void> {
     servers.push(await startRole(self, 'upstream', ports.upstream2, '', LOAD_CPUS))
     await add('gatewayTwoTargets', 'gateway, in-process store, two targets', startRole(self, 'gateway', await freePort(), files.gatewayTwoTargets, SERVER_CPU))
     await add('gatewayTracing', 'gateway, in-process store, tracing on (OTLP export)', startRole(self, 'gateway', await freePort(), files.gatewayTracing, SERVER_CPU))
+    await add('gatewayAssertion', 'gateway, in-process store, identity assertion on', startRole(self, 'gateway', await freePort(), files.gatewayAssertion, SERVER_CPU, profile('gatewayAssertion')))
     if (hasCommand('nginx')) await add('nginx', 'nginx 1 worker (for context)', startNginx(dir, ports.nginx, ports.upstream, SERVER_CPU))
 
     const options: LoadOptions = { connections: CONNECTIONS, seconds: SECONDS, cpus: LOAD_CPUS }
