@@ -18,6 +18,9 @@ declare module 'fastify' {
   }
 }
 
+/** @fastify/jwt's request verifier as its code reads (index.js requestVerify); its types do not list (undefined, callback). */
+type RequestVerify = (this: FastifyRequest, options: undefined, next: (err: Error | null, payload: unknown) => void) => void
+
 /** Where jwtVerify finds the token: AccessTokens may verify one that is not in the Authorization header (introspection, logout). */
 const kToken = Symbol('tokengate.verifyingToken')
 
@@ -89,7 +92,11 @@ async function tokensPlugin (fastify: FastifyInstance, { loaded }: TokensPluginO
       if (!isRequest(context)) return outsideRequest.verify(token, undefined)
       context[kToken] = token
       let result: { err: Error | null, payload?: unknown } | undefined
-      void context.jwtVerify((err: Error | null, payload: unknown) => { result = { err, payload } })
+      // (undefined, callback), not (callback): with options absent it uses
+      // its global options and its per-key verifier cache; called with the
+      // callback alone it takes the callback for options and builds a new
+      // fast-jwt verifier for every token.
+      ;(context.jwtVerify as unknown as RequestVerify).call(context, undefined, (err, payload) => { result = { err, payload } })
       context[kToken] = ''
       // Every step above is synchronous; a result still missing would mean
       // @fastify/jwt changed that, and a token we could not check is refused.
