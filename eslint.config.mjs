@@ -16,6 +16,11 @@ export default tseslint.config(
     languageOptions: { sourceType: 'module', globals: { document: 'readonly', fetch: 'readonly', atob: 'readonly', TextDecoder: 'readonly' } }
   },
   {
+    // Example upstreams: plain Node, run as they are.
+    files: ['examples/**/*.mjs'],
+    languageOptions: { sourceType: 'module', globals: { process: 'readonly', URL: 'readonly' } }
+  },
+  {
     rules: {
       '@typescript-eslint/no-explicit-any': 'error',
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_' }],

@@ -153,7 +153,10 @@ async function main (): Promise<void> {
     gatewayTracing: { ...base, tracing: { enabled: true, otlp: { endpoint: `${upstream2}/v1/traces` } }, routes: [route] },
     // the bin as it ships, each on a store file of its own
     gatewayBin: { ...base, server: { host: '127.0.0.1', port: ports.bin }, store: { file: './data/bin.db' }, routes: [route] },
-    gatewayBinQuiet: { ...base, server: { host: '127.0.0.1', port: ports.binQuiet }, store: { file: './data/bin-quiet.db' }, routes: [route] }
+    gatewayBinQuiet: { ...base, server: { host: '127.0.0.1', port: ports.binQuiet }, store: { file: './data/bin-quiet.db' }, routes: [route] },
+    // the signed identity assertion on: one ES256 signature per token and
+    // route per half-ttl, a cached header on every other request
+    gatewayAssertion: { ...base, identity: { assertion: { ttl: '60s' } }, routes: [route] }
   }
   const files: Record<string, string> = {}
   for (const [name, config] of Object.entries(configs)) {
@@ -194,6 +197,7 @@ async function main (): Promise<void> {
       await add('nginx2', 'nginx 2 workers (no token check)', startNginx(dir, ports.nginx2, ports.upstream, SERVER_CPU, 2))
     }
     if (hasCommand('haproxy')) await add('haproxy', 'HAProxy, jwt_verify (ES256) on every request', startHaproxy(dir, ports.haproxy, ports.upstream, join(dir, 'public.pem'), SERVER_CPU))
+    await add('gatewayAssertion', 'gateway, embedded store, identity assertion on', startRole(self, 'gateway', await freePort(), files.gatewayAssertion, SERVER_CPU, profile('gatewayAssertion')))
 
     const options: LoadOptions = { connections: CONNECTIONS, seconds: SECONDS, cpus: LOAD_CPUS }
     const path = '/api/x'

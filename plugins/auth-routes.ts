@@ -224,7 +224,7 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
     let bearerRefused: Error | undefined = bearer === null ? new ERR_TOKEN_INVALID() : undefined
     if (typeof bearer === 'string') {
       try {
-        sids.add(fastify.accessTokens.verify(bearer).sid)
+        sids.add(fastify.accessTokens.verify(bearer, Date.now(), request).sid)
       } catch (err) {
         // An expired or foreign access token ends nothing; the refresh token may.
         bearerRefused = err instanceof TokenRejected ? rejectionError(err) : new ERR_TOKEN_INVALID()

@@ -76,7 +76,7 @@ async function authenticatePlugin (fastify: FastifyInstance): Promise<void> {
       const now = Date.now()
       let claims: AccessClaims
       try {
-        claims = fastify.accessTokens.verify(token, now)
+        claims = fastify.accessTokens.verify(token, now, request)
       } catch (err) {
         if (err instanceof TokenRejected) {
           request.log.info({ reason: err.reason, detail: err.message }, 'access token rejected')

@@ -84,11 +84,11 @@ async function oauthRoutesPlugin (fastify: FastifyInstance, { loaded }: OAuthRou
   }
 
   /** The claims of one of our live access tokens; null for anything expired, revoked, malformed or foreign. */
-  const liveClaims = (token: string): AccessClaims | null => {
+  const liveClaims = (token: string, request: FastifyRequest): AccessClaims | null => {
     const now = Date.now()
     let claims: AccessClaims
     try {
-      claims = fastify.accessTokens.verify(token, now)
+      claims = fastify.accessTokens.verify(token, now, request)
     } catch {
       return null
     }
@@ -150,7 +150,7 @@ async function oauthRoutesPlugin (fastify: FastifyInstance, { loaded }: OAuthRou
       if (!client.introspect) throw new ERR_FORBIDDEN()
       const token = param(formOf(request.body), 'token')
       if (token === undefined) throw new ERR_OAUTH_INVALID_REQUEST('token is required')
-      const claims = liveClaims(token)
+      const claims = liveClaims(token, request)
       if (claims === null) return { active: false }
       // What a resource server needs to decide, nothing more: no email, name or session id.
       const clientId = (claims as AccessClaims & { client_id?: unknown }).client_id
@@ -186,7 +186,7 @@ async function oauthRoutesPlugin (fastify: FastifyInstance, { loaded }: OAuthRou
         }
         return reply.code(200).send()
       }
-      const claims = liveClaims(token)
+      const claims = liveClaims(token, request)
       const own = claims !== null && (claims as AccessClaims & { client_id?: unknown }).client_id === client.id
       if (claims !== null && (own || client.introspect)) {
         await fastify.revoker.revokeJti(claims.jti)

@@ -11,6 +11,7 @@ import { parseDuration } from '../src/config/duration.js'
 import { ERR_BAD_REQUEST, ERR_BODY_TOO_LARGE, ERR_METHOD_NOT_ALLOWED, ERR_UPSTREAM_UNAVAILABLE } from '../src/errors.js'
 import { forwardFacts } from '../src/proxy/forwarded.js'
 import { compileIdentityHeaders, type IdentityHeaderWriter } from '../src/proxy/identity-headers.js'
+import { ASSERTION_TYP, assertionHeaderNames, IdentityAssertions, routeAssertionPlan } from '../src/proxy/identity-assertion.js'
 import { gatewayCookieNames } from '../src/tokens/refresh-cookie.js'
 import type { RouteSeries, UpstreamFailure } from '../src/ops/gateway-metrics.js'
 import { climbsOut, forward, type ForwardPlan, type RewriteResponseHeaders } from '../src/proxy/upstream-forwarder.js'
@@ -67,7 +68,7 @@ const WS_CLIENT_OWNED = /^(sec-websocket-|host$|content-length$)/
 
 async function proxyRoutesPlugin (fastify: FastifyInstance, { config, websockets }: ProxyRoutesOptions): Promise<void> {
   const cookieNames = gatewayCookieNames(config.auth.cookie)
-  const writer = compileIdentityHeaders(config.identity.headers, cookieNames)
+  const writer = compileIdentityHeaders(config.identity.headers, cookieNames, assertionHeaderNames(config))
   const trustProxy = config.server.trustProxy !== false
   fastify.decorateRequest(kUpstreamSentAt, 0)
   // Proxied WebSockets end with their token: revoked anywhere (the denylist
@@ -161,10 +162,13 @@ function registerRoute (scope: FastifyInstance, config: GatewayConfig, route: Ro
     })
   }
 
+  const assertionPlan = routeAssertionPlan(config, route)
+  const assertions = assertionPlan === null ? null : new IdentityAssertions(assertionPlan, (payload) => scope.accessTokens.sign(payload, ASSERTION_TYP), series.assertionSigner())
   const upstreamHeaders = (request: FastifyRequest): Record<string, string | string[]> => {
     const headers = writer.upstreamHeaders(request.headers, request.identity, forwardFacts(request, trustProxy))
     // The gateway consumed the bearer token; upstreams get the identity headers instead.
     if (route.auth !== 'none') delete headers.authorization
+    if (assertions !== null && request.identity !== null) headers[assertions.header] = assertions.for(request.identity)
     return headers
   }
 

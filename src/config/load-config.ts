@@ -111,8 +111,29 @@ function checkTrustedIssuers (config: GatewayConfig, source: YamlSource): void {
   })
 }
 
+/** The assertion is verified with public keys: HS256 would hand every upstream the secret that signs access tokens. */
+function checkAssertion (config: GatewayConfig, source: YamlSource): void {
+  const global = config.identity.assertion
+  const hs256 = config.tokens.algorithm === 'HS256'
+  const needsKeys = 'needs an asymmetric tokens.algorithm (RS256, ES256 or EdDSA): upstreams verify it with /.well-known/jwks.json, and HS256 would give them the secret that signs access tokens'
+  if (global !== undefined) {
+    if (hs256) source.report(['identity', 'assertion'], needsKeys)
+    if (parseDuration(global.ttl) < 1000) source.report(['identity', 'assertion', 'ttl'], 'must be at least 1s')
+    const taken = Object.keys(config.identity.headers).find((h) => h.toLowerCase() === global.header.toLowerCase())
+    if (taken !== undefined) source.report(['identity', 'assertion', 'header'], `is also an identity.headers name ("${taken}")`)
+  }
+  config.routes.forEach((route, i) => {
+    const own = route.assertion
+    if (own === undefined || own === false) return
+    if (hs256 && global === undefined) source.report(['routes', i, 'assertion'], needsKeys)
+    if (route.auth === 'none') source.report(['routes', i, 'assertion'], 'is on, but the route has auth: none (there is no identity to assert)')
+    if (typeof own === 'object' && own.ttl !== undefined && parseDuration(own.ttl) < 1000) source.report(['routes', i, 'assertion', 'ttl'], 'must be at least 1s')
+  })
+}
+
 function checkRoutes (config: GatewayConfig, source: YamlSource): void {
   checkTrustedIssuers(config, source)
+  checkAssertion(config, source)
   const prefixes = new Map<string, number>()
   config.routes.forEach((route, i) => {
     const prefix = normalisePrefix(route.prefix)

@@ -147,8 +147,22 @@ export const IdentitySchema = Type.Object({
       Type.Literal('roles'), Type.Literal('scope'), Type.Literal('sid'), Type.Literal('jti')
     ]),
     { default: { 'X-User-Id': 'sub', 'X-User-Name': 'username', 'X-User-Email': 'email', 'X-User-Roles': 'roles', 'X-User-Scopes': 'scope' } }
-  )
+  ),
+  assertion: Type.Optional(Type.Object({
+    header: Type.String({ pattern: '^[A-Za-z0-9-]+$', default: 'X-Tokengate-Assertion', description: 'the request header that carries it (a client-sent one is always dropped)' }),
+    ttl: Duration('its lifetime; never beyond the access token\'s exp; re-made when half of it is gone', '60s'),
+    audience: Type.Optional(Type.String({ minLength: 1, description: 'its aud; default: the origin of the route\'s (first) upstream, e.g. http://10.0.1.5:3001' }))
+  }, { ...Strict, description: 'a short JWT signed with the gateway\'s current key, for upstreams to verify with /.well-known/jwks.json; set here it is on for every route with auth (routes[].assertion overrides); asymmetric tokens.algorithm only' }))
 }, { ...Strict, default: {} })
+
+/** Per route: false turns the identity assertion off; true or an object turns it on (overriding identity.assertion's ttl/audience). */
+export const RouteAssertionSchema = Type.Union([
+  Type.Boolean(),
+  Type.Object({
+    ttl: Type.Optional(Duration('this route\'s assertion lifetime')),
+    audience: Type.Optional(Type.String({ minLength: 1, description: 'this route\'s assertion aud' }))
+  }, Strict)
+], { description: 'the signed identity assertion on this route: false off, true on, an object on with overrides; default: on when identity.assertion is set' })
 
 export const BALANCE_MODES = ['round-robin', 'least-request'] as const
 
@@ -205,7 +219,8 @@ export const RouteSchema = Type.Object({
   timeout: Duration('upstream answer; then 504', '30s'),
   rateLimit: Type.Optional(RateLimitOrOff),
   cors: Type.Optional(RouteCorsSchema),
-  issuers: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { description: 'issuers whose tokens this route accepts (tokens.issuer and/or tokens.trustedIssuers[].issuer); default: the gateway\'s own only' }))
+  issuers: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { description: 'issuers whose tokens this route accepts (tokens.issuer and/or tokens.trustedIssuers[].issuer); default: the gateway\'s own only' })),
+  assertion: Type.Optional(RouteAssertionSchema)
 }, Strict)
 
 export const MetricsSchema = Type.Object({

@@ -86,10 +86,31 @@ export class RouteSeries {
     this.#rateLimited.inc()
   }
 
+  /** Counts the identity assertions this route signs (cache misses only). */
+  assertionSigner (): () => void {
+    const child = this.#metrics.assertionsSigned.labels(this.route)
+    child.inc(0)
+    return () => child.inc()
+  }
+
   /** The per-target series of one upstream target of this route (its origin, without userinfo). */
   target (origin: string): TargetSeries {
     return this.#metrics.target(this.route, origin)
   }
+}
+
+/** Why a trusted issuer's token was refused: a fixed set, so no label comes from a token. */
+export const ISSUER_REFUSALS = ['alg', 'no_kid', 'unknown_kid', 'not_ready', 'signature', 'expired', 'typ', 'audience', 'claims'] as const
+export type IssuerRefusalReason = typeof ISSUER_REFUSALS[number]
+
+/** What one trusted issuer reports; its label is the configured issuer, never a token's iss. */
+export interface IssuerSeries {
+  accepted (): void
+  refused (reason: IssuerRefusalReason): void
+  fetched (): void
+  fetchFailed (): void
+  /** where the keys gauge reads the issuer's loaded key count from */
+  trackKeys (count: () => number): void
 }
 
 /** What a route's target reports: prebuilt children, so the request path only increments. */
@@ -115,6 +136,10 @@ export class GatewayMetrics {
   readonly targetEjections: Counter<'route' | 'target'>
   readonly #targetUp = new Map<string, { route: string, target: string, up: () => number }>()
   readonly websocketsClosed: Counter<'reason'>
+  readonly assertionsSigned: Counter<'route'>
+  readonly issuerTokens: Counter<'issuer' | 'result' | 'reason'>
+  readonly issuerFetches: Counter<'issuer' | 'result'>
+  readonly #issuerKeys = new Map<string, () => number>()
   readonly #auth = new Map<AuthOutcome, Counter.Internal>()
   readonly #redis = new Map<RedisClientName, Counter.Internal>()
   readonly #routes = new Map<string, RouteSeries>()
@@ -201,6 +226,34 @@ export class GatewayMetrics {
       registers
     })
     for (const reason of SOCKET_CLOSE_REASONS) this.websocketsClosed.labels(reason).inc(0)
+    this.assertionsSigned = new Counter({
+      name: `${METRIC_PREFIX}identity_assertions_signed_total`,
+      help: 'Identity assertions signed for upstreams, by route (once per token and route and ttl/2: cached in between)',
+      labelNames: ['route'],
+      registers
+    })
+    this.issuerTokens = new Counter({
+      name: `${METRIC_PREFIX}trusted_issuer_tokens_total`,
+      help: 'Tokens of a trusted issuer verified (cache misses), by configured issuer, result (accepted, refused) and refusal reason',
+      labelNames: ['issuer', 'result', 'reason'],
+      registers
+    })
+    this.issuerFetches = new Counter({
+      name: `${METRIC_PREFIX}trusted_issuer_jwks_fetches_total`,
+      help: 'JWKS fetches of a trusted issuer, by configured issuer and result (ok, failed)',
+      labelNames: ['issuer', 'result'],
+      registers
+    })
+    const issuerKeys = this.#issuerKeys
+    new Gauge({
+      name: `${METRIC_PREFIX}trusted_issuer_keys`,
+      help: 'Keys loaded from a trusted issuer\'s JWKS, by configured issuer; 0: not ready, its tokens are refused',
+      labelNames: ['issuer'],
+      registers,
+      collect () {
+        for (const [issuer, count] of issuerKeys) this.labels(issuer).set(count())
+      }
+    })
     const size = (): number => this.#denylistSize()
     new Gauge({
       name: `${METRIC_PREFIX}denylist_entries`,
@@ -245,6 +298,29 @@ export class GatewayMetrics {
       failure: () => failures.inc(),
       ejection: () => ejections.inc(),
       trackUp: (up) => { ups.set(`${route} ${target}`, { route, target, up }) }
+    }
+  }
+
+  /** The series of one trusted issuer (its configured name). */
+  issuer (issuer: string): IssuerSeries {
+    const accepted = this.issuerTokens.labels(issuer, 'accepted', '')
+    accepted.inc(0)
+    const refused = new Map(ISSUER_REFUSALS.map((r) => {
+      const child = this.issuerTokens.labels(issuer, 'refused', r)
+      child.inc(0)
+      return [r, child] as const
+    }))
+    const ok = this.issuerFetches.labels(issuer, 'ok')
+    const failed = this.issuerFetches.labels(issuer, 'failed')
+    ok.inc(0)
+    failed.inc(0)
+    const keys = this.#issuerKeys
+    return {
+      accepted: () => accepted.inc(),
+      refused: (reason) => refused.get(reason)?.inc(),
+      fetched: () => ok.inc(),
+      fetchFailed: () => failed.inc(),
+      trackKeys: (count) => { keys.set(issuer, count) }
     }
   }
 

@@ -45,9 +45,10 @@ export interface IdentityHeaderWriter {
  * identity headers are set from which claim, and which cookies are the
  * gateway's own (never forwarded).
  */
-export function compileIdentityHeaders (headers: Record<string, IdentityClaim>, gatewayCookieNames: readonly string[]): IdentityHeaderWriter {
+export function compileIdentityHeaders (headers: Record<string, IdentityClaim>, gatewayCookieNames: readonly string[], alsoStripped: readonly string[] = []): IdentityHeaderWriter {
   const identity = Object.entries(headers).map(([name, claim]) => [name.toLowerCase(), claim] as const)
-  const stripped = new Set([...ALWAYS_STRIPPED, ...identity.map(([name]) => name)])
+  // alsoStripped: the signed assertion's header names, dropped even where the assertion is off.
+  const stripped = new Set([...ALWAYS_STRIPPED, ...identity.map(([name]) => name), ...alsoStripped.map(normaliseHeaderName)])
   const ownCookies = new Set(gatewayCookieNames)
   // Claims are cached and frozen per token (src/access-token.ts), so the
   // identity headers of a token are computed on its first request only.

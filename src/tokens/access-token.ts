@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
-import { createSigner, createVerifier, TokenError } from 'fast-jwt'
+import { createDecoder, createSigner, createVerifier, TokenError, type Algorithm as JwtAlgorithm } from 'fast-jwt'
 import type { TokenKeys } from './token-keys.js'
-import type { TrustedIssuers } from './trusted-issuers.js'
+import type { TrustedIssuer, TrustedIssuers } from './trusted-issuers.js'
 
 // Access tokens are JWTs per RFC 9068. Verification is deliberately narrower
 // than a general JWT library: one algorithm (the configured one), our own keys
@@ -78,37 +78,95 @@ const B64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_
 const CONTROL_CHAR = /[\x00-\x1f\x7f]/ // eslint-disable-line no-control-regex
 const LONE_SURROGATE = /\p{Cs}/u
 
-type Verify = (token: string) => unknown
+/**
+ * The signature layer under AccessTokens. In the gateway it is @fastify/jwt
+ * (plugins/tokens.ts): one registration signs our tokens and assertions, and
+ * its request verifier checks signatures with the key `keyFor` picks. Alone
+ * (unit tests, the bench's token minting) there is no Fastify instance to
+ * register it on, so `fastJwtLayer` calls fast-jwt, the library under
+ * @fastify/jwt, with the same options.
+ */
+export interface JwtLayer {
+  /** Signs with the current key, `typ` in the header (at+jwt unless told). */
+  sign (payload: Record<string, unknown>, typ?: string): string
+  /**
+   * Checks the signature (with the key `keyFor` picks from the decoded
+   * header and payload), exp and nbf; returns the payload. `context` is the
+   * request being served, when there is one.
+   */
+  verify (token: string, context: unknown): unknown
+}
+
+/** What fast-jwt checks, the same under @fastify/jwt and alone; issuer, audience, typ and claims are ours (after the signature). */
+export function verifierOptions (algorithms: readonly string[], clockSkewMs: number): { algorithms: JwtAlgorithm[], clockTolerance: number, requiredClaims: string[], cache: false } {
+  // Our own cache sits in front (see `AccessTokens.verified`).
+  return { algorithms: [...new Set(algorithms)] as JwtAlgorithm[], clockTolerance: clockSkewMs, requiredClaims: ['iss', 'aud', 'sub', 'exp'], cache: false }
+}
+
+/** The layer without a Fastify instance: fast-jwt directly, one verifier per key. */
+export function fastJwtLayer (keys: TokenKeys, options: { clockSkewMs: number, algorithms: readonly string[], keyFor: KeyFor }): JwtLayer {
+  const signers = new Map<string, (payload: Record<string, unknown>) => string>()
+  const verifiers = new Map<string, (token: string) => unknown>()
+  const decode = createDecoder({ complete: true })
+  const common = verifierOptions(options.algorithms, options.clockSkewMs)
+  return {
+    sign (payload, typ = ACCESS_TOKEN_TYP) {
+      let sign = signers.get(typ)
+      if (sign === undefined) {
+        sign = createSigner({ key: keys.signing.key, algorithm: keys.algorithm, header: { alg: keys.algorithm, typ }, ...(keys.signing.kid === undefined ? {} : { kid: keys.signing.kid }) })
+        signers.set(typ, sign)
+      }
+      return sign(payload)
+    },
+    verify (token) {
+      const decoded = decode(token) as { header: Record<string, unknown>, payload: Record<string, unknown> }
+      const key = options.keyFor(decoded.header, decoded.payload)
+      let verify = verifiers.get(key)
+      if (verify === undefined) {
+        verify = createVerifier({ ...common, key })
+        verifiers.set(key, verify)
+      }
+      return verify(token)
+    }
+  }
+}
+
+export type KeyFor = (header: Record<string, unknown>, payload: Record<string, unknown>) => string
 
 export class AccessTokens {
-  private readonly sign_: (payload: Record<string, unknown>) => string
-  private readonly verifiers: Map<string | undefined, Verify>
+  private readonly keys: ReadonlyMap<string | undefined, string>
   private readonly options: AccessTokenOptions
   readonly algorithm: TokenKeys['algorithm']
   /** Outside issuers; null when none is configured, so our own tokens take the same path as before. */
   private readonly external: TrustedIssuers | null
+  private layer: JwtLayer
 
   constructor (keys: TokenKeys, options: AccessTokenOptions, external: TrustedIssuers | null = null) {
     this.options = options
     this.external = external !== null && external.size > 0 ? external : null
     this.algorithm = keys.algorithm
-    this.sign_ = createSigner({
-      key: keys.signing.key,
-      algorithm: keys.algorithm,
-      header: { alg: keys.algorithm, typ: ACCESS_TOKEN_TYP },
-      ...(keys.signing.kid === undefined ? {} : { kid: keys.signing.kid })
-    })
-    this.verifiers = new Map(keys.verifying.map((k) => [k.kid, createVerifier({
-      key: k.key,
-      algorithms: [keys.algorithm],
-      allowedIss: options.issuer,
-      allowedAud: options.audience,
-      checkTyp: ACCESS_TOKEN_TYP,
-      requiredClaims: ['iss', 'aud', 'sub', 'sid', 'jti', 'iat', 'exp'],
-      clockTolerance: options.clockSkewMs,
-      // Our own cache sits in front (see `verified`).
-      cache: false
-    })]))
+    this.keys = new Map(keys.verifying.map((k) => [k.kid, k.key]))
+    this.layer = fastJwtLayer(keys, { clockSkewMs: options.clockSkewMs, algorithms: this.algorithms, keyFor: this.keyFor })
+  }
+
+  /** Every algorithm a token may be signed with: ours and each trusted issuer's. */
+  get algorithms (): string[] {
+    return [this.algorithm, ...(this.external === null ? [] : [...this.external.byIssuer.values()].flatMap((i) => i.algorithms))]
+  }
+
+  /** The layer in use (plugins/tokens.ts keeps the fast-jwt one for verifying outside a request). */
+  get currentLayer (): JwtLayer {
+    return this.layer
+  }
+
+  /** Puts @fastify/jwt under these tokens (plugins/tokens.ts). */
+  useLayer (layer: JwtLayer): void {
+    this.layer = layer
+  }
+
+  /** Signs a payload with the current key (the identity assertion's `typ` differs from ours). */
+  sign (payload: Record<string, unknown>, typ: string): string {
+    return this.layer.sign(payload, typ)
   }
 
   /**
@@ -121,11 +179,11 @@ export class AccessTokens {
    */
   private readonly verified = new Map<string, AccessClaims>()
 
-  /** How many verified tokens are cached now (for tests and metrics). */
   get issuer (): string {
     return this.options.issuer
   }
 
+  /** How many verified tokens are cached now (for tests and metrics). */
   get cachedTokens (): number {
     return this.verified.size
   }
@@ -149,55 +207,89 @@ export class AccessTokens {
     if (input.email !== undefined) payload.email = input.email
     if (input.name !== undefined) payload.name = input.name
     if (input.clientId !== undefined) payload.client_id = input.clientId
-    return { token: this.sign_(payload), jti, exp: iat + expiresIn, expiresIn }
+    return { token: this.layer.sign(payload, ACCESS_TOKEN_TYP), jti, exp: iat + expiresIn, expiresIn }
   }
 
-  verify (token: string, now = Date.now()): AccessClaims {
+  /** `context`: the request being served, so the check runs through @fastify/jwt's request verifier. */
+  verify (token: string, now = Date.now(), context?: unknown): AccessClaims {
     const cached = this.verified.get(token)
     if (cached !== undefined) {
       if (now <= cached.exp * 1000 + this.options.clockSkewMs) return cached
       this.verified.delete(token)
       throw new TokenRejected('expired', 'jwt expired')
     }
-    const claims = this.verifyUncached(token)
+    const claims = this.verifyUncached(token, context)
     if (this.verified.size >= VERIFIED_CACHE_SIZE) this.verified.delete(this.verified.keys().next().value as string)
     this.verified.set(token, claims)
     return claims
   }
 
-  private verifyUncached (token: string): AccessClaims {
+  /**
+   * The key a token is checked with, from its unverified header and
+   * payload: the unverified iss only picks whose keys to try; after the
+   * signature, iss is checked exactly (`verifyUncached`), so a token signed
+   * by one IdP but claiming another issuer (or ours) fails. The kid only
+   * selects among that issuer's configured keys. @fastify/jwt's secret
+   * callback (plugins/tokens.ts). Throws TokenRejected.
+   */
+  readonly keyFor: KeyFor = (header, payload) => {
+    const issuer = this.externalIssuer(payload)
+    if (issuer !== undefined) return issuer.keyFor(header)
+    if (header.alg !== this.algorithm) throw new TokenRejected('invalid', `alg ${String(header.alg)} is not ${this.algorithm}`)
+    if (header.kid !== undefined && typeof header.kid !== 'string') throw new TokenRejected('invalid', 'kid is not a string')
+    const key = header.kid === undefined && this.keys.size === 1
+      ? this.keys.values().next().value
+      : this.keys.get(header.kid as string | undefined)
+    if (key === undefined) throw new TokenRejected('invalid', 'unknown kid')
+    return key
+  }
+
+  private externalIssuer (payload: Record<string, unknown>): TrustedIssuer | undefined {
+    if (this.external === null) return undefined
+    return typeof payload.iss === 'string' && payload.iss !== this.options.issuer ? this.external.byIssuer.get(payload.iss) : undefined
+  }
+
+  private verifyUncached (token: string, context: unknown): AccessClaims {
     if (token.length > MAX_TOKEN_LENGTH || !COMPACT_JWS.test(token)) throw new TokenRejected('malformed', 'not a compact JWS')
     const dot = token.indexOf('.')
     const header = parseSegment(token.slice(0, dot))
     if (header === null) throw new TokenRejected('malformed', 'header is not a JSON object')
-    if (this.external !== null) {
-      // The unverified iss only picks whose keys to try; that issuer's
-      // verifier then pins iss exactly, so a token signed by one IdP but
-      // claiming another issuer (or ours) fails its signature check.
-      const payload = parseSegment(token.slice(dot + 1, token.indexOf('.', dot + 1)))
-      const issuer = typeof payload?.iss === 'string' && payload.iss !== this.options.issuer ? this.external.byIssuer.get(payload.iss) : undefined
-      if (issuer !== undefined) {
-        if (!token.split('.').every(isCanonicalBase64url)) throw new TokenRejected('malformed', 'non-canonical base64url')
-        return issuer.verify(token, header)
-      }
-    }
-    if (header.alg !== this.algorithm) throw new TokenRejected('invalid', `alg ${String(header.alg)} is not ${this.algorithm}`)
-    if (header.kid !== undefined && typeof header.kid !== 'string') throw new TokenRejected('invalid', 'kid is not a string')
-    const verify = header.kid === undefined && this.verifiers.size === 1
-      ? this.verifiers.values().next().value
-      : this.verifiers.get(header.kid as string | undefined)
-    if (verify === undefined) throw new TokenRejected('invalid', 'unknown kid')
     if (!token.split('.').every(isCanonicalBase64url)) throw new TokenRejected('malformed', 'non-canonical base64url')
-
-    let payload: unknown
-    try {
-      payload = verify(token)
-    } catch (err) {
-      if (err instanceof TokenError && err.code === TokenError.codes.expired) throw new TokenRejected('expired', err.message)
-      throw new TokenRejected('invalid', err instanceof Error ? `${(err as TokenError).code ?? ''} ${err.message}` : 'verification failed')
-    }
+    const unverified = parseSegment(token.slice(dot + 1, token.indexOf('.', dot + 1)))
+    if (unverified === null) throw new TokenRejected('malformed', 'payload is not a JSON object')
+    const issuer = this.externalIssuer(unverified)
+    if (issuer !== undefined) return issuer.verify(() => this.checkSignature(token, context), header)
+    // Fail fast, before any key is used (keyFor checks it again).
+    this.keyFor(header, unverified)
+    const payload = this.checkSignature(token, context)
+    if (header.typ !== ACCESS_TOKEN_TYP) throw new TokenRejected('invalid', `typ ${String(header.typ)} is not ${ACCESS_TOKEN_TYP}`)
+    if (payload.iss !== this.options.issuer) throw new TokenRejected('invalid', 'iss is not ours')
+    if (!audienceIncludes(payload.aud, this.options.audience)) throw new TokenRejected('invalid', 'aud is not ours')
     return checkClaims(payload)
   }
+
+  private checkSignature (token: string, context: unknown): Record<string, unknown> {
+    let payload: unknown
+    try {
+      payload = this.layer.verify(token, context)
+    } catch (err) {
+      throw toRejection(err)
+    }
+    if (payload === null || typeof payload !== 'object' || Array.isArray(payload)) throw new TokenRejected('invalid', 'payload is not an object')
+    return payload as Record<string, unknown>
+  }
+}
+
+/** fast-jwt's and @fastify/jwt's errors as ours; ours (from keyFor) pass through. */
+export function toRejection (err: unknown): TokenRejected {
+  if (err instanceof TokenRejected) return err
+  const code = (err as { code?: unknown }).code
+  if (code === TokenError.codes.expired || code === 'FST_JWT_AUTHORIZATION_TOKEN_EXPIRED') return new TokenRejected('expired', 'jwt expired')
+  return new TokenRejected('invalid', err instanceof Error ? `${String(code ?? '')} ${err.message}` : 'verification failed')
+}
+
+export function audienceIncludes (aud: unknown, expected: string): boolean {
+  return aud === expected || (Array.isArray(aud) && aud.includes(expected))
 }
 
 function parseSegment (segment: string): Record<string, unknown> | null {

@@ -1,6 +1,7 @@
 import { createPublicKey, type JsonWebKey } from 'node:crypto'
-import { createVerifier, TokenError } from 'fast-jwt'
-import { TokenRejected, type AccessClaims } from './access-token.js'
+import { createRemoteJWKSet, customFetch, type RemoteJWKSet } from 'jose'
+import type { IssuerRefusalReason, IssuerSeries } from '../ops/gateway-metrics.js'
+import { audienceIncludes, TokenRejected, type AccessClaims, type RejectReason } from './access-token.js'
 import type { TrustedIssuerConfig } from '../config/schema.js'
 
 // Tokens from an outside identity provider. Keys come only from the issuer's
@@ -10,8 +11,19 @@ import type { TrustedIssuerConfig } from '../config/schema.js'
 // kid we have not seen is refused at once and asks for a re-fetch, which runs
 // at most once per `jwksMinRefetch`, so a flood of random kids cannot make us
 // hammer the IdP.
-
-type Verify = (token: string) => unknown
+//
+// jose's remote JWK set does the fetching (timeout, no redirects, 200 only,
+// a well-formed key set, concurrent reloads shared); we only call its
+// reload() and read its keys. What it cannot give is kept here:
+// - when to fetch: its cooldown counts from the last *successful* fetch, so
+//   while the IdP fails every unknown kid would try again; our interval
+//   counts attempts. And its getKey fetches on a token's path when its cache
+//   is stale, where ours stays synchronous with keys fetched in the background.
+// - refreshing on the JWKS's Cache-Control (read through its fetch hook).
+// - discovery with the issuer check of OpenID Connect Discovery §4.3.
+// get-jwks was the other candidate: it fetches per unknown kid with no
+// interval at all and forgets keys an outage outlasts (2 × ttl), so it could
+// give neither property.
 
 export interface IssuerOptions {
   clockSkewMs: number
@@ -20,11 +32,24 @@ export interface IssuerOptions {
   fetchTimeoutMs?: number
 }
 
+/** Why an issuer's token was refused, as /metrics counts it (a fixed set: no label comes from a token). */
+export type IssuerRefusal = IssuerRefusalReason
+
 export interface IssuerStats {
   fetches: number
   fetchFailures: number
   verified: number
   rejected: number
+  refused: Map<IssuerRefusal, number>
+}
+
+/** A refusal that remembers its metrics reason. */
+class IssuerRejected extends TokenRejected {
+  readonly refusal: IssuerRefusal
+  constructor (reason: RejectReason, refusal: IssuerRefusal, detail: string) {
+    super(reason, detail)
+    this.refusal = refusal
+  }
 }
 
 const SAFE = /^[^\x00-\x1f\x7f]*$/ // eslint-disable-line no-control-regex
@@ -36,16 +61,21 @@ function safe (value: unknown, max = 256): value is string {
 
 export class TrustedIssuer {
   readonly issuer: string
-  readonly stats: IssuerStats = { fetches: 0, fetchFailures: 0, verified: 0, rejected: 0 }
+  readonly stats: IssuerStats = { fetches: 0, fetchFailures: 0, verified: 0, rejected: 0, refused: new Map() }
+  /** /metrics, when the gateway has them (plugins/tokens.ts). */
+  observer: IssuerSeries | null = null
   private readonly config: TrustedIssuerConfig
   private readonly options: IssuerOptions
-  private verifiers = new Map<string, Verify>()
+  /** kid → public key (PEM, as @fastify/jwt caches one verifier per key string). */
+  private keys = new Map<string, string>()
   private lastFetch = 0
   private inFlight: Promise<void> | null = null
   private timer: NodeJS.Timeout | null = null
   private closed = false
-  /** The JWKS location, once known (from config or the discovery document). */
-  private discovered: string | undefined
+  /** The key set's fetcher, once the JWKS location is known (from config or the discovery document). */
+  private remote: RemoteJWKSet | undefined
+  /** max-age of the last JWKS answer, seconds; null when it sent none */
+  private maxAge: number | null = null
 
   constructor (config: TrustedIssuerConfig, options: IssuerOptions) {
     this.issuer = config.issuer
@@ -55,7 +85,16 @@ export class TrustedIssuer {
 
   /** True once keys were fetched at least once: cached keys keep serving while the IdP is down. */
   get ready (): boolean {
-    return this.verifiers.size > 0
+    return this.keys.size > 0
+  }
+
+  /** How many keys are loaded now (for /metrics). */
+  get keyCount (): number {
+    return this.keys.size
+  }
+
+  get algorithms (): readonly string[] {
+    return this.config.algorithms
   }
 
   async start (): Promise<void> {
@@ -95,75 +134,88 @@ export class TrustedIssuer {
     this.stats.fetches++
     let next = this.options.refreshMs
     try {
-      const signal = AbortSignal.timeout(this.options.fetchTimeoutMs ?? 5000)
-      // One retry: a pooled keep-alive socket the IdP already closed gives
-      // ECONNRESET on first use, which says nothing about the IdP.
-      const get = async (): Promise<Response> => await fetch(this.discovered ??= await this.jwksUri(signal), { signal })
-      const res = await get().catch(async () => await get())
-      if (!res.ok) throw new Error(`JWKS answered ${res.status}`)
-      const maxAge = /max-age=(\d+)/.exec(res.headers.get('cache-control') ?? '')
-      if (this.config.jwksRefresh === undefined && maxAge !== null) next = Math.max(this.options.minRefetchMs, Number(maxAge[1]) * 1000)
-      const body = await res.json() as { keys?: unknown }
-      if (!Array.isArray(body.keys)) throw new Error('JWKS has no keys array')
-      const verifiers = new Map<string, Verify>()
+      const timeout = this.options.fetchTimeoutMs ?? 5000
+      this.remote ??= createRemoteJWKSet(new URL(await this.jwksUri(AbortSignal.timeout(timeout))), {
+        timeoutDuration: timeout,
+        [customFetch]: async (url, init) => {
+          // One retry: a pooled keep-alive socket the IdP already closed gives
+          // ECONNRESET on first use, which says nothing about the IdP.
+          const res = await fetch(url, init).catch(async () => await fetch(url, init))
+          const maxAge = /max-age=(\d+)/.exec(res.headers.get('cache-control') ?? '')
+          this.maxAge = maxAge === null ? null : Number(maxAge[1])
+          return res
+        }
+      })
+      await this.remote.reload()
+      if (this.config.jwksRefresh === undefined && this.maxAge !== null) next = Math.max(this.options.minRefetchMs, this.maxAge * 1000)
+      const body = this.remote.jwks() ?? { keys: [] }
+      const keys = new Map<string, string>()
       for (const jwk of body.keys as Array<JsonWebKey & { kid?: unknown, use?: unknown }>) {
         if (typeof jwk.kid !== 'string' || (jwk.use !== undefined && jwk.use !== 'sig') || jwk.kty === 'oct') continue
-        let pem: string
         try {
-          pem = createPublicKey({ key: jwk, format: 'jwk' }).export({ format: 'pem', type: 'spki' }).toString()
+          keys.set(jwk.kid, createPublicKey({ key: jwk, format: 'jwk' }).export({ format: 'pem', type: 'spki' }).toString())
         } catch {
           continue
         }
-        verifiers.set(jwk.kid, createVerifier({
-          key: pem,
-          algorithms: this.config.algorithms,
-          allowedIss: this.issuer,
-          allowedAud: this.config.audience,
-          ...(this.config.typ === undefined ? {} : { checkTyp: this.config.typ }),
-          requiredClaims: ['iss', 'aud', 'sub', 'exp'],
-          clockTolerance: this.options.clockSkewMs,
-          cache: false
-        }))
       }
       // An empty answer never wipes keys we have: the IdP may be half down.
-      if (verifiers.size > 0) this.verifiers = verifiers
+      if (keys.size > 0) this.keys = keys
+      this.observer?.fetched()
     } catch {
       this.stats.fetchFailures++
+      this.observer?.fetchFailed()
       next = Math.min(next, Math.max(this.options.minRefetchMs, 1000))
     }
     this.schedule(next)
   }
 
-  verify (token: string, header: Record<string, unknown>): AccessClaims {
+  /**
+   * The key for a token that names this issuer: its alg must be in the
+   * issuer's list and its kid one of the issuer's JWKS keys. Nothing else in
+   * the header is read (no jku, x5u, jwk, x5c).
+   */
+  keyFor (header: Record<string, unknown>): string {
+    if (typeof header.alg !== 'string' || !(this.config.algorithms as string[]).includes(header.alg)) {
+      throw new IssuerRejected('invalid', 'alg', `alg ${String(header.alg)} is not allowed for ${this.issuer}`)
+    }
+    if (typeof header.kid !== 'string') throw new IssuerRejected('invalid', 'no_kid', 'external token has no kid')
+    const key = this.keys.get(header.kid)
+    if (key === undefined) {
+      // Maybe the IdP rotated: ask again, but not more than once per interval.
+      if (Date.now() - this.lastFetch >= this.options.minRefetchMs) void this.refresh()
+      throw this.ready
+        ? new IssuerRejected('invalid', 'unknown_kid', 'unknown kid')
+        : new IssuerRejected('invalid', 'not_ready', `no keys yet for ${this.issuer}`)
+    }
+    return key
+  }
+
+  /** `checkSignature` verifies with `keyFor`'s key (through @fastify/jwt); the rest of this issuer's checks follow. */
+  verify (checkSignature: () => Record<string, unknown>, header: Record<string, unknown>): AccessClaims {
     try {
-      const claims = this.verifyInner(token, header)
+      this.keyFor(header)
+      let payload: Record<string, unknown>
+      try {
+        payload = checkSignature()
+      } catch (err) {
+        if (err instanceof IssuerRejected) throw err
+        const rejected = err as TokenRejected
+        throw new IssuerRejected(rejected.reason, rejected.reason === 'expired' ? 'expired' : 'signature', rejected.message)
+      }
+      if (this.config.typ !== undefined && header.typ !== this.config.typ) throw new IssuerRejected('invalid', 'typ', `typ ${String(header.typ)} is not ${this.config.typ}`)
+      if (payload.iss !== this.issuer) throw new IssuerRejected('invalid', 'claims', 'iss differs')
+      if (!audienceIncludes(payload.aud, this.config.audience)) throw new IssuerRejected('invalid', 'audience', 'aud is not ours')
+      const claims = this.mapClaims(payload)
       this.stats.verified++
+      this.observer?.accepted()
       return claims
     } catch (err) {
       this.stats.rejected++
+      const refusal = err instanceof IssuerRejected ? err.refusal : 'claims'
+      this.stats.refused.set(refusal, (this.stats.refused.get(refusal) ?? 0) + 1)
+      this.observer?.refused(refusal)
       throw err
     }
-  }
-
-  private verifyInner (token: string, header: Record<string, unknown>): AccessClaims {
-    if (typeof header.alg !== 'string' || !(this.config.algorithms as string[]).includes(header.alg)) {
-      throw new TokenRejected('invalid', `alg ${String(header.alg)} is not allowed for ${this.issuer}`)
-    }
-    if (typeof header.kid !== 'string') throw new TokenRejected('invalid', 'external token has no kid')
-    const verify = this.verifiers.get(header.kid)
-    if (verify === undefined) {
-      // Maybe the IdP rotated: ask again, but not more than once per interval.
-      if (Date.now() - this.lastFetch >= this.options.minRefetchMs) void this.refresh()
-      throw new TokenRejected('invalid', this.ready ? 'unknown kid' : `no keys yet for ${this.issuer}`)
-    }
-    let payload: unknown
-    try {
-      payload = verify(token)
-    } catch (err) {
-      if (err instanceof TokenError && err.code === TokenError.codes.expired) throw new TokenRejected('expired', err.message)
-      throw new TokenRejected('invalid', err instanceof Error ? err.message : 'verification failed')
-    }
-    return this.mapClaims(payload as Record<string, unknown>)
   }
 
   /** The IdP's claims under our names, with the same type and header-safety checks ours get. */
@@ -187,7 +239,7 @@ export class TrustedIssuer {
     const jti = c.jti ?? ''
     if (!safe(jti)) problems.push('jti')
     for (const n of ['exp', 'iat'] as const) if (c[n] !== undefined && (typeof c[n] !== 'number' || !Number.isFinite(c[n]))) problems.push(n)
-    if (problems.length > 0) throw new TokenRejected('invalid', `bad claims: ${problems.join(', ')}`)
+    if (problems.length > 0) throw new IssuerRejected('invalid', 'claims', `bad claims: ${problems.join(', ')}`)
     const claims: AccessClaims = {
       iss: this.issuer,
       aud: c.aud as string | string[],

@@ -13,6 +13,10 @@ export interface TestIdp {
   jwksUri: string
   jwksRequests: number
   down: boolean
+  /** sent as the JWKS answer's Cache-Control when set */
+  cacheControl: string | undefined
+  /** answers the JWKS with a redirect to this URL when set */
+  redirectJwksTo: string | undefined
   kid: string
   /** Replaces the signing key with a fresh one under a new kid (the old one leaves the JWKS). */
   rotate (): void
@@ -35,6 +39,8 @@ export async function startIdp (t: Test, audience = 'api'): Promise<TestIdp> {
     jwksUri: '',
     jwksRequests: 0,
     down: false,
+    cacheControl: undefined,
+    redirectJwksTo: undefined,
     get kid () { return key.kid },
     rotate () { key = newKey(`idp-${++generation}`) },
     mint (claims, header = {}) {
@@ -58,8 +64,9 @@ export async function startIdp (t: Test, audience = 'api'): Promise<TestIdp> {
     }
     if (req.url === '/jwks') {
       idp.jwksRequests++
+      if (idp.redirectJwksTo !== undefined) { res.writeHead(302, { location: idp.redirectJwksTo }).end(); return }
       const jwk = { ...key.publicKey.export({ format: 'jwk' }), kid: key.kid, alg: 'ES256', use: 'sig' }
-      res.writeHead(200, { 'content-type': 'application/json' })
+      res.writeHead(200, { 'content-type': 'application/json', ...(idp.cacheControl === undefined ? {} : { 'cache-control': idp.cacheControl }) })
       res.end(JSON.stringify({ keys: [jwk] }))
       return
     }

@@ -54,3 +54,10 @@ t.test('insecure config: a key of the wrong type for the algorithm', async (t) =
 t.test('insecure config: an HS256 secret beside asymmetric keys', async (t) => {
   t.match(await issuesFor('tokens:\n  algorithm: ES256\n  secret: "0123456789abcdef0123456789abcdef"\n  keys: [{ kid: e, privateKey: ./signing.pem }]'), 'tokens.secret is for HS256 only')
 })
+
+t.test('insecure config: a signed identity assertion with HS256 is refused (upstreams would need the token secret)', async (t) => {
+  const hs = 'tokens: { algorithm: HS256, secret: "q3Zr8vK2mX9pL4tW7nB1cF6hJ0sD5gY8aE2uR4iO9kM=" }'
+  t.match(await issuesFor(`${hs}\nidentity:\n  assertion: { ttl: 60s }`), /insecure\.yaml:3:14 identity\.assertion needs an asymmetric tokens\.algorithm/)
+  t.match(await issuesFor(`${hs}\nroutes:\n  - prefix: /api\n    upstream: http://127.0.0.1:1\n    assertion: true`), /insecure\.yaml:5:16 routes\[0\]\.assertion needs an asymmetric tokens\.algorithm/)
+  t.match(await issuesFor(`${hs}\nroutes:\n  - { prefix: /api, upstream: "http://127.0.0.1:1", auth: none, assertion: true }`), /routes\[0\]\.assertion is on, but the route has auth: none/)
+})

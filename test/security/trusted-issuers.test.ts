@@ -1,8 +1,11 @@
 import t, { type Test } from 'tap'
+import { generateKeyPairSync } from 'node:crypto'
+import { createSigner } from 'fast-jwt'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { login, startGateway } from '../helpers/gateway.js'
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js'
 import { startIdp, type TestIdp } from '../helpers/idp.js'
+import { waitFor } from '../helpers/wait-for.js'
 import type { FastifyInstance } from 'fastify'
 
 // Tokens from an outside identity provider: accepted only on routes that list
@@ -113,4 +116,75 @@ t.test('IdP down: warm keys keep serving; cold gateway refuses and is not ready'
   idp.down = false
   await sleep(1200)
   t.equal(await get(cold, '/ext/a', idp.mint({})), 200, 'recovers by itself once the IdP is back')
+})
+
+t.test('a key in the token header (jwk, x5c, x5u) is never used, even with the IdP\'s kid', async (t) => {
+  const idp = await startIdp(t)
+  const up = await startUpstream(t)
+  const app = await gateway(t, idp, up)
+  const attacker = generateKeyPairSync('ec', { namedCurve: 'P-256' })
+  const pem = attacker.privateKey.export({ format: 'pem', type: 'pkcs8' }).toString()
+  const jwk = attacker.publicKey.export({ format: 'jwk' })
+  const now = Math.floor(Date.now() / 1000)
+  const claims = { iss: idp.issuer, aud: 'api', sub: 'ext-user-1', iat: now, exp: now + 300 }
+  const headers: Array<[string, Record<string, unknown>]> = [
+    ['jwk with the IdP kid', { kid: idp.kid, jwk }],
+    ['jwk and no kid', { jwk }],
+    ['x5c', { kid: idp.kid, x5c: ['MIIB'] }],
+    ['x5u', { kid: 'attacker', x5u: 'http://127.0.0.1:1/cert.pem' }]
+  ]
+  for (const [name, extra] of headers) {
+    const token = createSigner({ key: pem, algorithm: 'ES256', header: { alg: 'ES256', typ: 'JWT', ...extra } })(claims)
+    t.equal(await get(app, '/ext/a', token), 401, name)
+  }
+  t.equal(up.seen.length, 0)
+})
+
+t.test('per-issuer metrics: labelled by the configured issuer only, so made-up issuers add no series', async (t) => {
+  const idp = await startIdp(t)
+  const up = await startUpstream(t)
+  const app = await gateway(t, idp, up)
+  t.equal(await get(app, '/ext/a', idp.mint({})), 200)
+  const [, body, sig] = idp.mint({}).split('.')
+  const hs = Buffer.from(JSON.stringify({ alg: 'HS256', typ: 'JWT', kid: idp.kid })).toString('base64url')
+  t.equal(await get(app, '/ext/a', `${hs}.${body}.${sig}`), 401)
+  t.equal(await get(app, '/ext/a', idp.mint({}, { kid: 'unknown' })), 401)
+  for (let i = 0; i < 50; i++) t.equal(await get(app, '/ext/a', idp.mint({ iss: `https://made-up-${i}.example` })), 401)
+  const text = (await app.inject('/metrics')).body
+  const issuer = idp.issuer.replace(/[.]/g, '\\.')
+  t.match(text, new RegExp(`tokengate_trusted_issuer_tokens_total\\{issuer="${issuer}",result="accepted",reason=""\\} 1\\n`))
+  t.match(text, new RegExp(`tokengate_trusted_issuer_tokens_total\\{issuer="${issuer}",result="refused",reason="alg"\\} 1\\n`))
+  t.match(text, new RegExp(`tokengate_trusted_issuer_tokens_total\\{issuer="${issuer}",result="refused",reason="unknown_kid"\\} 1\\n`))
+  t.match(text, new RegExp(`tokengate_trusted_issuer_keys\\{issuer="${issuer}"\\} 1\\n`))
+  t.match(text, new RegExp(`tokengate_trusted_issuer_jwks_fetches_total\\{issuer="${issuer}",result="ok"\\} [1-9]`))
+  t.notMatch(text, /made-up/, 'no series from a token\'s iss')
+
+  idp.down = true
+  const cold = await gateway(t, idp, up)
+  const coldText = (await cold.inject('/metrics')).body
+  t.match(coldText, new RegExp(`tokengate_trusted_issuer_keys\\{issuer="${issuer}"\\} 0\\n`), 'not ready: no keys')
+  t.match(coldText, new RegExp(`tokengate_trusted_issuer_jwks_fetches_total\\{issuer="${issuer}",result="failed"\\} [1-9]`))
+})
+
+t.test('the JWKS is refreshed on its Cache-Control max-age without any token asking', async (t) => {
+  const idp = await startIdp(t)
+  idp.cacheControl = 'public, max-age=1'
+  const up = await startUpstream(t)
+  const app = await gateway(t, idp, up)
+  idp.rotate()
+  const before = idp.jwksRequests
+  await waitFor('the scheduled re-fetch', () => idp.jwksRequests > before)
+  await waitFor('the re-fetch to land', async () => await get(app, '/ext/a', idp.mint({})) === 200)
+  t.pass('a key published after start is accepted once the JWKS is refreshed on schedule')
+})
+
+t.test('a JWKS that redirects elsewhere is not followed', async (t) => {
+  const idp = await startIdp(t)
+  const attacker = await startIdp(t)
+  idp.redirectJwksTo = attacker.jwksUri
+  const up = await startUpstream(t)
+  const app = await gateway(t, idp, up)
+  t.equal(await get(app, '/ext/a', attacker.mint({ iss: idp.issuer }, { kid: idp.kid })), 401, 'the attacker\'s key was never loaded')
+  t.equal(attacker.jwksRequests, 0)
+  t.equal((await app.inject('/readyz')).statusCode, 503, 'the issuer has no keys')
 })
