@@ -15,6 +15,8 @@ import { loggerOptions } from './ops/logger.js'
 import { serverLimits } from './ops/server-limits.js'
 import type { SessionStore } from './sessions/session-store.js'
 import { openStore } from './sessions/open-store.js'
+import { shareMetricsWithSupervisor } from './ops/cluster-metrics.js'
+import { RELOAD, RELOADED, reusePortFor, type ReloadedMessage } from './supervisor.js'
 
 // The only file that owns the process: it listens, reloads the config on
 // SIGHUP, and shuts down cleanly on SIGTERM/SIGINT, letting in-flight
@@ -53,7 +55,13 @@ function restartOnlyChanges (before: LoadedConfig['config'], after: LoadedConfig
   return changed
 }
 
-export async function startGateway (configFile: string): Promise<void> {
+export interface StartOptions {
+  /** one of server.workers processes under src/supervisor.ts: reloads when it says, shares its port and metrics */
+  worker?: boolean
+}
+
+export async function startGateway (configFile: string, options: StartOptions = {}): Promise<void> {
+  const worker = options.worker === true
   let loaded = loadConfig(configFile)
   const { config } = loaded
   const pretty = process.stdout.isTTY === true && prettyAvailable()
@@ -66,6 +74,7 @@ export async function startGateway (configFile: string): Promise<void> {
   const log: FastifyBaseLogger = pino(loggerOptions(process.env.LOG_LEVEL ?? 'info', pretty) as pino.LoggerOptions, ...(destination === undefined ? [] : [destination]))
   const metrics = new GatewayMetrics()
   collectDefaultMetrics({ register: metrics.registry, prefix: METRIC_PREFIX })
+  if (worker) shareMetricsWithSupervisor(metrics)
   let store: SessionStore = openStore(config, log, metrics)
 
   const build = (from: LoadedConfig, sessions: SessionStore): Promise<FastifyInstance> => buildGateway(from, { loggerInstance: log, store: sessions, metrics })
@@ -83,7 +92,8 @@ export async function startGateway (configFile: string): Promise<void> {
   let reloading: Promise<void> | null = null
   let reloadAgain = false
 
-  const reload = async (): Promise<void> => {
+  /** True when the new configuration is the running one. */
+  const reload = async (): Promise<boolean> => {
     let next: LoadedConfig
     try {
       next = loadConfig(configFile)
@@ -93,7 +103,7 @@ export async function startGateway (configFile: string): Promise<void> {
       log.error({ file: configFile, problems }, `reload refused: ${problems.length} problem(s) in the configuration; the running configuration stays`)
       console.error(`reload refused: ${problems.length} problem(s) in the configuration`)
       for (const problem of problems) console.error(problem)
-      return
+      return false
     }
     const ignored = restartOnlyChanges(loaded.config, next.config)
     if (ignored.length > 0) log.warn({ keys: ignored }, 'reload: these keys only change on a restart and keep their running values')
@@ -107,7 +117,7 @@ export async function startGateway (configFile: string): Promise<void> {
     } catch (err) {
       log.error({ err }, 'reload failed while starting the new configuration; the running configuration stays')
       if (!sameStore) await nextStore.close()
-      return
+      return false
     }
     const previousStore = store
     store = nextStore
@@ -120,12 +130,19 @@ export async function startGateway (configFile: string): Promise<void> {
       if (!drained) log.warn({ graceMs }, 'reload: requests of the previous configuration outlived the grace and were cut')
       if (!sameStore) await previousStore.close()
     }).catch((err: unknown) => { log.error({ err }, 'reload: closing the previous configuration failed') })
+    return true
   }
 
   const startReload = (): void => {
     log.info({ file: configFile }, 'SIGHUP: reloading the configuration')
     reloading = reload()
-      .catch((err: unknown) => { log.error({ err }, 'reload failed; the running configuration stays') })
+      .catch((err: unknown) => {
+        log.error({ err }, 'reload failed; the running configuration stays')
+        return false
+      })
+      .then((applied) => {
+        if (worker && process.connected === true) process.send?.({ type: RELOADED, applied } satisfies ReloadedMessage)
+      })
       .finally(() => {
         reloading = null
         // A SIGHUP during a reload may come from a file written after this one read it.
@@ -135,12 +152,25 @@ export async function startGateway (configFile: string): Promise<void> {
         }
       })
   }
-  process.on('SIGHUP', () => {
+  const onReload = (): void => {
     if (destination !== undefined) flushLog(destination)
     if (shuttingDown) return
     if (reloading !== null) reloadAgain = true
     else startReload()
-  })
+  }
+  if (worker) {
+    // The supervisor validates a reload before it tells every worker; a
+    // SIGHUP sent to the whole process group must not reload behind its back
+    // (nor kill the worker, SIGHUP's default).
+    process.on('SIGHUP', () => { if (destination !== undefined) flushLog(destination) })
+    process.on('message', (message: unknown) => {
+      if (typeof message === 'object' && message !== null && (message as { type?: unknown }).type === RELOAD) onReload()
+    })
+    // A supervisor that died (kill -9) leaves no one to restart or stop us: drain and go.
+    process.on('disconnect', () => { if (!shuttingDown) process.kill(process.pid, 'SIGTERM') })
+  } else {
+    process.on('SIGHUP', onReload)
+  }
 
   const shutdownGraceMs = parseDuration(config.server.shutdownGrace)
   // SIGHUP is a reload here, not one of close-with-grace's shutdown signals.
@@ -157,7 +187,7 @@ export async function startGateway (configFile: string): Promise<void> {
   })
 
   await first.ready()
-  await host.listen(config.server.host, config.server.port)
+  await host.listen(config.server.host, config.server.port, worker && reusePortFor(config.server.port))
   const address = host.server.address()
   const port = address !== null && typeof address === 'object' ? address.port : config.server.port
   log.info(`Server listening at http://${config.server.host}:${port}`)

@@ -3,6 +3,7 @@ import { isIP } from 'node:net'
 import { dirname, resolve } from 'node:path'
 import { parseDuration } from './duration.js'
 import { checkRedisConfig } from './redis-config.js'
+import { redisTargetOf } from '../sessions/redis-client.js'
 import { GatewayConfigSchema, type GatewayConfig } from './schema.js'
 import { ConfigError, YamlSource, type ConfigIssue } from './yaml-source.js'
 import { checkCors } from '../cors/cors-policy.js'
@@ -97,6 +98,12 @@ function checkClients (config: GatewayConfig, source: YamlSource): void {
 }
 
 function checkServer (config: GatewayConfig, source: YamlSource): void {
+  // Workers are separate processes: a ":memory:" store would give each its
+  // own sessions and denylist, and a revocation through one would not reach
+  // the others. Refused for "auto" too, so the config means the same on every machine.
+  if (config.server.workers !== 1 && config.store.file === ':memory:' && redisTargetOf(config.redis) === null) {
+    source.report(['server', 'workers'], 'more than 1 worker needs a store the workers share: store.file on disk or redis, not ":memory:"')
+  }
   const { headersTimeout, requestTimeout } = config.server
   if (headersTimeout === undefined) return
   const request = parseDuration(requestTimeout)

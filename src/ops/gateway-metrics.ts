@@ -260,9 +260,16 @@ export class GatewayMetrics {
     this.#denylistSize = size
   }
 
-  text (): Promise<string> {
-    return this.registry.metrics()
+  /** Where /metrics reads its text: this registry, or (in a worker) every worker's together. */
+  textFrom (source: () => Promise<string>): void {
+    this.#text = source
   }
+
+  text (): Promise<string> {
+    return this.#text()
+  }
+
+  #text: () => Promise<string> = () => this.registry.metrics()
 
   get contentType (): string {
     return this.registry.contentType
