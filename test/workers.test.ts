@@ -1,0 +1,212 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { request as httpRequest } from 'node:http'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import t from 'tap'
+import type { Test } from 'tap'
+import { stringify } from 'yaml'
+import { PASSWORDS, mergeConfig, writeTestConfig, type ConfigOverrides } from './helpers/gateway.js'
+import { waitFor } from './helpers/wait-for.js'
+import { closedPort, startUpstream } from './helpers/upstream.js'
+
+// server.workers: 2 against the real `gateway` bin, one topology for the
+// file. Every request goes on a new connection, so the kernel spreads them
+// over both workers (reusePort); which worker answered is the pid on its
+// access line.
+
+const BIN = join(__dirname, '..', 'bin', 'gateway.js')
+
+interface Line { pid?: number, msg?: string, route?: string, url?: string, status?: number, role?: string }
+
+interface Gateway {
+  child: ChildProcess
+  lines: () => Line[]
+  text: () => string
+  exited: Promise<number | null>
+}
+
+function startBin (t: Test, file: string): Gateway {
+  const child = spawn(process.execPath, [BIN, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  child.stdout?.on('data', (c) => { out += String(c) })
+  child.stderr?.on('data', (c) => { out += String(c) })
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+  t.teardown(() => {
+    // The workers go with their supervisor (they drain when its channel closes).
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+  })
+  const lines = (): Line[] => out.split('\n').flatMap((l) => {
+    if (!l.startsWith('{')) return []
+    try { return [JSON.parse(l) as Line] } catch { return [] }
+  })
+  return { child, lines, text: () => out, exited }
+}
+
+/** One request on a connection of its own. */
+function send (port: number, method: string, path: string, headers: Record<string, string> = {}, body?: unknown): Promise<{ status: number, body: string }> {
+  return new Promise((resolve, reject) => {
+    const payload = body === undefined ? undefined : JSON.stringify(body)
+    const req = httpRequest({
+      host: '127.0.0.1',
+      port,
+      method,
+      path,
+      agent: false,
+      headers: { connection: 'close', ...(payload === undefined ? {} : { 'content-type': 'application/json' }), ...headers }
+    }, (res) => {
+      let text = ''
+      res.on('data', (c) => { text += String(c) })
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }))
+    })
+    req.on('error', reject)
+    req.end(payload)
+  })
+}
+
+function listeningPids (gw: Gateway): number[] {
+  return gw.lines().filter((l) => l.msg?.startsWith('Server listening') === true).map((l) => l.pid ?? 0)
+}
+
+function pidsAnswering (gw: Gateway, url: string, status?: number): Set<number> {
+  return new Set(gw.lines().filter((l) => l.msg === 'request completed' && l.url === url && (status === undefined || l.status === status)).map((l) => l.pid ?? 0))
+}
+
+t.test('server.workers: 2 runs as one gateway', async (t) => {
+  const up = await startUpstream(t)
+  const port = await closedPort()
+  const overrides: ConfigOverrides = {
+    server: { host: '127.0.0.1', port, workers: 2 },
+    store: { file: './data/tokengate.db' },
+    auth: { loginRateLimit: { max: 3, addressMax: 1000, timeWindow: '10m' } },
+    routes: [
+      { prefix: '/api', upstream: up.url, rateLimit: false },
+      { prefix: '/limited', upstream: up.url, auth: 'none', rateLimit: { max: 5, timeWindow: '10m' } }
+    ]
+  }
+  const { file, dir } = await writeTestConfig(overrides)
+  const config = readFileSync(file, 'utf8')
+  const gw = startBin(t, file)
+  await waitFor('two workers listen', () => listeningPids(gw).length === 2, 600, 50)
+  const [first, second] = listeningPids(gw)
+  t.not(first, second, 'two processes')
+  t.not(first, gw.child.pid, 'the supervisor serves nothing itself')
+
+  const login = async (username: keyof typeof PASSWORDS): Promise<string> => {
+    const res = await send(port, 'POST', '/auth/login', {}, { username, password: PASSWORDS[username], transport: 'body' })
+    t.equal(res.status, 200, `${username} logs in`)
+    return String((JSON.parse(res.body) as { access_token: string }).access_token)
+  }
+  const alice = await login('alice')
+  const bearer = { authorization: `Bearer ${alice}` }
+
+  await t.test('requests are answered by both workers', async (t) => {
+    await waitFor('both workers answered /api/spread', async () => {
+      for (let i = 0; i < 10; i++) t.equal((await send(port, 'GET', '/api/spread', bearer)).status, 200)
+      return pidsAnswering(gw, '/api/spread').size === 2
+    }, 40, 50)
+    t.same([...pidsAnswering(gw, '/api/spread')].sort(), [first, second].sort())
+  })
+
+  await t.test('the login throttle counts every worker\'s failures together', async (t) => {
+    const statuses: number[] = []
+    for (let i = 0; i < 8; i++) statuses.push((await send(port, 'POST', '/auth/login', {}, { username: 'bob', password: 'wrong', transport: 'body' })).status)
+    t.same(statuses, [401, 401, 401, 429, 429, 429, 429, 429], 'max: 3 failures for the whole gateway, not 3 per worker')
+    t.equal((await send(port, 'POST', '/auth/login', {}, { username: 'bob', password: PASSWORDS.bob, transport: 'body' })).status, 429, 'locked on every worker, the right password included')
+  })
+
+  await t.test('a route\'s rate limit counts every worker\'s requests together', async (t) => {
+    const statuses: number[] = []
+    for (let i = 0; i < 10; i++) statuses.push((await send(port, 'GET', '/limited/x')).status)
+    t.same(statuses, [200, 200, 200, 200, 200, 429, 429, 429, 429, 429], 'max: 5 for the whole gateway')
+    await waitFor('access lines written', () => pidsAnswering(gw, '/limited/x').size > 0, 100, 20)
+  })
+
+  await t.test('a revocation through one worker is refused by every worker', async (t) => {
+    const token = await login('carol')
+    const headers = { authorization: `Bearer ${token}` }
+    for (let i = 0; i < 6; i++) t.equal((await send(port, 'GET', '/api/revoked', headers)).status, 200, 'before: served')
+    t.equal((await send(port, 'POST', '/auth/logout', headers)).status, 204)
+    // Every fresh connection may land on either worker: wait (bounded) until
+    // both have refused it, then every further request must be refused too.
+    await waitFor('both workers refuse the revoked token', async () => {
+      await send(port, 'GET', '/api/after', headers)
+      return pidsAnswering(gw, '/api/after', 401).size === 2
+    }, 100, 20)
+    for (let i = 0; i < 10; i++) t.equal((await send(port, 'GET', '/api/after', headers)).status, 401, 'refused, whichever worker answers')
+    t.equal(pidsAnswering(gw, '/api/after', 200).size, 0, 'no worker ever served it after the logout')
+  })
+
+  await t.test('/metrics reports the whole gateway', async (t) => {
+    const before = await counted()
+    for (let i = 0; i < 12; i++) t.equal((await send(port, 'GET', '/api/metered', bearer)).status, 200)
+    await waitFor('both workers served /api/metered', () => pidsAnswering(gw, '/api/metered').size === 2, 100, 20)
+    // Whichever worker the scrape reaches, it reports all 12.
+    for (let i = 0; i < 6; i++) t.equal(await counted() - before, 12)
+
+    async function counted (): Promise<number> {
+      const res = await send(port, 'GET', '/metrics')
+      t.equal(res.status, 200)
+      const match = /tokengate_http_requests_total\{route="\/api",method="GET",status="2xx"\} (\d+)/.exec(res.body)
+      return Number(match?.[1] ?? 0)
+    }
+  })
+
+  await t.test('a worker killed with -9 is restarted and the port keeps serving', async (t) => {
+    process.kill(first!, 'SIGKILL')
+    await waitFor('the supervisor saw it die', () => gw.lines().some((l) => l.role === 'supervisor' && l.msg === 'worker exited; restarting it'), 200, 25)
+    for (let i = 0; i < 6; i++) t.equal((await send(port, 'GET', '/api/during', bearer)).status, 200, 'the other worker answers meanwhile')
+    await waitFor('a new worker listens', () => listeningPids(gw).length === 3, 600, 50)
+    const replacement = listeningPids(gw)[2]!
+    t.not(replacement, first)
+    await waitFor('the new worker answers too', async () => {
+      t.equal((await send(port, 'GET', '/api/restarted', bearer)).status, 200)
+      return pidsAnswering(gw, '/api/restarted').has(replacement)
+    }, 100, 20)
+  })
+
+  const workers = (): number[] => listeningPids(gw).filter((pid) => pid !== first)
+
+  await t.test('SIGHUP with a good config reloads every worker', async (t) => {
+    const next = mergeConfig(JSON.parse(JSON.stringify(await import('yaml').then((y) => y.parse(config)))) as ConfigOverrides, {
+      routes: [...(overrides.routes as unknown[]), { prefix: '/v2', upstream: up.url, auth: 'none' }]
+    })
+    writeFileSync(file, stringify(next))
+    gw.child.kill('SIGHUP')
+    await waitFor('both workers reloaded', () => {
+      const reloaded = new Set(gw.lines().filter((l) => l.msg === 'configuration reloaded').map((l) => l.pid))
+      return workers().every((pid) => reloaded.has(pid))
+    }, 400, 25)
+    for (let i = 0; i < 10; i++) t.equal((await send(port, 'GET', '/v2/new')).status, 200, 'the new route, on any worker')
+    await waitFor('access lines written', () => pidsAnswering(gw, '/v2/new').size === 2, 100, 20)
+  })
+
+  await t.test('SIGHUP with a refused config leaves every worker on the running one', async (t) => {
+    const reloadsBefore = gw.lines().filter((l) => l.msg === 'SIGHUP: reloading the configuration').length
+    writeFileSync(file, readFileSync(file, 'utf8') + 'notAKey: 1\n')
+    gw.child.kill('SIGHUP')
+    await waitFor('the supervisor refuses it', () => gw.text().includes('reload refused'), 200, 25)
+    t.match(gw.text(), /gateway\.config\.yaml:\d+:\d+ notAKey/, 'names file:line:col and key')
+    t.equal(gw.lines().filter((l) => l.msg === 'SIGHUP: reloading the configuration').length, reloadsBefore, 'no worker was told to reload')
+    for (let i = 0; i < 10; i++) t.equal((await send(port, 'GET', '/v2/still')).status, 200, 'every worker still serves the running config')
+    await waitFor('access lines written', () => pidsAnswering(gw, '/v2/still').size === 2, 100, 20)
+  })
+
+  await t.test('SIGTERM: every worker drains and flushes its log, the gateway exits 0', async (t) => {
+    t.equal((await send(port, 'GET', '/api/last', bearer)).status, 200)
+    gw.child.kill('SIGTERM')
+    t.equal(await gw.exited, 0)
+    t.equal(pidsAnswering(gw, '/api/last').size, 1, 'the last request\'s access line was written before the exit')
+    t.ok(gw.lines().some((l) => l.msg === 'every worker has exited'))
+  })
+
+  await t.test('workers > 1 on ":memory:" is refused, naming file:line', async (t) => {
+    const memory = join(dir, 'memory.yaml')
+    writeFileSync(memory, stringify(mergeConfig(JSON.parse(JSON.stringify((await import('yaml')).parse(config))) as ConfigOverrides, { store: { file: ':memory:' } })))
+    const validate = spawnSync(process.execPath, [BIN, 'validate', memory], { encoding: 'utf8' })
+    t.equal(validate.status, 1)
+    t.match(validate.stderr, /memory\.yaml:\d+:\d+ server\.workers more than 1 worker needs a store the workers share/)
+    const started = spawnSync(process.execPath, [BIN, '--config', memory], { encoding: 'utf8', timeout: 20_000 })
+    t.equal(started.status, 1, 'the gateway refuses to start')
+    t.match(started.stderr, /server\.workers more than 1 worker needs a store/)
+  })
+})
