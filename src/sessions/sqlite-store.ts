@@ -35,6 +35,13 @@ export interface SqliteStoreOptions {
   sweepIntervalMs?: number
   feedIntervalMs?: number
   busyTimeoutMs?: number
+  /** told once when writes start failing (disk full, file read-only) and once when they work again */
+  log?: OutageLog
+}
+
+export interface OutageLog {
+  error (obj: object, msg: string): void
+  info (obj: object, msg: string): void
 }
 
 interface SessionRow {
@@ -81,9 +88,13 @@ export class SqliteStore implements SessionStore {
   #lastDenyId = 0
   #feedLive = true
   #closed = false
+  /** a write failed and none has succeeded since */
+  #writesFailing = false
+  readonly #log: OutageLog | undefined
 
   constructor (opts: SqliteStoreOptions) {
     this.file = opts.file
+    this.#log = opts.log
     this.#feedIntervalMs = opts.feedIntervalMs ?? DEFAULT_FEED_INTERVAL_MS
     this.#db = openDatabase(opts.file, opts.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS)
     this.#stmts = prepare(this.#db)
@@ -283,16 +294,32 @@ export class SqliteStore implements SessionStore {
     try {
       this.#db.exec('BEGIN IMMEDIATE')
     } catch (err) {
-      throw unavailable(this.file, err)
+      throw this.#writeFailed(err)
     }
+    let result: T
     try {
-      const result = body()
+      result = body()
       this.#db.exec('COMMIT')
-      return result
     } catch (err) {
       try { this.#db.exec('ROLLBACK') } catch { /* already rolled back by SQLite (e.g. disk full) */ }
-      throw unavailable(this.file, err)
+      throw this.#writeFailed(err)
     }
+    if (this.#writesFailing) {
+      this.#writesFailing = false
+      this.#log?.info({ file: this.file }, 'the embedded store takes writes again')
+    }
+    return result
+  }
+
+  /** One clear line when writes start failing, not one per request (those are logged as refused during an outage). */
+  #writeFailed (err: unknown): StoreUnavailableError {
+    const error = unavailable(this.file, err)
+    if (!this.#writesFailing && !(err instanceof StoreUnavailableError)) {
+      this.#writesFailing = true
+      this.#log?.error({ file: this.file, reason: err instanceof Error ? err.message : String(err) },
+        'the embedded store cannot write (disk full, or the file is read-only?): login, refresh, logout and revocations answer 503 until it can; proxied routes serve from the denylist mirror')
+    }
+    return error
   }
 
   #read<T> (body: () => T): T {
