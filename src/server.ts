@@ -83,7 +83,8 @@ export async function startGateway (configFile: string, options: StartOptions = 
 
   let demo: Server | undefined
   const echo = config.demo?.echoUpstream
-  if (echo?.enabled === true) {
+  // One demo upstream per gateway: with workers, the first worker's.
+  if (echo?.enabled === true && (!worker || process.env.TOKENGATE_WORKER === '0')) {
     demo = await listenEchoUpstream(echo.host, echo.port)
     log.info({ address: `http://${echo.host}:${echo.port}` }, 'demo echo upstream listening')
   }
