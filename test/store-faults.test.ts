@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs'
+import { closeSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import t from 'tap'
@@ -105,7 +105,7 @@ async function loginBoth (port: number): Promise<{ admin: string, user: { access
 async function assertRecovered (t: Test, bin: Bin, port: number, before: { user: { access: string, refresh: string } }): Promise<void> {
   const { post, api } = client(port)
   t.equal((await post('/auth/login', { username: 'carol', password: PASSWORDS.carol, transport: 'body' })).status, 200, 'login works again by itself')
-  t.ok(bin.text().includes('the embedded store takes writes again'), 'and the recovery is logged')
+  await waitFor('the recovery is logged', () => bin.text().includes('the embedded store takes writes again'), 100, 20)
   t.equal((await post('/auth/logout', {}, before.user.access)).status, 204)
   t.equal(await api(before.user.access), 401, 'the logout now holds')
 }
@@ -196,4 +196,48 @@ t.test('two gateways started on one file without workers share it', async (t) =>
   await waitFor('the first refuses the session the second ended', async () => await A.api(access) === 401, 200, 25)
   t.equal(await B.api(access), 401)
   t.equal((await A.post('/auth/refresh', { refresh_token: String(refreshed.json.refresh_token) })).status, 401, 'the ended session refreshes nowhere')
+})
+
+t.test('workers: a file removed from under them fails closed after denylist.maxStaleness, and recovers', async (t) => {
+  const up = await startUpstream(t)
+  const dir = mkdtempSync(join(tmpdir(), 'tokengate-moved-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const db = join(dir, 'tokengate.db')
+  const port = await closedPort()
+  const { file } = await writeTestConfig({
+    server: { host: '127.0.0.1', port, workers: 2 },
+    store: { file: db },
+    denylist: { maxStaleness: '1s' },
+    routes: [{ prefix: '/api', upstream: up.url }]
+  })
+  const bin = startBin(t, file)
+  await waitFor('two workers listen', () => bin.text().split('Server listening').length - 1 === 2, 600, 50)
+  const { post } = client(port)
+  const login = await post('/auth/login', { username: 'bob', password: PASSWORDS.bob, transport: 'body' })
+  t.equal(login.status, 200)
+  const access = String(login.json.access_token)
+  const fresh = async (): Promise<number> => (await fetch(`http://127.0.0.1:${port}/api/x`, { headers: { authorization: `Bearer ${access}`, connection: 'close' } })).status
+
+  // Moved aside, the path names nothing: a worker restarted now would start
+  // a new, empty file there, and no process could see another's changes.
+  renameSync(db, `${db}.moved`)
+  await waitFor('every worker fails closed', async () => {
+    const statuses = new Set<number>()
+    for (let i = 0; i < 6; i++) statuses.add(await fresh())
+    return statuses.size === 1 && statuses.has(503)
+  }, 200, 50)
+  await waitFor('each worker says why', () => bin.text().split('store.file was removed or replaced while open').length - 1 === 2, 100, 20)
+  const logout = await post('/auth/logout', {}, access)
+  t.equal(logout.status, 503, 'a logout that no other worker could see is not answered 2xx')
+
+  renameSync(`${db}.moved`, db)
+  await waitFor('every worker serves again', async () => {
+    for (let i = 0; i < 6; i++) if (await fresh() !== 200) return false
+    return true
+  }, 200, 50)
+  t.equal((await post('/auth/logout', {}, access)).status, 204, 'and writes work again')
+  await waitFor('the logout holds on every worker', async () => {
+    for (let i = 0; i < 6; i++) if (await fresh() !== 401) return false
+    return true
+  }, 200, 50)
 })

@@ -1,4 +1,4 @@
-import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs'
+import { chmodSync, closeSync, mkdirSync, openSync, statSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { DatabaseSync, type StatementSync } from 'node:sqlite'
 import {
@@ -91,6 +91,9 @@ export class SqliteStore implements SessionStore {
   /** a write failed and none has succeeded since */
   #writesFailing = false
   readonly #log: OutageLog | undefined
+  /** the file opened, by device and inode: a path that names another file (replaced, removed) is not ours */
+  readonly #identity: { dev: number, ino: number } | null
+  #replaced = false
 
   constructor (opts: SqliteStoreOptions) {
     this.file = opts.file
@@ -98,6 +101,7 @@ export class SqliteStore implements SessionStore {
     this.#feedIntervalMs = opts.feedIntervalMs ?? DEFAULT_FEED_INTERVAL_MS
     this.#db = openDatabase(opts.file, opts.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS)
     this.#stmts = prepare(this.#db)
+    this.#identity = opts.file === ':memory:' ? null : fileIdentity(opts.file)
     this.#lastDenyId = this.#stmts.maxDenyId.get()?.id as number | null ?? 0
     this.#sweepTimer = setInterval(() => {
       try { this.sweep(Date.now()) } catch { /* the next sweep retries; a failing file shows in every request anyway */ }
@@ -235,6 +239,7 @@ export class SqliteStore implements SessionStore {
   #poll (): void {
     if (this.#closed) return
     try {
+      this.#assertSameFile()
       const version = this.#currentDataVersion()
       if (version !== this.#dataVersion) {
         this.#dataVersion = version
@@ -292,6 +297,7 @@ export class SqliteStore implements SessionStore {
   #write<T> (body: () => T): T {
     this.#assertOpen()
     try {
+      this.#assertSameFile()
       this.#db.exec('BEGIN IMMEDIATE')
     } catch (err) {
       throw this.#writeFailed(err)
@@ -331,9 +337,40 @@ export class SqliteStore implements SessionStore {
     }
   }
 
+  /**
+   * The path must still name the file this process opened. Renamed, removed
+   * or replaced (a restore with mv, a `rm data/*`), the others — a worker
+   * restarted since, a second gateway — open another file at the path and
+   * would write what this process never sees, and the reverse: the feed is
+   * then down (protected routes fail closed after denylist.maxStaleness) and
+   * writes answer 503, until the path names this file again.
+   */
+  #assertSameFile (): void {
+    if (this.#identity === null) return
+    const now = fileIdentity(this.file)
+    const same = now !== null && now.dev === this.#identity.dev && now.ino === this.#identity.ino
+    if (same) {
+      if (this.#replaced) {
+        this.#replaced = false
+        this.#log?.info({ file: this.file }, 'store.file names the open file again')
+      }
+      return
+    }
+    if (!this.#replaced) {
+      this.#replaced = true
+      this.#log?.error({ file: this.file }, 'store.file was removed or replaced while open: this process can no longer see the others\' changes; writes answer 503 and protected routes fail closed after denylist.maxStaleness; restart every process on the file')
+    }
+    throw new StoreUnavailableError(`the embedded store ${this.file} was removed or replaced while open`)
+  }
+
   #assertOpen (): void {
     if (this.#closed) throw new StoreUnavailableError('the embedded store is closed')
   }
+}
+
+function fileIdentity (file: string): { dev: number, ino: number } | null {
+  const stat = statSync(file, { throwIfNoEntry: false })
+  return stat === undefined ? null : { dev: stat.dev, ino: stat.ino }
 }
 
 function unavailable (file: string, err: unknown): StoreUnavailableError {
