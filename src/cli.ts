@@ -39,6 +39,15 @@ function keygen (algorithm: string, file: string): void {
   writeFileSync(file, privateKey, { mode: 0o600 })
 }
 
+/** The config file's text, or undefined when it cannot be read (loadConfig then says so, naming the file). */
+function readConfigText (file: string): string | undefined {
+  try {
+    return readFileSync(file, 'utf8')
+  } catch {
+    return undefined
+  }
+}
+
 /**
  * One of the supervisor's workers. One that cannot start exits at once (its
  * IPC channel would keep it alive), and the supervisor starts it again after
@@ -104,9 +113,10 @@ export async function main (argv: string[]): Promise<number> {
       if (rest.length !== 1) break
       try {
         if (cluster.isWorker) return await startWorker(rest[0])
-        const loaded = loadConfig(rest[0])
-        if (workerCount(loaded.config.server.workers) > 1) {
-          superviseWorkers(rest[0], loaded)
+        const text = readConfigText(rest[0])
+        const loaded = loadConfig(rest[0], process.env, text)
+        if (workerCount(loaded.config.server.workers) > 1 && text !== undefined) {
+          superviseWorkers(rest[0], loaded, text)
           return -1
         }
         await startGateway(rest[0])

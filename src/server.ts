@@ -16,7 +16,7 @@ import { serverLimits } from './ops/server-limits.js'
 import type { SessionStore } from './sessions/session-store.js'
 import { openStore } from './sessions/open-store.js'
 import { shareMetricsWithSupervisor } from './ops/cluster-metrics.js'
-import { RELOAD, RELOADED, reusePortFor, type ReloadedMessage } from './supervisor.js'
+import { RELOAD, RELOADED, configSnapshot, reusePortFor, type ReloadedMessage } from './supervisor.js'
 
 // The only file that owns the process: it listens, reloads the config on
 // SIGHUP, and shuts down cleanly on SIGTERM/SIGINT, letting in-flight
@@ -62,7 +62,9 @@ export interface StartOptions {
 
 export async function startGateway (configFile: string, options: StartOptions = {}): Promise<void> {
   const worker = options.worker === true
-  let loaded = loadConfig(configFile)
+  // A worker reads the config its supervisor accepted, not whatever the file holds now.
+  const read = async (): Promise<LoadedConfig> => loadConfig(configFile, process.env, worker ? await configSnapshot() : undefined)
+  let loaded = await read()
   const { config } = loaded
   const pretty = process.stdout.isTTY === true && prettyAvailable()
   // One access line per request written synchronously cost 15-20 % of the
@@ -97,7 +99,7 @@ export async function startGateway (configFile: string, options: StartOptions = 
   const reload = async (): Promise<boolean> => {
     let next: LoadedConfig
     try {
-      next = loadConfig(configFile)
+      next = await read()
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err
       const problems = err.issues.map(formatIssue)

@@ -1,7 +1,8 @@
 import cluster, { type Worker } from 'node:cluster'
 import { availableParallelism } from 'node:os'
 import { pino } from 'pino'
-import { answerWorkers } from './cluster-ipc.js'
+import { readFileSync } from 'node:fs'
+import { answerWorkers, askSupervisor } from './cluster-ipc.js'
 import { checkConfig, type LoadedConfig } from './config/load-config.js'
 import { parseDuration } from './config/duration.js'
 import { formatIssue } from './config/yaml-source.js'
@@ -13,9 +14,11 @@ import { loggerOptions } from './ops/logger.js'
 // port and looks after them. It serves no request itself. It
 // - restarts a worker that dies, after a back-off that grows while workers
 //   keep dying young, so a crash loop does not spin;
-// - on SIGHUP validates the config first and tells every worker to reload
-//   only when it is valid, so a refused config leaves all of them on the old
-//   one (each worker would refuse it too: the same file, the same check);
+// - keeps the text of the config file it last accepted, and every worker
+//   reads its config from that snapshot (at start and on reload), not from
+//   the file: on SIGHUP it validates the file first and tells every worker to
+//   reload only when it is valid, so a refused config leaves all of them on
+//   the old one — a worker restarted after a refused reload included;
 // - on SIGTERM/SIGINT stops every worker (each drains and flushes its access
 //   log) and exits 0 once all have exited cleanly;
 // - counts the rate limits and the login throttle for all of them
@@ -33,6 +36,7 @@ import { loggerOptions } from './ops/logger.js'
 // port of its own there) or the platform has no SO_REUSEPORT balancing.
 
 export const RELOAD = 'tokengate:reload'
+export const TOPIC_CONFIG = 'config-text'
 export const RELOADED = 'tokengate:reloaded'
 export interface ReloadedMessage { type: typeof RELOADED, applied: boolean }
 
@@ -69,7 +73,16 @@ function isReloaded (message: unknown): message is ReloadedMessage {
   return typeof message === 'object' && message !== null && (message as { type?: unknown }).type === RELOADED
 }
 
-export function superviseWorkers (configFile: string, loaded: LoadedConfig): void {
+/** In a worker: the config text the supervisor accepted last. */
+export async function configSnapshot (): Promise<string> {
+  const text = await askSupervisor(TOPIC_CONFIG, null, 10_000)
+  if (typeof text !== 'string') throw new Error('the supervisor sent no configuration')
+  return text
+}
+
+/** `text`: the config file's content that `loaded` was read from. */
+export function superviseWorkers (configFile: string, loaded: LoadedConfig, text: string): void {
+  let snapshot = text
   const log = pino({ ...loggerOptions(process.env.LOG_LEVEL ?? 'info', false) as pino.LoggerOptions, base: { pid: process.pid, role: 'supervisor' } })
   const count = workerCount(loaded.config.server.workers)
   let graceMs = parseDuration(loaded.config.server.shutdownGrace)
@@ -77,7 +90,7 @@ export function superviseWorkers (configFile: string, loaded: LoadedConfig): voi
   const slots: Slot[] = Array.from({ length: count }, (_, index) => ({ index, worker: null, startedAt: 0, youngDeaths: 0, timer: null }))
 
   const counters = new SupervisorCounters()
-  answerWorkers({ ...counters.answerers(), ...metricsAnswerers() })
+  answerWorkers({ ...counters.answerers(), ...metricsAnswerers(), [TOPIC_CONFIG]: () => snapshot })
 
   const start = (slot: Slot): void => {
     slot.timer = null
@@ -104,7 +117,14 @@ export function superviseWorkers (configFile: string, loaded: LoadedConfig): voi
 
   process.on('SIGHUP', () => {
     if (shuttingDown) return
-    const { loaded: next, issues } = checkConfig(configFile)
+    let candidate: string
+    try {
+      candidate = readFileSync(configFile, 'utf8')
+    } catch (err) {
+      log.error({ file: configFile, err }, 'reload refused: the configuration file cannot be read; every worker stays on the running configuration')
+      return
+    }
+    const { loaded: next, issues } = checkConfig(configFile, process.env, candidate)
     if (next === null) {
       const problems = issues.map(formatIssue)
       log.error({ file: configFile, problems }, `reload refused: ${problems.length} problem(s) in the configuration; every worker stays on the running configuration`)
@@ -114,6 +134,7 @@ export function superviseWorkers (configFile: string, loaded: LoadedConfig): voi
     }
     if (workerCount(next.config.server.workers) !== count) log.warn({ keys: ['server.workers'] }, 'reload: the number of workers only changes on a restart')
     graceMs = parseDuration(next.config.server.shutdownGrace)
+    snapshot = candidate
     log.info({ file: configFile }, 'SIGHUP: every worker reloads the configuration')
     for (const slot of slots) if (slot.worker?.isConnected() === true) slot.worker.send({ type: RELOAD })
   })

@@ -190,6 +190,17 @@ t.test('server.workers: 2 runs as one gateway', async (t) => {
     t.equal(gw.lines().filter((l) => l.msg === 'SIGHUP: reloading the configuration').length, reloadsBefore, 'no worker was told to reload')
     for (let i = 0; i < 10; i++) t.equal((await send(port, 'GET', '/v2/still')).status, 200, 'every worker still serves the running config')
     await waitFor('access lines written', () => pidsAnswering(gw, '/v2/still').size === 2, 100, 20)
+
+    // A worker that dies now starts again on the configuration the supervisor
+    // accepted last, not on the refused file.
+    const victim = listeningPids(gw).at(-1)!
+    process.kill(victim, 'SIGKILL')
+    await waitFor('a replacement listens', () => listeningPids(gw).length === 4, 600, 50)
+    const replacement = listeningPids(gw)[3]!
+    await waitFor('the replacement serves the running config', async () => {
+      t.equal((await send(port, 'GET', '/v2/replaced')).status, 200)
+      return pidsAnswering(gw, '/v2/replaced').has(replacement)
+    }, 100, 20)
   })
 
   await t.test('SIGTERM: every worker drains and flushes its log, the gateway exits 0', async (t) => {

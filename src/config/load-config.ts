@@ -25,14 +25,15 @@ export interface LoadedConfig {
  * Reads, validates and resolves a config file and everything it references
  * (keys, users). Throws a ConfigError listing every problem found.
  */
-export function loadConfig (file: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
-  const { loaded, issues } = checkConfig(file, env)
+export function loadConfig (file: string, env: NodeJS.ProcessEnv = process.env, text?: string): LoadedConfig {
+  const { loaded, issues } = checkConfig(file, env, text)
   if (loaded === null) throw new ConfigError(issues)
   return loaded
 }
 
-export function checkConfig (file: string, env: NodeJS.ProcessEnv = process.env): { loaded: LoadedConfig | null, issues: ConfigIssue[] } {
-  const source = new YamlSource(file, env)
+/** `text`: the config file's content when the caller read it already (the supervisor's snapshot). */
+export function checkConfig (file: string, env: NodeJS.ProcessEnv = process.env, text?: string): { loaded: LoadedConfig | null, issues: ConfigIssue[] } {
+  const source = new YamlSource(file, env, text)
   const config = source.validate<GatewayConfig>(GatewayConfigSchema)
   if (config === null) return { loaded: null, issues: source.issues }
 
