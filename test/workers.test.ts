@@ -8,6 +8,7 @@ import { stringify } from 'yaml'
 import { PASSWORDS, mergeConfig, writeTestConfig, type ConfigOverrides } from './helpers/gateway.js'
 import { waitFor } from './helpers/wait-for.js'
 import { closedPort, startUpstream } from './helpers/upstream.js'
+import { sharedPrefix, SHARED_REDIS_URL } from './helpers/redis-server.js'
 
 // server.workers: 2 against the real `gateway` bin, one topology for the
 // file. Every request goes on a new connection, so the kernel spreads them
@@ -221,4 +222,33 @@ t.test('server.workers: 2 runs as one gateway', async (t) => {
     t.equal(started.status, 1, 'the gateway refuses to start')
     t.match(started.stderr, /server\.workers more than 1 worker needs a store/)
   })
+})
+
+t.test('server.workers: 2 on Redis shares sessions, revocations and counters through Redis', async (t) => {
+  const up = await startUpstream(t)
+  const port = await closedPort()
+  const { file } = await writeTestConfig({
+    server: { host: '127.0.0.1', port, workers: 2 },
+    redis: { url: SHARED_REDIS_URL, keyPrefix: sharedPrefix(t, 'workers') },
+    auth: { loginRateLimit: { max: 3, addressMax: 1000, timeWindow: '10m' } },
+    routes: [{ prefix: '/api', upstream: up.url, rateLimit: false }]
+  })
+  const gw = startBin(t, file)
+  await waitFor('two workers listen', () => listeningPids(gw).length === 2, 600, 50)
+
+  const statuses: number[] = []
+  for (let i = 0; i < 6; i++) statuses.push((await send(port, 'POST', '/auth/login', {}, { username: 'bob', password: 'wrong', transport: 'body' })).status)
+  t.same(statuses, [401, 401, 401, 429, 429, 429], 'the login throttle is Redis\'s, for the whole gateway')
+
+  const res = await send(port, 'POST', '/auth/login', {}, { username: 'carol', password: PASSWORDS.carol, transport: 'body' })
+  t.equal(res.status, 200)
+  const headers = { authorization: `Bearer ${String((JSON.parse(res.body) as { access_token: string }).access_token)}` }
+  t.equal((await send(port, 'POST', '/auth/logout', headers)).status, 204)
+  await waitFor('both workers refuse the revoked token', async () => {
+    await send(port, 'GET', '/api/redis-after', headers)
+    return pidsAnswering(gw, '/api/redis-after', 401).size === 2
+  }, 100, 20)
+  for (let i = 0; i < 6; i++) t.equal((await send(port, 'GET', '/api/redis-after', headers)).status, 401)
+  gw.child.kill('SIGTERM')
+  t.equal(await gw.exited, 0)
 })
