@@ -170,17 +170,24 @@ export async function startGateway (configFile: string, options: StartOptions = 
       if (typeof message === 'object' && message !== null && (message as { type?: unknown }).type === RELOAD) onReload()
     })
     // A supervisor that died (kill -9) leaves no one to restart or stop us: drain and go.
-    process.on('disconnect', () => { if (!shuttingDown) process.kill(process.pid, 'SIGTERM') })
+    process.on('disconnect', () => { stop('disconnect') })
   } else {
     process.on('SIGHUP', onReload)
   }
 
   const shutdownGraceMs = parseDuration(config.server.shutdownGrace)
   // SIGHUP is a reload here, not one of close-with-grace's shutdown signals.
-  closeWithGrace({ delay: shutdownGraceMs, skip: ['SIGHUP'] }, async ({ signal, err }) => {
+  // A worker may get SIGTERM twice — its supervisor's and, say, systemd's to
+  // the whole cgroup — and SIGINT from a terminal's Ctrl-C along with the
+  // supervisor's SIGTERM; close-with-grace exits at once on a second signal,
+  // cutting the drain. So a worker takes its stop signals itself: the first
+  // SIGTERM drains, later ones and SIGINT change nothing (the supervisor
+  // answers Ctrl-C with a SIGTERM).
+  let stopSignal: string | undefined
+  const grace = closeWithGrace({ delay: shutdownGraceMs, skip: worker ? ['SIGHUP', 'SIGTERM', 'SIGINT'] : ['SIGHUP'] }, async ({ signal, err }) => {
     shuttingDown = true
     if (err !== undefined) log.error({ err }, 'shutting down after an error')
-    else log.info({ signal }, 'shutting down')
+    else log.info({ signal: signal ?? stopSignal }, 'shutting down')
     if (reloading !== null) await reloading
     // close-with-grace exits 1 at the grace; stop waiting for requests a little before, to close cleanly.
     await host.close(Math.floor(shutdownGraceMs * 0.9))
@@ -188,6 +195,16 @@ export async function startGateway (configFile: string, options: StartOptions = 
     demo?.close()
     if (destination !== undefined) flushLog(destination)
   })
+
+  function stop (why: string): void {
+    if (stopSignal !== undefined || shuttingDown) return
+    stopSignal = why
+    void grace.close()
+  }
+  if (worker) {
+    process.on('SIGTERM', () => { stop('SIGTERM') })
+    process.on('SIGINT', () => { /* the supervisor decides: it sends SIGTERM */ })
+  }
 
   await first.ready()
   await host.listen(config.server.host, config.server.port, worker && reusePortFor(config.server.port))

@@ -1,79 +1,29 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { request as httpRequest } from 'node:http'
+import { spawnSync } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
-import type { Test } from 'tap'
 import { stringify } from 'yaml'
+import { BIN, listeningPids, pidsAnswering, send, startBin } from './helpers/gateway-workers.js'
 import { PASSWORDS, mergeConfig, writeTestConfig, type ConfigOverrides } from './helpers/gateway.js'
 import { waitFor } from './helpers/wait-for.js'
 import { closedPort, startUpstream } from './helpers/upstream.js'
-import { sharedPrefix, SHARED_REDIS_URL } from './helpers/redis-server.js'
 
 // server.workers: 2 against the real `gateway` bin, one topology for the
 // file. Every request goes on a new connection, so the kernel spreads them
 // over both workers (reusePort); which worker answered is the pid on its
 // access line.
 
-const BIN = join(__dirname, '..', 'bin', 'gateway.js')
-
-interface Line { pid?: number, msg?: string, route?: string, url?: string, status?: number, role?: string }
-
-interface Gateway {
-  child: ChildProcess
-  lines: () => Line[]
-  text: () => string
-  exited: Promise<number | null>
-}
-
-function startBin (t: Test, file: string): Gateway {
-  const child = spawn(process.execPath, [BIN, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] })
-  let out = ''
-  child.stdout?.on('data', (c) => { out += String(c) })
-  child.stderr?.on('data', (c) => { out += String(c) })
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
-  t.teardown(() => {
-    // The workers go with their supervisor (they drain when its channel closes).
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-  })
-  const lines = (): Line[] => out.split('\n').flatMap((l) => {
-    if (!l.startsWith('{')) return []
-    try { return [JSON.parse(l) as Line] } catch { return [] }
-  })
-  return { child, lines, text: () => out, exited }
-}
-
-/** One request on a connection of its own. */
-function send (port: number, method: string, path: string, headers: Record<string, string> = {}, body?: unknown): Promise<{ status: number, body: string }> {
-  return new Promise((resolve, reject) => {
-    const payload = body === undefined ? undefined : JSON.stringify(body)
-    const req = httpRequest({
-      host: '127.0.0.1',
-      port,
-      method,
-      path,
-      agent: false,
-      headers: { connection: 'close', ...(payload === undefined ? {} : { 'content-type': 'application/json' }), ...headers }
-    }, (res) => {
-      let text = ''
-      res.on('data', (c) => { text += String(c) })
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }))
-    })
-    req.on('error', reject)
-    req.end(payload)
-  })
-}
-
-function listeningPids (gw: Gateway): number[] {
-  return gw.lines().filter((l) => l.msg?.startsWith('Server listening') === true).map((l) => l.pid ?? 0)
-}
-
-function pidsAnswering (gw: Gateway, url: string, status?: number): Set<number> {
-  return new Set(gw.lines().filter((l) => l.msg === 'request completed' && l.url === url && (status === undefined || l.status === status)).map((l) => l.pid ?? 0))
-}
-
 t.test('server.workers: 2 runs as one gateway', async (t) => {
-  const up = await startUpstream(t)
+  let releaseSlow: (() => void) | null = null
+  const up = await startUpstream(t, (req, res) => {
+    const answer = (): void => {
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.end(JSON.stringify({ url: req.url }))
+    }
+    // /api/slow waits until the test lets it go: a request in flight during the shutdown.
+    if (req.url.startsWith('/slow')) releaseSlow = answer
+    else answer()
+  })
   const port = await closedPort()
   const overrides: ConfigOverrides = {
     server: { host: '127.0.0.1', port, workers: 2 },
@@ -206,7 +156,21 @@ t.test('server.workers: 2 runs as one gateway', async (t) => {
 
   await t.test('SIGTERM: every worker drains and flushes its log, the gateway exits 0', async (t) => {
     t.equal((await send(port, 'GET', '/api/last', bearer)).status, 200)
+    const alive = listeningPids(gw).filter((pid) => {
+      try { return process.kill(pid, 0) } catch { return false }
+    })
+    t.equal(alive.length, 2)
+    const slow = send(port, 'GET', '/api/slow', bearer)
+    await waitFor('the slow request reached the upstream', () => releaseSlow !== null, 200, 25)
     gw.child.kill('SIGTERM')
+    await waitFor('the workers drain', () => gw.lines().filter((l) => l.msg === 'shutting down').length === 2, 200, 25)
+    // A second SIGTERM straight to the workers (systemd signals the whole
+    // cgroup) must not cut the drain short.
+    for (const pid of alive) {
+      try { process.kill(pid, 'SIGTERM') } catch { /* already gone */ }
+    }
+    releaseSlow!()
+    t.equal((await slow).status, 200, 'the request in flight is answered')
     t.equal(await gw.exited, 0)
     t.equal(pidsAnswering(gw, '/api/last').size, 1, 'the last request\'s access line was written before the exit')
     t.ok(gw.lines().some((l) => l.msg === 'every worker has exited'))
@@ -222,33 +186,4 @@ t.test('server.workers: 2 runs as one gateway', async (t) => {
     t.equal(started.status, 1, 'the gateway refuses to start')
     t.match(started.stderr, /server\.workers more than 1 worker needs a store/)
   })
-})
-
-t.test('server.workers: 2 on Redis shares sessions, revocations and counters through Redis', async (t) => {
-  const up = await startUpstream(t)
-  const port = await closedPort()
-  const { file } = await writeTestConfig({
-    server: { host: '127.0.0.1', port, workers: 2 },
-    redis: { url: SHARED_REDIS_URL, keyPrefix: sharedPrefix(t, 'workers') },
-    auth: { loginRateLimit: { max: 3, addressMax: 1000, timeWindow: '10m' } },
-    routes: [{ prefix: '/api', upstream: up.url, rateLimit: false }]
-  })
-  const gw = startBin(t, file)
-  await waitFor('two workers listen', () => listeningPids(gw).length === 2, 600, 50)
-
-  const statuses: number[] = []
-  for (let i = 0; i < 6; i++) statuses.push((await send(port, 'POST', '/auth/login', {}, { username: 'bob', password: 'wrong', transport: 'body' })).status)
-  t.same(statuses, [401, 401, 401, 429, 429, 429], 'the login throttle is Redis\'s, for the whole gateway')
-
-  const res = await send(port, 'POST', '/auth/login', {}, { username: 'carol', password: PASSWORDS.carol, transport: 'body' })
-  t.equal(res.status, 200)
-  const headers = { authorization: `Bearer ${String((JSON.parse(res.body) as { access_token: string }).access_token)}` }
-  t.equal((await send(port, 'POST', '/auth/logout', headers)).status, 204)
-  await waitFor('both workers refuse the revoked token', async () => {
-    await send(port, 'GET', '/api/redis-after', headers)
-    return pidsAnswering(gw, '/api/redis-after', 401).size === 2
-  }, 100, 20)
-  for (let i = 0; i < 6; i++) t.equal((await send(port, 'GET', '/api/redis-after', headers)).status, 401)
-  gw.child.kill('SIGTERM')
-  t.equal(await gw.exited, 0)
 })
