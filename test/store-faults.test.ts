@@ -110,6 +110,9 @@ async function assertRecovered (t: Test, bin: Bin, port: number, before: { user:
   t.equal(await api(before.user.access), 401, 'the logout now holds')
 }
 
+// Many worker processes start here; on a loaded 2-core machine that takes a while.
+t.setTimeout(300_000)
+
 t.test('disk full: writes answer 503, proxied routes serve, it recovers', { skip: ROOT ? false : 'needs root to mount a tmpfs' }, async (t) => {
   const up = await startUpstream(t)
   const mount = mkdtempSync(join(tmpdir(), 'tokengate-full-'))

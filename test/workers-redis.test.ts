@@ -8,6 +8,9 @@ import { closedPort, startUpstream } from './helpers/upstream.js'
 // server.workers on Redis: the workers share what separate instances share
 // (sessions, revocations over pub/sub, counters in Redis), through the bin.
 
+// Many worker processes start here; on a loaded 2-core machine that takes a while.
+t.setTimeout(300_000)
+
 t.test('server.workers: 2 on Redis shares sessions, revocations and counters through Redis', async (t) => {
   const up = await startUpstream(t)
   const port = await closedPort()

@@ -13,6 +13,9 @@ import { closedPort, startUpstream } from './helpers/upstream.js'
 // over both workers (reusePort); which worker answered is the pid on its
 // access line.
 
+// Many worker processes start here; on a loaded 2-core machine that takes a while.
+t.setTimeout(300_000)
+
 t.test('server.workers: 2 runs as one gateway', async (t) => {
   let releaseSlow: (() => void) | null = null
   const up = await startUpstream(t, (req, res) => {
