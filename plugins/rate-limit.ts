@@ -6,13 +6,16 @@ import { parseDuration } from '../src/config/duration.js'
 import { ERR_RATE_LIMITED, ERR_STORE_UNAVAILABLE } from '../src/errors.js'
 import { MemoryLoginThrottle, RedisLoginThrottle, type LoginThrottle } from '../src/limits/login-throttle.js'
 import { closeClient, createRedisClient, fastFailClientOptions, redisTargetOf, watchOutages, whenReady } from '../src/sessions/redis-client.js'
-import { RedisRateCounter, rateLimitStoreOf } from '../src/limits/redis-rate-counter.js'
+import { RedisRateCounter, rateLimitStoreOf, type WindowCounter } from '../src/limits/redis-rate-counter.js'
+import { SupervisorLoginThrottle, SupervisorRateCounter } from '../src/limits/supervisor-counters.js'
+import { underSupervisor } from '../src/cluster-ipc.js'
 import { clientAddress } from '../src/limits/client-address.js'
 import type { RouteSeries } from '../src/ops/gateway-metrics.js'
 
 // Rate limits of proxied routes and the login throttle. Counters live in
-// Redis when `redis.url` is set (every instance shares one budget) and in
-// process memory otherwise. The limiting is @fastify/rate-limit's, used
+// Redis when `redis.url` is set (every instance shares one budget), in the
+// supervisor when server.workers > 1 on the embedded store (every worker
+// shares one budget), and in process memory otherwise. The limiting is @fastify/rate-limit's, used
 // through `createRateLimit`, so this gateway decides the key, the headers,
 // the error shape and what happens when Redis fails. Its local store counts
 // in memory; in Redis the counting is ours (src/redis-rate-counter.ts), which
@@ -61,12 +64,17 @@ async function rateLimitPlugin (fastify: FastifyInstance, { config }: RateLimitP
     ? null
     : createRedisClient(target, fastFailClientOptions(connectTimeoutMs, parseDuration(config.redis.commandTimeout)))
 
-  // Limiters never wait on Redis: a failed count is an immediate error, handled per route below.
+  // Workers on the embedded store count through their supervisor, so that n
+  // workers do not give a client n budgets (src/limits/supervisor-counters.ts).
+  const bySupervisor = redis === null && underSupervisor()
+  const counter: WindowCounter | null = redis !== null
+    ? new RedisRateCounter(redis, `${config.redis.keyPrefix}rl:`)
+    : bySupervisor ? new SupervisorRateCounter() : null
+
+  // Limiters never wait on the shared counter: a failed count is an immediate error, handled per route below.
   const common: RateLimitPluginOptions = { global: false, skipOnError: false }
-  const shared = await limiterFactory(fastify, redis === null
-    ? common
-    : { ...common, store: rateLimitStoreOf(new RedisRateCounter(redis, `${config.redis.keyPrefix}rl:`)) })
-  const local = redis === null ? null : await limiterFactory(fastify, common)
+  const shared = await limiterFactory(fastify, counter === null ? common : { ...common, store: rateLimitStoreOf(counter) })
+  const local = counter === null ? null : await limiterFactory(fastify, common)
 
   const login = config.auth.loginRateLimit
   const budget = {
@@ -74,9 +82,9 @@ async function rateLimitPlugin (fastify: FastifyInstance, { config }: RateLimitP
     addressMax: login.addressMax ?? login.max * DEFAULT_ADDRESS_FACTOR,
     windowMs: parseDuration(login.timeWindow)
   }
-  const loginThrottle: LoginThrottle = redis === null
-    ? new MemoryLoginThrottle(budget)
-    : new RedisLoginThrottle(budget, redis, config.redis.keyPrefix, () => fastify.metrics.redisError('login_throttle'))
+  const loginThrottle: LoginThrottle = redis !== null
+    ? new RedisLoginThrottle(budget, redis, config.redis.keyPrefix, () => fastify.metrics.redisError('login_throttle'))
+    : bySupervisor ? new SupervisorLoginThrottle(budget) : new MemoryLoginThrottle(budget)
   fastify.decorate('loginThrottle', loginThrottle)
 
   let degraded = false
@@ -85,11 +93,11 @@ async function rateLimitPlugin (fastify: FastifyInstance, { config }: RateLimitP
     degraded = true
     fastify.log.warn({ err }, closed
       ? 'rate-limit counters unavailable: routes with onStoreError closed answer 503'
-      : 'rate-limit counters unavailable: counting per instance until Redis is back')
+      : 'rate-limit counters unavailable: counting per instance until the shared counter is back')
   }
   const onSharedSuccess = (): void => {
     degraded = false
-    fastify.log.info('rate-limit counters shared through Redis again')
+    fastify.log.info('rate-limit counters shared again')
   }
 
   fastify.decorate('routeRateLimit', function routeRateLimit (route: RouteConfig): RouteRateLimit | null {
@@ -120,7 +128,7 @@ async function rateLimitPlugin (fastify: FastifyInstance, { config }: RateLimitP
         result = await count(request)
         if (degraded) onSharedSuccess()
       } catch (err) {
-        fastify.metrics.redisError('rate_limit')
+        if (redis !== null) fastify.metrics.redisError('rate_limit')
         onSharedFailure(err, closed)
         if (fallback === null) throw new ERR_STORE_UNAVAILABLE({ cause: err })
         result = await fallback(request)

@@ -1,12 +1,14 @@
 import { generateKeyPairSync } from 'node:crypto'
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { dirname } from 'node:path'
-import { checkConfig } from './config/load-config.js'
+import cluster from 'node:cluster'
+import { checkConfig, loadConfig } from './config/load-config.js'
 import { configReferenceTable, withConfigReference } from './config/config-reference.js'
 import { editorJsonSchema } from './config/schema.js'
 import { ConfigError, formatIssue } from './config/yaml-source.js'
 import { hashPassword, MAX_PASSWORD_BYTES } from './users/password.js'
 import { startGateway } from './server.js'
+import { superviseWorkers, workerCount } from './supervisor.js'
 
 const USAGE = `usage:
   gateway --config FILE            start the gateway
@@ -35,6 +37,35 @@ function keygen (algorithm: string, file: string): void {
   }
   mkdirSync(dirname(file), { recursive: true })
   writeFileSync(file, privateKey, { mode: 0o600 })
+}
+
+/** The config file's text, or undefined when it cannot be read (loadConfig then says so, naming the file). */
+function readConfigText (file: string): string | undefined {
+  try {
+    return readFileSync(file, 'utf8')
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * One of the supervisor's workers. One that cannot start exits at once (its
+ * IPC channel would keep it alive), and the supervisor starts it again after
+ * a back-off.
+ */
+async function startWorker (configFile: string): Promise<number> {
+  try {
+    await startGateway(configFile, { worker: true })
+    return -1
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`worker ${process.pid} refusing to start: ${err.issues.length} problem(s) in the configuration`)
+      for (const issue of err.issues) console.error(formatIssue(issue))
+    } else {
+      console.error(`worker ${process.pid} could not start:`, err)
+    }
+    process.exit(1)
+  }
 }
 
 export async function main (argv: string[]): Promise<number> {
@@ -81,6 +112,13 @@ export async function main (argv: string[]): Promise<number> {
     case '--config': {
       if (rest.length !== 1) break
       try {
+        if (cluster.isWorker) return await startWorker(rest[0])
+        const text = readConfigText(rest[0])
+        const loaded = loadConfig(rest[0], process.env, text)
+        if (workerCount(loaded.config.server.workers) > 1 && text !== undefined) {
+          superviseWorkers(rest[0], loaded, text)
+          return -1
+        }
         await startGateway(rest[0])
       } catch (err) {
         if (err instanceof ConfigError) {

@@ -62,10 +62,11 @@ export class GatewayHost {
     return this.#current.active
   }
 
-  listen (host: string, port: number): Promise<void> {
+  /** `reusePort`: every worker binds its own socket on the port and the kernel spreads connections (Linux). */
+  listen (host: string, port: number, reusePort = false): Promise<void> {
     return new Promise((resolve, reject) => {
       this.server.once('error', reject)
-      this.server.listen(port, host, () => {
+      this.server.listen({ port, host, ...(reusePort ? { reusePort } : {}) }, () => {
         this.server.off('error', reject)
         resolve()
       })

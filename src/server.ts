@@ -17,6 +17,8 @@ import { serverLimits } from './ops/server-limits.js'
 import type { SessionStore } from './sessions/session-store.js'
 import { openStore } from './sessions/open-store.js'
 import { WebSocketSessions } from './proxy/websocket-sessions.js'
+import { shareMetricsWithSupervisor } from './ops/cluster-metrics.js'
+import { RELOAD, RELOADED, configSnapshot, reusePortFor, type ReloadedMessage } from './supervisor.js'
 
 // The only file that owns the process: it listens, reloads the config on
 // SIGHUP, and shuts down cleanly on SIGTERM/SIGINT, letting in-flight
@@ -56,8 +58,16 @@ function restartOnlyChanges (before: LoadedConfig['config'], after: LoadedConfig
   return changed
 }
 
-export async function startGateway (configFile: string): Promise<void> {
-  let loaded = loadConfig(configFile)
+export interface StartOptions {
+  /** one of server.workers processes under src/supervisor.ts: reloads when it says, shares its port and metrics */
+  worker?: boolean
+}
+
+export async function startGateway (configFile: string, options: StartOptions = {}): Promise<void> {
+  const worker = options.worker === true
+  // A worker reads the config its supervisor accepted, not whatever the file holds now.
+  const read = async (): Promise<LoadedConfig> => loadConfig(configFile, process.env, worker ? await configSnapshot() : undefined)
+  let loaded = await read()
   const { config } = loaded
   const pretty = process.stdout.isTTY === true && prettyAvailable()
   // One access line per request written synchronously cost 15-20 % of the
@@ -69,6 +79,7 @@ export async function startGateway (configFile: string): Promise<void> {
   const log: FastifyBaseLogger = pino(loggerOptions(process.env.LOG_LEVEL ?? 'info', pretty) as pino.LoggerOptions, ...(destination === undefined ? [] : [destination]))
   const metrics = new GatewayMetrics()
   collectDefaultMetrics({ register: metrics.registry, prefix: METRIC_PREFIX })
+  if (worker) shareMetricsWithSupervisor(metrics)
   let store: SessionStore = openStore(config, log, metrics)
 
   // Open WebSockets outlive a reload when their route's policy did not change.
@@ -79,7 +90,8 @@ export async function startGateway (configFile: string): Promise<void> {
 
   let demo: Server | undefined
   const echo = config.demo?.echoUpstream
-  if (echo?.enabled === true) {
+  // One demo upstream per gateway: with workers, the first worker's.
+  if (echo?.enabled === true && (!worker || process.env.TOKENGATE_WORKER === '0')) {
     demo = await listenEchoUpstream(echo.host, echo.port)
     log.info({ address: `http://${echo.host}:${echo.port}` }, 'demo echo upstream listening')
   }
@@ -94,17 +106,18 @@ export async function startGateway (configFile: string): Promise<void> {
   let reloading: Promise<void> | null = null
   let reloadAgain = false
 
-  const reload = async (): Promise<void> => {
+  /** True when the new configuration is the running one. */
+  const reload = async (): Promise<boolean> => {
     let next: LoadedConfig
     try {
-      next = loadConfig(configFile)
+      next = await read()
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err
       const problems = err.issues.map(formatIssue)
       log.error({ file: configFile, problems }, `reload refused: ${problems.length} problem(s) in the configuration; the running configuration stays`)
       console.error(`reload refused: ${problems.length} problem(s) in the configuration`)
       for (const problem of problems) console.error(problem)
-      return
+      return false
     }
     const ignored = restartOnlyChanges(loaded.config, next.config)
     if (ignored.length > 0) log.warn({ keys: ignored }, 'reload: these keys only change on a restart and keep their running values')
@@ -120,7 +133,7 @@ export async function startGateway (configFile: string): Promise<void> {
       // A gateway that got as far as taking over sockets hands them back as it closes.
       await app?.close().catch(() => {})
       if (!sameStore) await nextStore.close()
-      return
+      return false
     }
     const previousStore = store
     store = nextStore
@@ -134,12 +147,19 @@ export async function startGateway (configFile: string): Promise<void> {
       else log.info('reload: the previous configuration finished its requests and is closed')
       if (!sameStore) await previousStore.close()
     }).catch((err: unknown) => { log.error({ err }, 'reload: closing the previous configuration failed') })
+    return true
   }
 
   const startReload = (): void => {
     log.info({ file: configFile }, 'SIGHUP: reloading the configuration')
     reloading = reload()
-      .catch((err: unknown) => { log.error({ err }, 'reload failed; the running configuration stays') })
+      .catch((err: unknown) => {
+        log.error({ err }, 'reload failed; the running configuration stays')
+        return false
+      })
+      .then((applied) => {
+        if (worker && process.connected === true) process.send?.({ type: RELOADED, applied } satisfies ReloadedMessage)
+      })
       .finally(() => {
         reloading = null
         // A SIGHUP during a reload may come from a file written after this one read it.
@@ -149,19 +169,39 @@ export async function startGateway (configFile: string): Promise<void> {
         }
       })
   }
-  process.on('SIGHUP', () => {
+  const onReload = (): void => {
     if (destination !== undefined) flushLog(destination)
     if (shuttingDown) return
     if (reloading !== null) reloadAgain = true
     else startReload()
-  })
+  }
+  if (worker) {
+    // The supervisor validates a reload before it tells every worker; a
+    // SIGHUP sent to the whole process group must not reload behind its back
+    // (nor kill the worker, SIGHUP's default).
+    process.on('SIGHUP', () => { if (destination !== undefined) flushLog(destination) })
+    process.on('message', (message: unknown) => {
+      if (typeof message === 'object' && message !== null && (message as { type?: unknown }).type === RELOAD) onReload()
+    })
+    // A supervisor that died (kill -9) leaves no one to restart or stop us: drain and go.
+    process.on('disconnect', () => { stop('disconnect') })
+  } else {
+    process.on('SIGHUP', onReload)
+  }
 
   const shutdownGraceMs = parseDuration(config.server.shutdownGrace)
   // SIGHUP is a reload here, not one of close-with-grace's shutdown signals.
-  closeWithGrace({ delay: shutdownGraceMs, skip: ['SIGHUP'] }, async ({ signal, err }) => {
+  // A worker may get SIGTERM twice — its supervisor's and, say, systemd's to
+  // the whole cgroup — and SIGINT from a terminal's Ctrl-C along with the
+  // supervisor's SIGTERM; close-with-grace exits at once on a second signal,
+  // cutting the drain. So a worker takes its stop signals itself: the first
+  // SIGTERM drains, later ones and SIGINT change nothing (the supervisor
+  // answers Ctrl-C with a SIGTERM).
+  let stopSignal: string | undefined
+  const grace = closeWithGrace({ delay: shutdownGraceMs, skip: worker ? ['SIGHUP', 'SIGTERM', 'SIGINT'] : ['SIGHUP'] }, async ({ signal, err }) => {
     shuttingDown = true
     if (err !== undefined) log.error({ err }, 'shutting down after an error')
-    else log.info({ signal }, 'shutting down')
+    else log.info({ signal: signal ?? stopSignal }, 'shutting down')
     if (reloading !== null) await reloading
     // close-with-grace exits 1 at the grace; stop waiting for requests a little before, to close cleanly.
     await host.close(Math.floor(shutdownGraceMs * 0.9))
@@ -171,8 +211,18 @@ export async function startGateway (configFile: string): Promise<void> {
     if (destination !== undefined) flushLog(destination)
   })
 
+  function stop (why: string): void {
+    if (stopSignal !== undefined || shuttingDown) return
+    stopSignal = why
+    void grace.close()
+  }
+  if (worker) {
+    process.on('SIGTERM', () => { stop('SIGTERM') })
+    process.on('SIGINT', () => { /* the supervisor decides: it sends SIGTERM */ })
+  }
+
   await first.ready()
-  await host.listen(config.server.host, config.server.port)
+  await host.listen(config.server.host, config.server.port, worker && reusePortFor(config.server.port))
   const address = host.server.address()
   const port = address !== null && typeof address === 'object' ? address.port : config.server.port
   log.info(`Server listening at http://${config.server.host}:${port}`)

@@ -3,6 +3,7 @@ import { isIP } from 'node:net'
 import { dirname, resolve } from 'node:path'
 import { parseDuration } from './duration.js'
 import { checkRedisConfig } from './redis-config.js'
+import { redisTargetOf } from '../sessions/redis-client.js'
 import { GatewayConfigSchema, type GatewayConfig } from './schema.js'
 import { ConfigError, YamlSource, type ConfigIssue } from './yaml-source.js'
 import { checkCors } from '../cors/cors-policy.js'
@@ -24,14 +25,15 @@ export interface LoadedConfig {
  * Reads, validates and resolves a config file and everything it references
  * (keys, users). Throws a ConfigError listing every problem found.
  */
-export function loadConfig (file: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
-  const { loaded, issues } = checkConfig(file, env)
+export function loadConfig (file: string, env: NodeJS.ProcessEnv = process.env, text?: string): LoadedConfig {
+  const { loaded, issues } = checkConfig(file, env, text)
   if (loaded === null) throw new ConfigError(issues)
   return loaded
 }
 
-export function checkConfig (file: string, env: NodeJS.ProcessEnv = process.env): { loaded: LoadedConfig | null, issues: ConfigIssue[] } {
-  const source = new YamlSource(file, env)
+/** `text`: the config file's content when the caller read it already (the supervisor's snapshot). */
+export function checkConfig (file: string, env: NodeJS.ProcessEnv = process.env, text?: string): { loaded: LoadedConfig | null, issues: ConfigIssue[] } {
+  const source = new YamlSource(file, env, text)
   const config = source.validate<GatewayConfig>(GatewayConfigSchema)
   if (config === null) return { loaded: null, issues: source.issues }
 
@@ -97,6 +99,12 @@ function checkClients (config: GatewayConfig, source: YamlSource): void {
 }
 
 function checkServer (config: GatewayConfig, source: YamlSource): void {
+  // Workers are separate processes: a ":memory:" store would give each its
+  // own sessions and denylist, and a revocation through one would not reach
+  // the others. Refused for "auto" too, so the config means the same on every machine.
+  if (config.server.workers !== 1 && config.store.file === ':memory:' && redisTargetOf(config.redis) === null) {
+    source.report(['server', 'workers'], 'more than 1 worker needs a store the workers share: store.file on disk or redis, not ":memory:"')
+  }
   const { headersTimeout, requestTimeout } = config.server
   if (headersTimeout === undefined) return
   const request = parseDuration(requestTimeout)

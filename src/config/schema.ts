@@ -37,7 +37,11 @@ export const ServerSchema = Type.Object({
   requestTimeout: Duration('whole request, from the client', '60s'),
   headersTimeout: Type.Optional(Duration('receiving the request headers; at most requestTimeout; default 30s or requestTimeout if shorter')),
   keepAliveTimeout: Duration('idle keep-alive connections', '72s'),
-  shutdownGrace: Duration('how long in-flight requests may finish on SIGTERM', '10s')
+  shutdownGrace: Duration('how long in-flight requests may finish on SIGTERM', '10s'),
+  workers: Type.Union([Type.Integer({ minimum: 1, maximum: 256 }), Type.Literal('auto')], {
+    default: 1,
+    description: 'gateway processes serving server.port under one supervisor; auto = the cores available. More than 1 needs a shared store: store.file on disk or redis, not ":memory:"'
+  })
 }, { ...Strict, default: {} })
 
 export const RedisSchema = Type.Object({

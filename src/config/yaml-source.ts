@@ -52,11 +52,11 @@ export class YamlSource {
   private readonly lines = new LineCounter()
   readonly issues: ConfigIssue[] = []
 
-  constructor (file: string, env: NodeJS.ProcessEnv | null) {
+  /** `text`: the file's content as read earlier (the supervisor's snapshot), instead of reading it now. */
+  constructor (file: string, env: NodeJS.ProcessEnv | null, text?: string) {
     this.file = file
-    let text = ''
     try {
-      text = readFileSync(file, 'utf8')
+      text ??= readFileSync(file, 'utf8')
     } catch (err) {
       this.doc = parseDocument('')
       this.issues.push({ file, line: 0, col: 0, path: '', message: `cannot be read: ${(err as NodeJS.ErrnoException).code ?? String(err)}` })

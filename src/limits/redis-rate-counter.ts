@@ -41,11 +41,16 @@ export interface WindowCount {
 
 export type CountCallback = (err: Error | null, count?: WindowCount) => void
 
+/** What counts requests for @fastify/rate-limit: this Redis counter, or the supervisor's (src/limits/supervisor-counters.ts). */
+export interface WindowCounter {
+  count (key: string, windowMs: number, callback: CountCallback): void
+}
+
 interface CountScript {
   tgRateCount (...numberOfKeysKeysAndWindows: Array<string | number>): Promise<unknown>
 }
 
-export class RedisRateCounter {
+export class RedisRateCounter implements WindowCounter {
   readonly #redis: Redis & CountScript
   readonly #namespace: string
   #keys: string[] = []
@@ -115,7 +120,7 @@ function fail (callbacks: CountCallback[], err: Error): void {
  * its store itself). Every limiter shares the one namespace: the gateway's
  * keys already name their route.
  */
-export function rateLimitStoreOf (counter: RedisRateCounter): FastifyRateLimitStoreCtor {
+export function rateLimitStoreOf (counter: WindowCounter): FastifyRateLimitStoreCtor {
   return class RedisRateLimitStore implements FastifyRateLimitStore {
     incr (key: string, callback: CountCallback, timeWindow: number): void {
       counter.count(key, timeWindow, callback)

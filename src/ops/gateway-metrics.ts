@@ -215,6 +215,8 @@ export class GatewayMetrics {
       help: '1 while an upstream target takes traffic, 0 while it is ejected, by route and target',
       labelNames: ['route', 'target'],
       registers,
+      // With server.workers each worker checks its targets: 1 only while every worker sends to it.
+      aggregator: 'min',
       collect () {
         for (const { route, target, up } of ups.values()) this.labels(route, target).set(up())
       }
@@ -259,6 +261,8 @@ export class GatewayMetrics {
       name: `${METRIC_PREFIX}denylist_entries`,
       help: 'Entries in this instance\'s denylist mirror (revoked tokens, sessions and users not yet expired)',
       registers,
+      // Every worker mirrors the same denylist: summing would count each entry once per worker.
+      aggregator: 'max',
       collect () { this.set(size()) }
     })
     // Every outcome is exported from the start, so a rate() never lacks a series.
@@ -337,9 +341,16 @@ export class GatewayMetrics {
     this.#denylistSize = size
   }
 
-  text (): Promise<string> {
-    return this.registry.metrics()
+  /** Where /metrics reads its text: this registry, or (in a worker) every worker's together. */
+  textFrom (source: () => Promise<string>): void {
+    this.#text = source
   }
+
+  text (): Promise<string> {
+    return this.#text()
+  }
+
+  #text: () => Promise<string> = () => this.registry.metrics()
 
   get contentType (): string {
     return this.registry.contentType

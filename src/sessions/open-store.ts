@@ -18,7 +18,7 @@ import { SqliteStore } from './sqlite-store.js'
 export function openStore (config: GatewayConfig, log: FastifyBaseLogger, metrics?: GatewayMetrics): SessionStore {
   const heartbeatIntervalMs = heartbeatIntervalFor(parseDuration(config.denylist.maxStaleness))
   const target = redisTargetOf(config.redis)
-  if (target === null) return new SqliteStore({ file: config.store.file })
+  if (target === null) return new SqliteStore({ file: config.store.file, log })
   return new RedisStore({
     target,
     keyPrefix: config.redis.keyPrefix,

@@ -1,4 +1,4 @@
-import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs'
+import { chmodSync, closeSync, mkdirSync, openSync, statSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { DatabaseSync, type StatementSync } from 'node:sqlite'
 import {
@@ -35,6 +35,13 @@ export interface SqliteStoreOptions {
   sweepIntervalMs?: number
   feedIntervalMs?: number
   busyTimeoutMs?: number
+  /** told once when writes start failing (disk full, file read-only) and once when they work again */
+  log?: OutageLog
+}
+
+export interface OutageLog {
+  error (obj: object, msg: string): void
+  info (obj: object, msg: string): void
 }
 
 interface SessionRow {
@@ -81,12 +88,20 @@ export class SqliteStore implements SessionStore {
   #lastDenyId = 0
   #feedLive = true
   #closed = false
+  /** a write failed and none has succeeded since */
+  #writesFailing = false
+  readonly #log: OutageLog | undefined
+  /** the file opened, by device and inode: a path that names another file (replaced, removed) is not ours */
+  readonly #identity: { dev: number, ino: number } | null
+  #replaced = false
 
   constructor (opts: SqliteStoreOptions) {
     this.file = opts.file
+    this.#log = opts.log
     this.#feedIntervalMs = opts.feedIntervalMs ?? DEFAULT_FEED_INTERVAL_MS
     this.#db = openDatabase(opts.file, opts.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS)
     this.#stmts = prepare(this.#db)
+    this.#identity = opts.file === ':memory:' ? null : fileIdentity(opts.file)
     this.#lastDenyId = this.#stmts.maxDenyId.get()?.id as number | null ?? 0
     this.#sweepTimer = setInterval(() => {
       try { this.sweep(Date.now()) } catch { /* the next sweep retries; a failing file shows in every request anyway */ }
@@ -224,6 +239,7 @@ export class SqliteStore implements SessionStore {
   #poll (): void {
     if (this.#closed) return
     try {
+      this.#assertSameFile()
       const version = this.#currentDataVersion()
       if (version !== this.#dataVersion) {
         this.#dataVersion = version
@@ -281,18 +297,35 @@ export class SqliteStore implements SessionStore {
   #write<T> (body: () => T): T {
     this.#assertOpen()
     try {
+      this.#assertSameFile()
       this.#db.exec('BEGIN IMMEDIATE')
     } catch (err) {
-      throw unavailable(this.file, err)
+      throw this.#writeFailed(err)
     }
+    let result: T
     try {
-      const result = body()
+      result = body()
       this.#db.exec('COMMIT')
-      return result
     } catch (err) {
       try { this.#db.exec('ROLLBACK') } catch { /* already rolled back by SQLite (e.g. disk full) */ }
-      throw unavailable(this.file, err)
+      throw this.#writeFailed(err)
     }
+    if (this.#writesFailing) {
+      this.#writesFailing = false
+      this.#log?.info({ file: this.file }, 'the embedded store takes writes again')
+    }
+    return result
+  }
+
+  /** One clear line when writes start failing, not one per request (those are logged as refused during an outage). */
+  #writeFailed (err: unknown): StoreUnavailableError {
+    const error = unavailable(this.file, err)
+    if (!this.#writesFailing && !(err instanceof StoreUnavailableError)) {
+      this.#writesFailing = true
+      this.#log?.error({ file: this.file, reason: err instanceof Error ? err.message : String(err) },
+        'the embedded store cannot write (disk full, or the file is read-only?): login, refresh, logout and revocations answer 503 until it can; proxied routes serve from the denylist mirror')
+    }
+    return error
   }
 
   #read<T> (body: () => T): T {
@@ -304,9 +337,40 @@ export class SqliteStore implements SessionStore {
     }
   }
 
+  /**
+   * The path must still name the file this process opened. Renamed, removed
+   * or replaced (a restore with mv, a `rm data/*`), the others — a worker
+   * restarted since, a second gateway — open another file at the path and
+   * would write what this process never sees, and the reverse: the feed is
+   * then down (protected routes fail closed after denylist.maxStaleness) and
+   * writes answer 503, until the path names this file again.
+   */
+  #assertSameFile (): void {
+    if (this.#identity === null) return
+    const now = fileIdentity(this.file)
+    const same = now !== null && now.dev === this.#identity.dev && now.ino === this.#identity.ino
+    if (same) {
+      if (this.#replaced) {
+        this.#replaced = false
+        this.#log?.info({ file: this.file }, 'store.file names the open file again')
+      }
+      return
+    }
+    if (!this.#replaced) {
+      this.#replaced = true
+      this.#log?.error({ file: this.file }, 'store.file was removed or replaced while open: this process can no longer see the others\' changes; writes answer 503 and protected routes fail closed after denylist.maxStaleness; restart every process on the file')
+    }
+    throw new StoreUnavailableError(`the embedded store ${this.file} was removed or replaced while open`)
+  }
+
   #assertOpen (): void {
     if (this.#closed) throw new StoreUnavailableError('the embedded store is closed')
   }
+}
+
+function fileIdentity (file: string): { dev: number, ino: number } | null {
+  const stat = statSync(file, { throwIfNoEntry: false })
+  return stat === undefined ? null : { dev: stat.dev, ino: stat.ino }
 }
 
 function unavailable (file: string, err: unknown): StoreUnavailableError {
