@@ -126,7 +126,8 @@ async function main (): Promise<void> {
   writeFileSync(join(dir, 'users.yaml'), stringify({ users: [{ id: 'u-1', username: 'bench', passwordHash: await hashPassword('bench-password') }] }))
   const ports = {
     upstream: await freePort(), upstream2: await freePort(), bare: await freePort(), nginx: await freePort(), nginx2: await freePort(),
-    haproxy: await freePort(), redis: await freePort(), bin: await freePort(), binQuiet: await freePort()
+    haproxy: await freePort(), redis: await freePort(), bin: await freePort(), binQuiet: await freePort(), binLimited: await freePort(),
+    workers: await freePort(), workersLimited: await freePort()
   }
   const upstream = `http://127.0.0.1:${ports.upstream}`
   const upstream2 = `http://127.0.0.1:${ports.upstream2}`
@@ -154,6 +155,10 @@ async function main (): Promise<void> {
     // the bin as it ships, each on a store file of its own
     gatewayBin: { ...base, server: { host: '127.0.0.1', port: ports.bin }, store: { file: './data/bin.db' }, routes: [route] },
     gatewayBinQuiet: { ...base, server: { host: '127.0.0.1', port: ports.binQuiet }, store: { file: './data/bin-quiet.db' }, routes: [route] },
+    gatewayBinLimited: { ...base, server: { host: '127.0.0.1', port: ports.binLimited }, store: { file: './data/bin-limited.db' }, routes: [limited] },
+    // two workers under the supervisor (counters kept by the supervisor over IPC)
+    gatewayWorkers: { ...base, server: { host: '127.0.0.1', port: ports.workers, workers: 2 }, store: { file: './data/workers.db' }, routes: [route] },
+    gatewayWorkersLimited: { ...base, server: { host: '127.0.0.1', port: ports.workersLimited, workers: 2 }, store: { file: './data/workers-limited.db' }, routes: [limited] },
     // the signed identity assertion on: one ES256 signature per token and
     // route per half-ttl, a cached header on every other request
     gatewayAssertion: { ...base, identity: { assertion: { ttl: '60s' } }, routes: [route] }
@@ -192,6 +197,9 @@ async function main (): Promise<void> {
     const bin = join(__dirname, '..', '..', 'bin', 'gateway.js')
     await add('gatewayBin', 'gateway bin as shipped, access log on (to a file)', startBin('gateway bin', bin, files.gatewayBin, ports.bin, SERVER_CPU, 'info', join(dir, 'bin.log')))
     await add('gatewayBinQuiet', 'gateway bin, LOG_LEVEL=warn (no access lines)', startBin('gateway bin (warn)', bin, files.gatewayBinQuiet, ports.binQuiet, SERVER_CPU, 'warn', join(dir, 'bin-quiet.log')))
+    await add('gatewayBinLimited', 'gateway bin, access log on, rate limit on', startBin('gateway bin (limited)', bin, files.gatewayBinLimited, ports.binLimited, SERVER_CPU, 'info', join(dir, 'bin-limited.log')))
+    await add('gatewayWorkers', 'gateway bin, workers: 2, access log on', startBin('gateway workers', bin, files.gatewayWorkers, ports.workers, SERVER_CPU, 'info', join(dir, 'workers.log')))
+    await add('gatewayWorkersLimited', 'gateway bin, workers: 2, access log on, rate limit on (counted by the supervisor)', startBin('gateway workers (limited)', bin, files.gatewayWorkersLimited, ports.workersLimited, SERVER_CPU, 'info', join(dir, 'workers-limited.log')))
     if (hasCommand('nginx')) {
       await add('nginx', 'nginx 1 worker (no token check)', startNginx(dir, ports.nginx, ports.upstream, SERVER_CPU))
       await add('nginx2', 'nginx 2 workers (no token check)', startNginx(dir, ports.nginx2, ports.upstream, SERVER_CPU, 2))

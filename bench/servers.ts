@@ -291,39 +291,3 @@ export function treeCpuSeconds (pid: number | undefined): number {
 /** Linux reports CPU time in clock ticks of 1/100 s on every platform Node supports. */
 const CLOCK_TICKS = 100
 
-/**
- * The gateway as it ships with `server.workers: n`: the real bin (supervisor
- * and workers, access log on, to `logFile`) on a copy of `configFile` with
- * its port and worker count set, pinned to `cpus`. Waits until every worker
- * listens. Its CPU per request is the sum over the supervisor and the
- * workers: `pids()` names them all (the workers from their
- * "Server listening" lines).
- */
-export async function startGatewayWorkers (configFile: string, port: number, workers: number, cpus: string, logFile: string): Promise<Server & { pids: () => number[] }> {
-  const { parse, stringify } = await import('yaml')
-  const config = parse(readFileSync(configFile, 'utf8')) as { server?: Record<string, unknown> }
-  config.server = { ...config.server, host: '127.0.0.1', port, workers }
-  const file = configFile.replace(/\.ya?ml$/, '') + `-workers-${workers}.yaml`
-  writeFileSync(file, stringify(config))
-  const bin = join(__dirname, '..', '..', 'bin', 'gateway.js')
-  const [command, args] = pinned(cpus, process.execPath, [bin, '--config', file])
-  const { openSync } = await import('node:fs')
-  const log = openSync(logFile, 'w')
-  const child = spawn(command, args, { stdio: ['ignore', log, 'inherit'] })
-  const workerPids = (): number[] => readLog(logFile).split('\n')
-    .filter((line) => line.includes('"msg":"Server listening'))
-    .map((line) => (JSON.parse(line) as { pid: number }).pid)
-  for (let attempt = 0; attempt < 300 && workerPids().length < workers; attempt++) {
-    if (child.exitCode !== null) throw new Error(`gateway (workers: ${workers}) exited with ${child.exitCode}`)
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-  if (workerPids().length < workers) throw new Error(`gateway (workers: ${workers}) did not start its workers`)
-  return {
-    name: `gateway workers: ${workers}`,
-    child,
-    url: `http://127.0.0.1:${port}`,
-    memory: () => Promise.reject(new Error('several processes: read each pid')),
-    // taskset execs node, so the child's pid is the supervisor's
-    pids: () => [...(child.pid === undefined ? [] : [child.pid]), ...workerPids()]
-  }
-}
