@@ -29,6 +29,14 @@ export interface ClusterTopology {
 
 interface Node { port: number, proc: ChildProcess }
 
+/** Gateway config for a test on `topology`: timeouts that ride out a failover, a staleness window longer than one. */
+export function clusterGatewayConfig (topology: ClusterTopology, keyPrefix: string): Record<string, unknown> {
+  return {
+    redis: { cluster: topology.seeds, keyPrefix, connectTimeout: '1s', commandTimeout: '1500ms', waitTimeout: '1s' },
+    denylist: { maxStaleness: '15s' }
+  }
+}
+
 const run = promisify(execFile)
 
 export async function startClusterTopology (t: Test): Promise<ClusterTopology> {
@@ -50,7 +58,9 @@ export async function startClusterTopology (t: Test): Promise<ClusterTopology> {
   const start = async (port: number): Promise<Node> => {
     const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
       '--dir', dir, '--dbfilename', `dump-${port}.rdb`, '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`,
-      '--cluster-node-timeout', '1000'], { stdio: 'ignore' })
+      '--cluster-node-timeout', '1000',
+      // a replica (re)joining syncs at once, not after the default 5 s wait for company
+      '--repl-diskless-sync-delay', '0'], { stdio: 'ignore' })
     const node = { port, proc }
     nodes.push(node)
     await waitForPing(port, proc)
