@@ -186,11 +186,13 @@ export class RedisStore implements SessionStore {
     // The whole denylist lives in one slot ({deny}), so on Cluster too one
     // primary holds all of it: no walk over every node.
     const reply = await this.#run('loadDenylist', (r) => r.tgLoadDenylist(this.#keys.deny, this.#keys.denyBefore, ms(now)))
-    return parseReply('loadDenylist', reply, (v) => asArray(v).map((m) => {
-      const entry = parseDenyMessage(asString(m))
-      if (entry === null) throw new TypeError('malformed denylist entry')
-      return entry
-    }))
+    const entries = parseDenyEntries(reply)
+    if (this.#sharded) return entries
+    // A single node or Sentinel may still hold the denylist of the version
+    // before this key layout (Cluster was refused then): its revocations
+    // stay in force until they expire, so an upgrade forgets none of them.
+    const legacy = await this.#run('loadDenylist', (r) => r.tgLoadDenylist(`${this.#opts.keyPrefix}deny`, `${this.#opts.keyPrefix}deny:before`, ms(now)))
+    return [...parseDenyEntries(legacy), ...entries]
   }
 
   /**
@@ -417,6 +419,14 @@ export class RedisStore implements SessionStore {
   #assertOpen (): void {
     if (this.#closed) throw new StoreUnavailableError('the Redis store is closed')
   }
+}
+
+function parseDenyEntries (reply: unknown): DenyEntry[] {
+  return parseReply('loadDenylist', reply, (v) => asArray(v).map((m) => {
+    const entry = parseDenyMessage(asString(m))
+    if (entry === null) throw new TypeError('malformed denylist entry')
+    return entry
+  }))
 }
 
 /** How long the Cluster subscriber waits before asking where the denylist's slot lives now. */
