@@ -25,6 +25,8 @@ export interface ClusterTopology {
   killPrimaryOf (key: string): Promise<void>
   /** starts the killed node again (it rejoins as a replica); resolves once it is in sync */
   restoreKilled (): Promise<void>
+  /** a resharding of one slot: moves `key`'s slot, with its keys, to another primary; resolves with the new primary's port */
+  moveSlotOf (key: string): Promise<number>
 }
 
 interface Node { port: number, proc: ChildProcess }
@@ -135,6 +137,38 @@ export async function startClusterTopology (t: Test): Promise<ClusterTopology> {
       // taken over, and becomes a replica of the node that took them
       await start(node.port)
       await waitFor('the restored node is a replica in sync', whole, 400, 50)
+    },
+    moveSlotOf: async (key) => {
+      const slot = keySlot(key)
+      const from = await primaryOf(key)
+      const table = await slotTable(from)
+      const to = [...new Set(table.map((r) => r.primary))].find((p) => p !== from)
+      if (to === undefined) throw new Error('no other primary to move the slot to')
+      const idOf = (port: number): Promise<string> => withRedis(`redis://127.0.0.1:${port}`, async (r) => String(await r.call('CLUSTER', 'MYID')))
+      const [fromId, toId] = [await idOf(from), await idOf(to)]
+      // the steps redis-cli --cluster reshard takes, for one slot
+      await withRedis(`redis://127.0.0.1:${to}`, (r) => r.call('CLUSTER', 'SETSLOT', slot, 'IMPORTING', fromId))
+      await withRedis(`redis://127.0.0.1:${from}`, async (r) => {
+        await r.call('CLUSTER', 'SETSLOT', slot, 'MIGRATING', toId)
+        for (;;) {
+          const keys = await r.call('CLUSTER', 'GETKEYSINSLOT', slot, 100) as string[]
+          if (keys.length === 0) break
+          await r.call('MIGRATE', '127.0.0.1', to, '', 0, 5000, 'KEYS', ...keys)
+        }
+      })
+      const primaries = [...new Set(table.map((r) => r.primary))]
+      for (const port of [to, from, ...primaries.filter((p) => p !== to && p !== from)]) {
+        await withRedis(`redis://127.0.0.1:${port}`, (r) => r.call('CLUSTER', 'SETSLOT', slot, 'NODE', toId))
+      }
+      await waitFor('every node agrees where the slot is', async () => {
+        for (const n of live()) {
+          const t = await slotTable(n.port)
+          const range = t.find((r) => r.from <= slot && slot <= r.to)
+          if (range?.primary !== to) return false
+        }
+        return true
+      }, 400, 50)
+      return to
     }
   }
 

@@ -68,4 +68,31 @@ t.test('Redis Cluster', async (t) => {
     await waitFor('three staleness windows have passed', () => Date.now() - since > 3 * 2000, 400, 50)
     t.ok(mirror.isTrusted(Date.now()), 'the heartbeat kept the mirror trusted')
   })
+
+  t.test('a resharding that moves the denylist\'s slot: the mirror follows it and misses nothing', async (t) => {
+    const prefix = uniquePrefix('reshard')
+    const writer = openClusterStore(t, topology, prefix)
+    const reader = openClusterStore(t, topology, prefix)
+    const mirror = new DenylistMirror(reader, { maxStalenessMs: 5000, reloadRetryMs: 50 })
+    t.teardown(() => mirror.stop())
+    await mirror.start()
+    const claims = (sid: string): { jti: string, sid: string, sub: string, iat: number } => ({ jti: 'j', sid, sub: 'u', iat: 0 })
+    await writer.revoke({ kind: 'sid', value: 'before-move', expiresAt: Date.now() + 60_000 })
+    await waitFor('fed before the move', () => mirror.isRevoked(claims('before-move'), Date.now()), 200, 25)
+
+    const from = await topology.primaryOf(`${prefix}{deny}`)
+    const to = await topology.moveSlotOf(`${prefix}{deny}`)
+    t.not(to, from, 'the denylist slot lives on another primary now')
+    // the writer follows the MOVED; the revocation lands on the new owner
+    await waitFor('a revocation after the move is written', async () => {
+      await writer.revoke({ kind: 'sid', value: 'after-move', expiresAt: Date.now() + 60_000 })
+      return true
+    }, 100, 100)
+    await waitFor('the mirror hears of it from the new owner (or reloads it)', () => mirror.isRevoked(claims('after-move'), Date.now()), 400, 50)
+    t.ok(mirror.isRevoked(claims('before-move'), Date.now()), 'what it held is still held')
+    await writer.revoke({ kind: 'sid', value: 'later', expiresAt: Date.now() + 60_000 })
+    await waitFor('and it is fed live again', () => mirror.isRevoked(claims('later'), Date.now()), 200, 25)
+    await waitFor('trusted again', () => mirror.inSync && mirror.isTrusted(Date.now()), 200, 50)
+    t.pass('the mirror is in sync on the new owner')
+  })
 })
