@@ -145,7 +145,7 @@ async function main (): Promise<void> {
   const ownCluster = hasCommand('redis-server') && hasCommand('redis-cli') && ports.cluster.every((p) => p < 55_000)
     ? await startRedisCluster(ports.cluster, LOAD_CPUS)
     : null
-  const cluster = ownCluster === null ? null : { redis: { cluster: ownCluster.seeds, keyPrefix: `tgbench:${randomUUID()}:` } }
+  const cluster = ownCluster === null ? null : { redis: { cluster: ownCluster.seeds, keyPrefix: `tgbench:${randomUUID()}:`, waitReplicas: 0 } }
   const configs: Record<string, object> = {
     gateway: { ...base, routes: [route] },
     gatewayRedis: { ...base, ...redis, routes: [route] },
