@@ -75,16 +75,18 @@ t.test('gateways on Redis Cluster', async (t) => {
     const statuses = { proxied: new Map<number, number>(), auth: new Map<number, number>() }
     const count = (m: Map<number, number>, s: number): void => { m.set(s, (m.get(s) ?? 0) + 1) }
     let loading = true
+    const proxied = async (app: FastifyInstance): Promise<void> => {
+      while (loading) count(statuses.proxied, (await callApi(app, kept.access_token)).statusCode)
+    }
     const load = async (app: FastifyInstance): Promise<void> => {
       while (loading) {
-        count(statuses.proxied, (await callApi(app, kept.access_token)).statusCode)
         const res = await loginRes(app, 'carol')
         count(statuses.auth, res.statusCode)
         if (res.statusCode === 503) t.match(res.headers['retry-after'], /^\d+$/, 'a 503 says when to retry')
         if (res.statusCode === 200) count(statuses.auth, (await refreshWithBody(app, (res.json() as { refresh_token: string }).refresh_token)).statusCode)
       }
     }
-    const running = [load(a.app), load(b.app)]
+    const running = [load(a.app), load(b.app), proxied(a.app), proxied(b.app)]
 
     const out = await b.app.inject({ method: 'POST', url: '/auth/logout', headers: { authorization: `Bearer ${victim.access_token}` } })
     t.equal(out.statusCode, 204, 'logged out, confirmed by the replicas, just before the kill')
