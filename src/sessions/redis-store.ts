@@ -1,5 +1,4 @@
 import { Cluster, type Redis, type RedisOptions } from 'ioredis'
-import { parseNode } from '../config/redis-config.js'
 import { sidOfRefresh } from '../tokens/refresh-token.js'
 import {
   closeClient,
@@ -353,9 +352,11 @@ export class RedisStore implements SessionStore {
     if (cluster.status !== 'ready') await whenReady(cluster, this.#opts.connectTimeoutMs)
     await new Promise<void>((resolve) => { cluster.refreshSlotsCache(() => resolve()) })
     const key = cluster.slots[keySlot(this.#keys.channel)]?.[0]
-    const address = key === undefined ? null : parseNode(key)
-    if (key === undefined || address === null) throw new Error('no Redis Cluster node serves the denylist slot')
-    return { key, address }
+    // ioredis names a node "host:port", an IPv6 host without brackets
+    const colon = key?.lastIndexOf(':') ?? -1
+    const port = key === undefined ? NaN : Number(key.slice(colon + 1))
+    if (key === undefined || colon <= 0 || !Number.isInteger(port)) throw new Error('no Redis Cluster node serves the denylist slot')
+    return { key, address: { host: key.slice(0, colon), port } }
   }
 
   #scheduleRetarget (): void {
@@ -407,8 +408,7 @@ export class RedisStore implements SessionStore {
     const subscriber = this.#subscriber
     if (subscriber === undefined || this.#closed) return Promise.resolve()
     if (this.#feed === 'live') return Promise.resolve()
-    const subscribed = this.#sharded ? subscriber.ssubscribe(this.#keys.channel) : subscriber.subscribe(this.#keys.channel)
-    this.#subscribing ??= subscribed.then(() => {
+    this.#subscribing ??= (this.#sharded ? subscriber.ssubscribe(this.#keys.channel) : subscriber.subscribe(this.#keys.channel)).then(() => {
       const wasLost = this.#feed === 'lost'
       this.#feed = 'live'
       if (wasLost) for (const l of this.#listeners) l.onFeed(true)
