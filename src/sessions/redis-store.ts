@@ -350,7 +350,14 @@ export class RedisStore implements SessionStore {
   async #denylistPrimary (): Promise<{ key: string, address: { host: string, port: number } }> {
     const cluster = this.#redis as unknown as Cluster
     if (cluster.status !== 'ready') await whenReady(cluster, this.#opts.connectTimeoutMs)
-    await new Promise<void>((resolve) => { cluster.refreshSlotsCache(() => resolve()) })
+    await new Promise<void>((resolve) => {
+      // whatever the refresh does, the table as it stands is asked after connectTimeout at the latest
+      const timer = setTimeout(resolve, this.#opts.connectTimeoutMs)
+      cluster.refreshSlotsCache(() => {
+        clearTimeout(timer)
+        resolve()
+      })
+    })
     const key = cluster.slots[keySlot(this.#keys.channel)]?.[0]
     // ioredis names a node "host:port", an IPv6 host without brackets
     const colon = key?.lastIndexOf(':') ?? -1

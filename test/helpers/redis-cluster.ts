@@ -77,7 +77,8 @@ export async function startClusterTopology (t: Test): Promise<ClusterTopology> {
   }
   await Promise.all(ports.map((p) => start(p)))
   const seeds = ports.map((p) => `127.0.0.1:${p}`)
-  await run('redis-cli', ['--cluster', 'create', ...seeds, '--cluster-replicas', '1', '--cluster-yes'])
+  // bounded: redis-cli waits for the nodes to join without end if they cannot meet
+  await run('redis-cli', ['--cluster', 'create', ...seeds, '--cluster-replicas', '1', '--cluster-yes'], { timeout: 60_000 })
 
   const live = (): Node[] => nodes.filter((n) => n.proc.exitCode === null && n.proc.signalCode === null)
   /** slot ranges with their primary's and replicas' ports, as a live node sees them */
