@@ -11,7 +11,7 @@ import { loadConfig } from '../src/config/load-config.js'
 import { hashPassword } from '../src/users/password.js'
 import { hasCommand, runAutocannon, runWrk, TASKSET, WRK, writeWrkScript, type LoadOptions, type Sample } from './load.js'
 import { memoryPhase, type MemoryPhase } from './memory.js'
-import { freePort, serveRole, startBin, startHaproxy, startNginx, startRedis, startRole, treeCpuSeconds, type Role, type Server } from './servers.js'
+import { freePort, serveRole, startBin, startHaproxy, startNginx, startRedis, startRedisCluster, startRole, treeCpuSeconds, type Role, type Server } from './servers.js'
 
 // `npm run bench`: the gateway's cost over the bare proxy, measured side by
 // side in one run. Every server runs in its own process; on a machine with
@@ -45,8 +45,8 @@ interface Target {
   key: string
   label: string
   server: Server
-  /** Redis-store gateways: Redis commands per request are counted */
-  redis: boolean
+  /** Redis-store gateways: Redis commands per request are counted (on every node of the cluster for 'cluster') */
+  redis: false | 'single' | 'cluster'
 }
 
 const RESULTS_START = '<!-- bench:start (written by npm run bench) -->'
@@ -89,6 +89,13 @@ async function redisCalls (redis: Redis): Promise<Map<string, number>> {
   return new Map([...info.matchAll(/cmdstat_([^:]+):calls=(\d+)/g)].map((m) => [m[1], Number(m[2])]))
 }
 
+/** The per-request calls of several nodes, added up per command. */
+function sumCalls (perNode: Array<Map<string, number>>): Map<string, number> {
+  const out = new Map<string, number>()
+  for (const node of perNode) for (const [name, n] of node) out.set(name, (out.get(name) ?? 0) + n)
+  return out
+}
+
 /** Per-request calls of each command between two readings; INFO itself is left out. */
 function callsPerRequest (before: Map<string, number>, after: Map<string, number>, requests: number): Map<string, number> {
   const out = new Map<string, number>()
@@ -127,7 +134,7 @@ async function main (): Promise<void> {
   const ports = {
     upstream: await freePort(), upstream2: await freePort(), bare: await freePort(), nginx: await freePort(), nginx2: await freePort(),
     haproxy: await freePort(), redis: await freePort(), bin: await freePort(), binQuiet: await freePort(), binLimited: await freePort(),
-    workers: await freePort(), workersLimited: await freePort()
+    workers: await freePort(), workersLimited: await freePort(), cluster: [await freePort(), await freePort(), await freePort()]
   }
   const upstream = `http://127.0.0.1:${ports.upstream}`
   const upstream2 = `http://127.0.0.1:${ports.upstream2}`
@@ -141,11 +148,21 @@ async function main (): Promise<void> {
   const ownRedis = REDIS_URL === undefined && hasCommand('redis-server') ? await startRedis(ports.redis, LOAD_CPUS) : null
   const redisUrl = REDIS_URL ?? ownRedis?.url ?? 'redis://127.0.0.1:6379'
   const redis = { redis: { url: redisUrl, keyPrefix: `tgbench:${randomUUID()}:` } }
+  // Redis Cluster beside the single node: the proxied path must make no
+  // round trip there either, and the rate-limit counter one call per slot per turn.
+  const ownCluster = hasCommand('redis-server') && hasCommand('redis-cli') && ports.cluster.every((p) => p < 55_000)
+    ? await startRedisCluster(ports.cluster, LOAD_CPUS)
+    : null
+  const cluster = ownCluster === null ? null : { redis: { cluster: ownCluster.seeds, keyPrefix: `tgbench:${randomUUID()}:`, waitReplicas: 0 } }
   const configs: Record<string, object> = {
     gateway: { ...base, routes: [route] },
     gatewayRedis: { ...base, ...redis, routes: [route] },
     gatewayLimited: { ...base, routes: [limited] },
     gatewayRedisLimited: { ...base, ...redis, routes: [limited] },
+    ...(cluster === null ? {} : {
+      gatewayCluster: { ...base, ...cluster, routes: [route] },
+      gatewayClusterLimited: { ...base, ...cluster, routes: [limited] }
+    }),
     // many client addresses arrive through X-Forwarded-For from a trusted hop
     gatewayMemory: { ...base, server: { trustProxy: true }, routes: [limited] },
     // the same route over two targets (round-robin), and with tracing on (spans
@@ -178,7 +195,7 @@ async function main (): Promise<void> {
   const self = __filename
   const servers: Server[] = []
   const targets: Target[] = []
-  const add = async (key: string, label: string, start: Promise<Server>, isRedis = false): Promise<void> => {
+  const add = async (key: string, label: string, start: Promise<Server>, isRedis: Target['redis'] = false): Promise<void> => {
     const server = await start
     servers.push(server)
     if (ONLY === null || ONLY.has(key)) targets.push({ key, label, server, redis: isRedis })
@@ -188,9 +205,13 @@ async function main (): Promise<void> {
     const profile = (name: string): string[] => PROFILE_DIR === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`, `--cpu-prof-name=${name}.cpuprofile`]
     await add('bare', 'bare proxy (fastify + @fastify/http-proxy)', startRole(self, 'bare', ports.bare, upstream, SERVER_CPU, profile('bare')))
     await add('gateway', 'gateway, embedded store (SQLite file)', startRole(self, 'gateway', await freePort(), files.gateway, SERVER_CPU, profile('gateway')))
-    await add('gatewayRedis', 'gateway, Redis store', startRole(self, 'gateway', await freePort(), files.gatewayRedis, SERVER_CPU), true)
+    await add('gatewayRedis', 'gateway, Redis store', startRole(self, 'gateway', await freePort(), files.gatewayRedis, SERVER_CPU), 'single')
     await add('gatewayLimited', 'gateway, embedded store, rate limit on (in-process counters)', startRole(self, 'gateway', await freePort(), files.gatewayLimited, SERVER_CPU, profile('gatewayLimited')))
-    await add('gatewayRedisLimited', 'gateway, Redis store, rate limit on', startRole(self, 'gateway', await freePort(), files.gatewayRedisLimited, SERVER_CPU, profile('gatewayRedisLimited')), true)
+    await add('gatewayRedisLimited', 'gateway, Redis store, rate limit on', startRole(self, 'gateway', await freePort(), files.gatewayRedisLimited, SERVER_CPU, profile('gatewayRedisLimited')), 'single')
+    if (files.gatewayCluster !== undefined && files.gatewayClusterLimited !== undefined) {
+      await add('gatewayCluster', 'gateway, Redis Cluster store', startRole(self, 'gateway', await freePort(), files.gatewayCluster, SERVER_CPU), 'cluster')
+      await add('gatewayClusterLimited', 'gateway, Redis Cluster store, rate limit on', startRole(self, 'gateway', await freePort(), files.gatewayClusterLimited, SERVER_CPU), 'cluster')
+    }
     servers.push(await startRole(self, 'upstream', ports.upstream2, '', LOAD_CPUS))
     await add('gatewayTwoTargets', 'gateway, embedded store, two targets', startRole(self, 'gateway', await freePort(), files.gatewayTwoTargets, SERVER_CPU))
     await add('gatewayTracing', 'gateway, embedded store, tracing on (OTLP export)', startRole(self, 'gateway', await freePort(), files.gatewayTracing, SERVER_CPU))
@@ -223,19 +244,23 @@ async function main (): Promise<void> {
 
     const runs = new Map<string, Sample[]>(targets.map((t) => [t.key, []]))
     const redisClient = new Redis(redisUrl)
+    const clusterClients = (ownCluster?.urls ?? []).map((url) => new Redis(url))
     const redisPerRequest = new Map<string, Array<Map<string, number>>>()
     for (let round = 0; round < ROUNDS; round++) {
       for (const target of targets) {
-        const before = target.redis ? await redisCalls(redisClient) : null
+        const clients = target.redis === 'cluster' ? clusterClients : [redisClient]
+        const before = target.redis === false ? null : await Promise.all(clients.map(redisCalls))
         const sample = await measure(target)
         if (before !== null) {
-          const calls = callsPerRequest(before, await redisCalls(redisClient), sample.requests)
+          const after = await Promise.all(clients.map(redisCalls))
+          const calls = sumCalls(before.map((b, i) => callsPerRequest(b, after[i]!, sample.requests)))
           redisPerRequest.set(target.key, [...(redisPerRequest.get(target.key) ?? []), calls])
         }
         runs.get(target.key)?.push(sample)
       }
     }
     redisClient.disconnect()
+    for (const c of clusterClients) c.disconnect()
 
     const s = new Map([...runs].map(([k, v]) => [k, summary(v)]))
     const bare = s.get('bare') as Sample
@@ -329,7 +354,7 @@ async function main (): Promise<void> {
         return `| ${t.label.replace('gateway, ', '')} | ${(x.rps / bare.rps).toFixed(2)} | ${(x.p99 / bare.p99).toFixed(2)} | ${x.p99 - bare.p99 >= 0 ? '+' : ''}${ms(x.p99 - bare.p99)} ms | ${(x.cpuUs / bare.cpuUs).toFixed(2)} | ${perRequest === undefined ? '–' : describeCalls(perRequest)} |`
       }),
       '',
-      `Redis commands are counted with INFO commandstats around each run (${ownRedis === null ? `on ${redisUrl}, so other clients of that Redis count too` : 'on a redis-server the benchmark started, pinned beside the load generator'}); commands a Lua script runs count as well, so one EVALSHA and the commands inside it are one round trip.`,
+      `Redis commands are counted with INFO commandstats around each run (${ownRedis === null ? `on ${redisUrl}, so other clients of that Redis count too` : 'on a redis-server the benchmark started, pinned beside the load generator'}${ownCluster === null ? '' : '; on Cluster, summed over its three primaries (started by the benchmark, no replicas)'}); commands a Lua script runs count as well, so one EVALSHA and the commands inside it are one round trip.`,
       'The bin targets run `gateway --config` as users do (their log to a file); the other gateway targets build the gateway in the benchmark process with logging off. Peers: nginx proxies without checking anything; HAProxy checks what HAProxy can (signature, alg, iss, aud, exp) on every request, with no cache, and sets X-User-Id from `sub`. CPU per request is summed over a server\'s whole process tree.',
       ...(hasCommand('nginx') ? [] : ['nginx is not installed (`apt-get install nginx`), so it is not measured.']),
       ...(hasCommand('haproxy') ? [] : ['HAProxy is not installed (`apt-get install haproxy`), so it is not measured.']),
@@ -378,6 +403,7 @@ async function main (): Promise<void> {
   } finally {
     for (const server of servers) server.child.kill('SIGTERM')
     ownRedis?.child.kill('SIGTERM')
+    for (const child of ownCluster?.children ?? []) child.kill('SIGTERM')
   }
 }
 

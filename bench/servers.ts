@@ -1,5 +1,6 @@
-import { spawn, type ChildProcess } from 'node:child_process'
-import { closeSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { createServer } from 'node:http'
 import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
@@ -243,6 +244,51 @@ export async function startRedis (port: number, cpus: string): Promise<{ url: st
     probe.disconnect()
   }
   throw new Error('redis-server did not start')
+}
+
+/**
+ * A Redis Cluster of the benchmark's own: three primaries (no replicas: the
+ * proxied path and the rate-limit counter are measured, not WAIT) on `ports`,
+ * pinned with the load generator.
+ */
+export async function startRedisCluster (ports: number[], cpus: string): Promise<{ seeds: string[], urls: string[], children: ChildProcess[] }> {
+  const dir = mkdtempSync(join(tmpdir(), 'tokengate-bench-cluster-'))
+  const children: ChildProcess[] = []
+  for (const port of ports) {
+    const [command, args] = pinned(cpus, 'redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+      '--dir', dir, '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`])
+    children.push(spawn(command, args, { stdio: 'ignore' }))
+  }
+  const urls = ports.map((port) => `redis://127.0.0.1:${port}`)
+  for (const url of urls) {
+    const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
+    probe.on('error', () => { /* refused until redis-server listens */ })
+    let up = false
+    for (let attempt = 0; attempt < 50 && !up; attempt++) {
+      try {
+        await probe.connect()
+        await probe.ping()
+        up = true
+      } catch {
+        probe.disconnect()
+        await new Promise((resolve) => setTimeout(resolve, 100))
+      }
+    }
+    probe.disconnect()
+    if (!up) throw new Error(`cluster node ${url} did not start`)
+  }
+  const seeds = ports.map((port) => `127.0.0.1:${port}`)
+  const created = spawnSync('redis-cli', ['--cluster', 'create', ...seeds, '--cluster-yes'], { stdio: 'ignore' })
+  if (created.status !== 0) throw new Error('redis-cli --cluster create failed')
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const infos = await Promise.all(urls.map(async (url) => {
+      const r = new Redis(url, { maxRetriesPerRequest: 0 })
+      try { return String(await r.call('CLUSTER', 'INFO')) } finally { r.disconnect() }
+    }))
+    if (infos.every((info) => info.includes('cluster_state:ok'))) return { seeds, urls, children }
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+  throw new Error('the benchmark cluster did not become ready')
 }
 
 /** CPU seconds (user + system) a process has used so far, from /proc; NaN where there is no /proc. */

@@ -12,7 +12,7 @@ import {
 } from '../src/errors.js'
 import { MAX_PASSWORD_BYTES } from '../src/users/password.js'
 import { refreshCookie } from '../src/tokens/refresh-cookie.js'
-import { generateRefreshToken, hashRefreshToken, isWellFormedRefreshToken, openSuccessor, sealSuccessor } from '../src/tokens/refresh-token.js'
+import { generateRefreshToken, hashRefreshToken, isWellFormedRefreshToken, openSuccessor, sealSuccessor, sidOfRefresh } from '../src/tokens/refresh-token.js'
 import type { SessionInfo } from '../src/sessions/session-store.js'
 import type { SourceUser } from '../src/users/user-source.js'
 import { bearerToken, rejectionError } from '../src/tokens/bearer-token.js'
@@ -94,6 +94,18 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
     return fromCookie === undefined ? null : { token: fromCookie, fromCookie: true }
   }
 
+  /**
+   * The session a successor token must carry: the presented token's. A token
+   * from before tokens carried their sid is looked up (only a store that
+   * still holds it, the embedded one, finds it); when it is not current, any
+   * sid does: the rotation can then only answer grace (the current token,
+   * sealed), reuse or invalid, and plants nothing.
+   */
+  const successorSid = async (presented: string, now: number): Promise<string> =>
+    sidOfRefresh(presented) ??
+    (await fastify.store.findByRefresh(hashRefreshToken(presented), now))?.sid ??
+    randomBytes(16).toString('base64url')
+
   const userFor = async (session: SessionInfo): Promise<SourceUser | undefined> => await fastify.userSource.findById(session.sub) ?? undefined
 
   // The endpoints in a scope of their own, so the credential-query check covers them and nothing else.
@@ -133,7 +145,7 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
     await fastify.loginThrottle.giveBack(attempt, Date.now())
     const now = Date.now()
     const sid = randomBytes(16).toString('base64url')
-    const refreshToken = generateRefreshToken()
+    const refreshToken = generateRefreshToken(sid)
     const expiresAt = now + refreshTtlMs
     await fastify.store.createSession({
       sid,
@@ -166,10 +178,10 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
       throw new ERR_INVALID_GRANT()
     }
     const now = Date.now()
-    const next = generateRefreshToken()
     // Asked before rotating: a user source found down after the rotation would
     // leave the client holding a spent token (reuse, once the grace is over).
     await fastify.userSource.ping()
+    const next = generateRefreshToken(await successorSid(presented.token, now))
     const outcome = await fastify.store.rotate({
       presentedHash: hashRefreshToken(presented.token),
       newHash: hashRefreshToken(next),

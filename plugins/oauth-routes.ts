@@ -125,7 +125,7 @@ async function oauthRoutesPlugin (fastify: FastifyInstance, { loaded }: OAuthRou
       await fastify.store.createSession({
         sid,
         sub: client.id,
-        refreshHash: hashRefreshToken(generateRefreshToken()),
+        refreshHash: hashRefreshToken(generateRefreshToken(sid)),
         now,
         expiresAt: now + ttlMs,
         idleTimeoutMs: ttlMs,

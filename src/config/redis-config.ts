@@ -35,9 +35,6 @@ export function checkRedisConfig (redis: GatewayConfig['redis'], report: Report)
   if (waitReplicasOf(redis) > 0 && parseDuration(waitTimeout) >= parseDuration(redis.commandTimeout)) {
     report(redis.waitTimeout === undefined ? ['redis', 'commandTimeout'] : ['redis', 'waitTimeout'], `waitTimeout (${waitTimeout}) must be shorter than redis.commandTimeout (${redis.commandTimeout})`)
   }
-  // Cluster needs every script's keys in one slot; until the store's layout
-  // is cluster-safe, refusing is better than a store that fails at runtime.
-  if (redis.cluster !== undefined) report(['redis', 'cluster'], 'is not supported yet: use redis.url or redis.sentinels')
   if (given.length === 0) {
     for (const k of ['username', 'password', 'tls'] as const) {
       if (redis[k] !== undefined) report(['redis', k], 'has no Redis to apply to: set redis.url, redis.sentinels or redis.cluster')
@@ -47,9 +44,12 @@ export function checkRedisConfig (redis: GatewayConfig['redis'], report: Report)
 
 export const DEFAULT_WAIT_TIMEOUT = '250ms'
 
-/** Replicas a revocation waits for: what the config says, else 1 where the topology has replicas. */
+/**
+ * Replicas a revocation waits for: what the config says, else 1 where the
+ * topology has replicas (Sentinel and Cluster exist to fail over to one).
+ */
 export function waitReplicasOf (redis: GatewayConfig['redis']): number {
-  return redis.waitReplicas ?? (redis.sentinels !== undefined ? 1 : 0)
+  return redis.waitReplicas ?? (redis.sentinels !== undefined || redis.cluster !== undefined ? 1 : 0)
 }
 
 /** "host:port", "[v6]:port"; null when it is not one. */

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis'
+import type { RedisClient } from '../sessions/redis-client.js'
 import { StoreUnavailableError } from '../sessions/session-store.js'
 
 // Login throttling: failed attempts are counted per account (lower-cased
@@ -148,12 +148,14 @@ interface ThrottleScripts {
 
 /**
  * The same counters in Redis, shared by every instance. Both keys of an
- * attempt are touched by one script; on Redis Cluster they would need a
- * common hash tag, like the session store's keys.
+ * attempt are touched by one script, so they share one hash tag, `{login}`:
+ * an address's budget spans every account, so no narrower tag could hold
+ * both. On Cluster all login counters thus live on one shard — a few small
+ * keys per failed login, which that shard carries easily.
  */
 export class RedisLoginThrottle implements LoginThrottle {
   readonly #budget: LoginBudget
-  readonly #redis: Redis & ThrottleScripts
+  readonly #redis: RedisClient & ThrottleScripts
   readonly #prefix: string
   readonly #onError: (() => void) | undefined
 
@@ -161,13 +163,13 @@ export class RedisLoginThrottle implements LoginThrottle {
    * `redis` must fail fast (no offline queue, a command timeout): a throttle that waits is a hang.
    * `onError` is told of each failed command (for a metric).
    */
-  constructor (budget: LoginBudget, redis: Redis, keyPrefix: string, onError?: () => void) {
+  constructor (budget: LoginBudget, redis: RedisClient, keyPrefix: string, onError?: () => void) {
     this.#budget = budget
     this.#onError = onError
     redis.defineCommand('tgLoginTake', { numberOfKeys: 2, lua: TAKE_LUA })
     redis.defineCommand('tgLoginGiveBack', { numberOfKeys: 2, lua: GIVE_BACK_LUA })
-    this.#redis = redis as Redis & ThrottleScripts
-    this.#prefix = `${keyPrefix}login:`
+    this.#redis = redis as RedisClient & ThrottleScripts
+    this.#prefix = `${keyPrefix}{login}`
   }
 
   async take (attempt: LoginAttempt): Promise<ThrottleVerdict> {

@@ -1,4 +1,6 @@
-import type { Redis } from 'ioredis'
+import { Cluster } from 'ioredis'
+import type { RedisClient } from '../sessions/redis-client.js'
+import { keySlot } from '../sessions/redis-slot.js'
 import type { FastifyRateLimitStore, FastifyRateLimitStoreCtor } from '@fastify/rate-limit'
 
 // Fixed-window counters in Redis for @fastify/rate-limit, shared by every
@@ -8,6 +10,12 @@ import type { FastifyRateLimitStore, FastifyRateLimitStoreCtor } from '@fastify/
 // for all of them. Under load that turn holds many requests, and the round
 // trip's system calls and ioredis's per-command work are paid once for the
 // lot instead of once per request.
+//
+// On Redis Cluster one script may only touch keys of one slot, so a turn's
+// counts are grouped by slot: one call per slot per turn, each still exact.
+// Every counter's key carries one of RATE_SLOT_BUCKETS hash tags, chosen by
+// the key, so a busy turn needs at most that many calls however many
+// clients it counts, and the buckets spread over the cluster's shards.
 
 // KEYS: the counters. ARGV[i]: the window of KEYS[i], ms.
 // Returns, for each key in order, its count after this request and the ms
@@ -31,6 +39,8 @@ return out
 
 /** Keys per script call: bounds how long one call holds Redis's single thread. */
 export const MAX_KEYS_PER_CALL = 256
+/** Hash tags the counters are spread over: calls per turn on Cluster, at most. */
+export const RATE_SLOT_BUCKETS = 16
 
 export interface WindowCount {
   /** Requests counted in this window, this one included. */
@@ -51,8 +61,9 @@ interface CountScript {
 }
 
 export class RedisRateCounter implements WindowCounter {
-  readonly #redis: Redis & CountScript
+  readonly #redis: RedisClient & CountScript
   readonly #namespace: string
+  readonly #bySlot: boolean
   #keys: string[] = []
   #windows: number[] = []
   #callbacks: CountCallback[] = []
@@ -62,16 +73,22 @@ export class RedisRateCounter implements WindowCounter {
    * `redis` must fail fast (no offline queue, a command timeout): a count
    * that waits is a request that hangs. Keys are stored as `namespace + key`.
    */
-  constructor (redis: Redis, namespace: string) {
+  constructor (redis: RedisClient, namespace: string) {
     // No numberOfKeys: the number of keys is the call's first argument.
     redis.defineCommand('tgRateCount', { lua: COUNT_LUA })
-    this.#redis = redis as Redis & CountScript
+    this.#redis = redis as RedisClient & CountScript
     this.#namespace = namespace
+    this.#bySlot = redis instanceof Cluster
+  }
+
+  /** The Redis key of a counter: `namespace{bucket}key`. */
+  keyOf (key: string): string {
+    return `${this.#namespace}{${bucketOf(key)}}${key}`
   }
 
   /** Counts one request under `key`; `callback` gets the count once Redis has it, or Redis's error. */
   count (key: string, windowMs: number, callback: CountCallback): void {
-    this.#keys.push(this.#namespace + key)
+    this.#keys.push(this.keyOf(key))
     this.#windows.push(windowMs)
     this.#callbacks.push(callback)
     if (this.#scheduled) return
@@ -89,6 +106,26 @@ export class RedisRateCounter implements WindowCounter {
     this.#windows = []
     this.#callbacks = []
     this.#scheduled = false
+    if (!this.#bySlot) {
+      this.#sendAll(keys, windows, callbacks)
+      return
+    }
+    const groups = new Map<number, { keys: string[], windows: number[], callbacks: CountCallback[] }>()
+    for (let i = 0; i < keys.length; i++) {
+      const slot = keySlot(keys[i]!)
+      let group = groups.get(slot)
+      if (group === undefined) {
+        group = { keys: [], windows: [], callbacks: [] }
+        groups.set(slot, group)
+      }
+      group.keys.push(keys[i]!)
+      group.windows.push(windows[i]!)
+      group.callbacks.push(callbacks[i]!)
+    }
+    for (const group of groups.values()) this.#sendAll(group.keys, group.windows, group.callbacks)
+  }
+
+  #sendAll (keys: string[], windows: number[], callbacks: CountCallback[]): void {
     for (let start = 0; start < keys.length; start += MAX_KEYS_PER_CALL) {
       const end = start + MAX_KEYS_PER_CALL
       this.#send(keys.slice(start, end), windows.slice(start, end), callbacks.slice(start, end))
@@ -109,6 +146,13 @@ export class RedisRateCounter implements WindowCounter {
       (err: unknown) => { fail(callbacks, err instanceof Error ? err : new Error(String(err))) }
     )
   }
+}
+
+/** FNV-1a of the key, folded to a bucket: cheap, stable, and spread. */
+function bucketOf (key: string): number {
+  let h = 0x811c9dc5
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193)
+  return (h >>> 0) % RATE_SLOT_BUCKETS
 }
 
 function fail (callbacks: CountCallback[], err: Error): void {

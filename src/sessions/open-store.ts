@@ -10,8 +10,8 @@ import type { SessionStore } from './session-store.js'
 import { SqliteStore } from './sqlite-store.js'
 
 /**
- * The store the config names: Redis when `redis.url` or `redis.sentinels` is
- * set, else the embedded SQLite file `store.file` (resolved against the config
+ * The store the config names: Redis when `redis.url`, `redis.sentinels` or
+ * `redis.cluster` is set, else the embedded SQLite file `store.file` (resolved against the config
  * file by load-config). Throws StoreOpenError, naming the file, when that file
  * cannot be used.
  */

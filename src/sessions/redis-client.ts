@@ -1,4 +1,4 @@
-import { Redis, type RedisOptions } from 'ioredis'
+import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis'
 import { parseNode, type RedisNode } from '../config/redis-config.js'
 import type { GatewayConfig } from '../config/schema.js'
 
@@ -11,11 +11,13 @@ function reconnectDelay (attempt: number): number {
   return Math.min(RECONNECT_BASE_MS * 2 ** Math.min(attempt, 10), RECONNECT_MAX_MS)
 }
 
-/** Where Redis is: one URL, or the sentinels that know the primary. */
+/** Where Redis is: one URL, the sentinels that know the primary, or a cluster's seed nodes. */
 export interface RedisTarget {
   /** redis:// or rediss:// */
   url?: string
   sentinels?: RedisNode[]
+  /** seed nodes of a Redis Cluster: any reachable one tells the client the rest */
+  cluster?: RedisNode[]
   masterName?: string
   sentinelPassword?: string
   username?: string
@@ -39,20 +41,46 @@ export function redisTargetOf (redis: GatewayConfig['redis']): RedisTarget | nul
       ...auth
     }
   }
+  if (redis.cluster !== undefined) {
+    return { cluster: redis.cluster.map((s) => parseNode(s)).filter((n): n is RedisNode => n !== null), ...auth }
+  }
   return redis.url === '' ? null : { url: redis.url, ...auth }
 }
+
+/** A client of one topology: a single connection (one node, Sentinel) or a Cluster client. */
+export type RedisClient = Redis | Cluster
 
 /**
  * The one place a Redis client is opened (store, subscriber, rate limiter,
  * login throttle), so every connection gets the same topology, credentials
  * and TLS.
  */
-export function createRedisClient (target: RedisTarget, options: RedisOptions): Redis {
-  const common: RedisOptions = {
-    ...options,
-    ...(target.username === undefined ? {} : { username: target.username }),
-    ...(target.password === undefined ? {} : { password: target.password }),
-    ...(target.tls === true ? { tls: {} } : {})
+export function createRedisClient (target: RedisTarget & { cluster: RedisNode[] }, options: RedisOptions): Cluster
+export function createRedisClient (target: RedisTarget & { cluster?: undefined }, options: RedisOptions): Redis
+export function createRedisClient (target: RedisTarget, options: RedisOptions): RedisClient
+export function createRedisClient (target: RedisTarget, options: RedisOptions): RedisClient {
+  const common = nodeOptions(target, options)
+  if (target.cluster !== undefined) {
+    const { retryStrategy, enableOfflineQueue, ...perNode } = common
+    const cluster: ClusterOptions = {
+      redisOptions: perNode,
+      // the same fail-fast rules as one node: no queue while the cluster is
+      // not ready, a failed command is an immediate error, never a wait
+      enableOfflineQueue: enableOfflineQueue ?? true,
+      enableReadyCheck: true,
+      clusterRetryStrategy: retryStrategy === undefined || retryStrategy === null ? reconnectDelay : (times) => retryStrategy(times),
+      // Writes go to primaries, and so do reads: a replica may lag behind a
+      // revocation, and the store must never read its state from one.
+      scaleReads: 'master',
+      // A MOVED after a failover or a resharding refreshes the slot table at
+      // once; this also picks up changes nobody's command ran into.
+      slotsRefreshInterval: SLOTS_REFRESH_MS,
+      slotsRefreshTimeout: options.connectTimeout ?? 1000,
+      retryDelayOnFailover: 100,
+      retryDelayOnClusterDown: 100,
+      retryDelayOnTryAgain: 100
+    }
+    return new Cluster(target.cluster, cluster)
   }
   if (target.sentinels !== undefined) {
     return new Redis({
@@ -65,9 +93,26 @@ export function createRedisClient (target: RedisTarget, options: RedisOptions): 
       sentinelRetryStrategy: reconnectDelay
     })
   }
-  if (target.url === undefined || target.url === '') throw new TypeError('a Redis target needs a url or sentinels')
+  if (target.url === undefined || target.url === '') throw new TypeError('a Redis target needs a url, sentinels or cluster nodes')
   return new Redis(target.url, common)
 }
+
+/** A connection to one node of a cluster (the denylist subscriber), with the target's credentials and TLS. */
+export function createNodeClient (target: RedisTarget, node: RedisNode, options: RedisOptions): Redis {
+  return new Redis({ ...nodeOptions(target, options), host: node.host, port: node.port })
+}
+
+function nodeOptions (target: RedisTarget, options: RedisOptions): RedisOptions {
+  return {
+    ...options,
+    ...(target.username === undefined ? {} : { username: target.username }),
+    ...(target.password === undefined ? {} : { password: target.password }),
+    ...(target.tls === true ? { tls: {} } : {})
+  }
+}
+
+/** How often a Cluster client asks for the slot table even when no MOVED told it to. */
+const SLOTS_REFRESH_MS = 2000
 
 /** Probes a connection that has gone quiet, so a dead peer is noticed by the OS too. */
 const TCP_KEEPALIVE_MS = 5000
@@ -98,7 +143,7 @@ export function fastFailClientOptions (connectTimeoutMs: number, commandTimeoutM
  * Calls `onDown` once per outage, not at every reconnect attempt. The 'error'
  * listener is also what keeps ioredis from crashing the process.
  */
-export function watchOutages (client: Redis, onDown: (err: Error) => void, onUp?: () => void): void {
+export function watchOutages (client: RedisClient, onDown: (err: Error) => void, onUp?: () => void): void {
   let down = false
   client.on('error', (err: Error) => {
     if (down) return
@@ -113,7 +158,7 @@ export function watchOutages (client: Redis, onDown: (err: Error) => void, onUp?
 }
 
 /** Says goodbye to a Redis that answers; one that cannot is simply dropped. */
-export async function closeClient (client: Redis): Promise<void> {
+export async function closeClient (client: RedisClient): Promise<void> {
   if (client.status === 'ready') {
     try {
       await client.quit()
@@ -126,7 +171,7 @@ export async function closeClient (client: Redis): Promise<void> {
 }
 
 /** Resolves once `client` is connected, rejects after `timeoutMs` or when it gives up. */
-export function whenReady (client: Redis, timeoutMs: number): Promise<void> {
+export function whenReady (client: RedisClient, timeoutMs: number): Promise<void> {
   if (client.status === 'ready') return Promise.resolve()
   return new Promise((resolve, reject) => {
     const done = (err?: Error): void => {

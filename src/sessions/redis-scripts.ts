@@ -1,26 +1,32 @@
-import type { Redis } from 'ioredis'
+import type { ChainableCommander, Cluster, Redis } from 'ioredis'
 
 // The Lua scripts of the Redis store: every mutation that must be atomic is
-// one script, registered once per client with defineCommand.
+// one script, registered once per client with defineCommand, with every key
+// it touches in KEYS. The keys one script touches share a hash tag, so each
+// script runs in one slot: the same layout serves one node, Sentinel and
+// Redis Cluster.
 //
 // Keys (P = keyPrefix; every key carries a PEXPIREAT):
-//   P s:<sid>        hash  the session and its current refresh hash
-//   P r:<hash>       hash  one refresh token: its sid and, once rotated, its successor
-//   P u:<sub>        zset  the user's sids, scored by their absolute end
-//   P deny           zset  `jti:<v>` | `sid:<v>` | `sub:<v>`, scored by expiresAt
-//   P deny:before    hash  sub -> `before` of that user's entry
-// Channel P deny carries each written entry as JSON.
+//   P{<sid>}s          hash  the session and the hash of its current refresh token
+//   P{<sid>}r:<hash>   hash  a rotated-out refresh token: its successor, when, sealed
+//   P{u:<sub>}         zset  the user's sids, scored by their absolute end
+//   P{deny}            zset  `jti:<v>` | `sid:<v>` | `sub:<v>`, scored by expiresAt
+//   P{deny}before      hash  sub -> `before` of that user's entry
+// Channel P{deny} carries each written entry as JSON (SPUBLISH on Cluster,
+// PUBLISH elsewhere): it hashes to the denylist's slot, so on Cluster it is
+// delivered by the shard that holds the denylist.
 //
-// The scripts build their keys from the prefix passed in ARGV rather than
-// receiving them in KEYS. That is fine on one node or Sentinel, but it is not
-// Redis-Cluster-safe: on Cluster every key would have to share a hash tag.
+// What spans slots is never one script: a login indexes the session under
+// its user, then writes it; a logout-all reads the index, then ends each
+// session; a revocation is written to {deny} first and the session cleaned
+// up after, so a failure in between leaves a revoked session, never an
+// unrevoked one (see redis-store.ts).
 
 const LUA_PRELUDE = `
-local P = ARGV[1]
 local SESSION_FIELDS = {'sub', 'createdAt', 'lastUsedAt', 'expiresAt', 'userAgent', 'address', 'current', 'idleMs'}
 
-local function read_session(sid)
-  local s = redis.call('HMGET', P .. 's:' .. sid, unpack(SESSION_FIELDS))
+local function read_session(skey)
+  local s = redis.call('HMGET', skey, unpack(SESSION_FIELDS))
   if not s[1] then return nil end
   return s
 end
@@ -39,199 +45,179 @@ local function expire_with_latest(key)
   if last[2] then redis.call('PEXPIREAT', key, last[2]) else redis.call('DEL', key) end
 end
 
-local function drop_session(sid, s)
-  redis.call('DEL', P .. 's:' .. sid)
-  redis.call('DEL', P .. 'r:' .. s[7])
-  local ukey = P .. 'u:' .. s[1]
-  redis.call('ZREM', ukey, sid)
-  expire_with_latest(ukey)
-end
-
 -- numbers travel as integer strings: cjson would round 13-digit millisecond times
 local function encode_deny(kind, value, expires_at, before)
   local e = {kind = kind, value = value, expiresAt = string.format('%d', expires_at)}
   if kind == 'sub' then e.before = string.format('%d', before) end
   return cjson.encode(e)
 end
-
-local function deny_write(kind, value, expires_at, before, now)
-  local zkey = P .. 'deny'
-  local bkey = P .. 'deny:before'
-  for _, m in ipairs(redis.call('ZRANGEBYSCORE', zkey, '-inf', now)) do
-    if string.sub(m, 1, 4) == 'sub:' then redis.call('HDEL', bkey, string.sub(m, 5)) end
-  end
-  redis.call('ZREMRANGEBYSCORE', zkey, '-inf', now)
-  local member = kind .. ':' .. value
-  -- a revocation is never narrowed by a later one
-  local prev = redis.call('ZSCORE', zkey, member)
-  if prev and tonumber(prev) > expires_at then expires_at = tonumber(prev) end
-  if kind == 'sub' then
-    local prev_before = redis.call('HGET', bkey, value)
-    if prev_before and tonumber(prev_before) > before then before = tonumber(prev_before) end
-    redis.call('HSET', bkey, value, string.format('%d', before))
-  end
-  redis.call('ZADD', zkey, string.format('%d', expires_at), member)
-  expire_with_latest(zkey)
-  local last = redis.call('ZRANGE', zkey, -1, -1, 'WITHSCORES')
-  if last[2] then redis.call('PEXPIREAT', bkey, last[2]) end
-  local message = encode_deny(kind, value, expires_at, before)
-  redis.call('PUBLISH', P .. 'deny', message)
-  return message
-end
 `
 
-// ARGV: prefix, sid, sub, refreshHash, now, expiresAt, idleMs, userAgent, address
+// KEYS: session. ARGV: sid, sub, refreshHash, now, expiresAt, idleMs, userAgent, address
 const CREATE_SESSION_LUA = `
-local sid, sub, hash, now, expires_at, idle = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local skey = P .. 's:' .. sid
+local skey = KEYS[1]
+local now, expires_at, idle = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 redis.call('DEL', skey)
-redis.call('HSET', skey, 'sub', sub, 'createdAt', ARGV[5], 'lastUsedAt', ARGV[5], 'expiresAt', ARGV[6],
-  'idleMs', ARGV[7], 'userAgent', ARGV[8], 'address', ARGV[9], 'current', hash)
+redis.call('HSET', skey, 'sub', ARGV[2], 'createdAt', ARGV[4], 'lastUsedAt', ARGV[4], 'expiresAt', ARGV[5],
+  'idleMs', ARGV[6], 'userAgent', ARGV[7], 'address', ARGV[8], 'current', ARGV[3])
 redis.call('PEXPIREAT', skey, math.min(expires_at, now + idle))
-local rkey = P .. 'r:' .. hash
-redis.call('DEL', rkey)
-redis.call('HSET', rkey, 'sid', sid)
-redis.call('PEXPIREAT', rkey, expires_at)
-local ukey = P .. 'u:' .. sub
-redis.call('ZREMRANGEBYSCORE', ukey, '-inf', now)
-redis.call('ZADD', ukey, expires_at, sid)
-expire_with_latest(ukey)
 return 1
 `
 
-// ARGV: prefix, presentedHash, newHash, sealedNew, now, graceMs, idleMs, accessTtlMs
+// KEYS: the user's index. ARGV: sid, expiresAt, now
+const INDEX_SESSION_LUA = `
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+expire_with_latest(KEYS[1])
+return 1
+`
+
+// KEYS: session, presented token. ARGV: sid, presentedHash, newHash, sealedNew, now, graceMs, idleMs
+// A reuse is only reported here: the store revokes the session in {deny}
+// first and ends it after, so nothing is dropped before the revocation holds.
 const ROTATE_LUA = `
-local presented, new_hash, sealed = ARGV[2], ARGV[3], ARGV[4]
-local now, grace, idle, access_ttl = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local rkey = P .. 'r:' .. presented
-local token = redis.call('HMGET', rkey, 'sid', 'next', 'at', 'sealed')
-local sid = token[1]
-if not sid then return {'invalid'} end
-local s = read_session(sid)
+local skey, rkey = KEYS[1], KEYS[2]
+local sid, presented, new_hash, sealed = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local now, grace, idle = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local s = read_session(skey)
 if not s then return {'invalid'} end
 s[8] = ARGV[7]
 if not is_live(s, now) then return {'invalid'} end
-local skey = P .. 's:' .. sid
 local expires_at = tonumber(s[4])
 s[3] = ARGV[5]
 
 if s[7] == presented then
   redis.call('HSET', rkey, 'next', new_hash, 'at', ARGV[5], 'sealed', sealed)
-  local nkey = P .. 'r:' .. new_hash
-  redis.call('HSET', nkey, 'sid', sid)
-  redis.call('PEXPIREAT', nkey, expires_at)
+  redis.call('PEXPIREAT', rkey, expires_at)
   redis.call('HSET', skey, 'current', new_hash, 'lastUsedAt', ARGV[5], 'idleMs', ARGV[7])
   redis.call('PEXPIREAT', skey, math.min(expires_at, now + idle))
   return {'rotated', session_row(sid, s)}
 end
 
-if token[2] and token[2] == s[7] and grace > 0 and now - tonumber(token[3]) <= grace then
+local token = redis.call('HMGET', rkey, 'next', 'at', 'sealed')
+-- a token this session never issued proves nothing: knowing a sid must not end its session
+if not token[1] then return {'invalid'} end
+if token[1] == s[7] and grace > 0 and now - tonumber(token[2]) <= grace then
   redis.call('HSET', skey, 'lastUsedAt', ARGV[5], 'idleMs', ARGV[7])
   redis.call('PEXPIREAT', skey, math.min(expires_at, now + idle))
-  return {'grace', session_row(sid, s), token[4]}
+  return {'grace', session_row(sid, s), token[3]}
 end
-
-drop_session(sid, s)
-deny_write('sid', sid, now + access_ttl, 0, now)
 return {'reuse', sid, s[1]}
 `
 
-// ARGV: prefix, refreshHash, now
+// KEYS: session. ARGV: sid, refreshHash, now
 const FIND_BY_REFRESH_LUA = `
-local sid = redis.call('HGET', P .. 'r:' .. ARGV[2], 'sid')
-if not sid then return false end
-local s = read_session(sid)
+local s = read_session(KEYS[1])
 -- only the current token names its session: a rotated one proves nothing a thief could not
 if not s or s[7] ~= ARGV[2] or not is_live(s, tonumber(ARGV[3])) then return false end
-return session_row(sid, s)
+return session_row(ARGV[1], s)
 `
 
-// ARGV: prefix, sid, now
+// KEYS: session. ARGV: sid, now. Returns {live (1|0), row}, or false when there was none.
 const END_SESSION_LUA = `
-local s = read_session(ARGV[2])
+local s = read_session(KEYS[1])
 if not s then return false end
-drop_session(ARGV[2], s)
-if not is_live(s, tonumber(ARGV[3])) then return false end
-return session_row(ARGV[2], s)
+redis.call('DEL', KEYS[1])
+local live = 0
+if is_live(s, tonumber(ARGV[2])) then live = 1 end
+return {live, session_row(ARGV[1], s)}
 `
 
-// ARGV: prefix, sub, now
-const END_USER_SESSIONS_LUA = `
-local ukey = P .. 'u:' .. ARGV[2]
-local ended = {}
-for _, sid in ipairs(redis.call('ZRANGE', ukey, 0, -1)) do
-  local s = read_session(sid)
-  if s then
-    drop_session(sid, s)
-    if is_live(s, tonumber(ARGV[3])) then table.insert(ended, sid) end
-  end
-end
-redis.call('DEL', ukey)
-return ended
-`
-
-// ARGV: prefix, sub, now
-const LIST_SESSIONS_LUA = `
-local ukey = P .. 'u:' .. ARGV[2]
-local now = tonumber(ARGV[3])
-local rows = {}
-for _, sid in ipairs(redis.call('ZRANGE', ukey, 0, -1)) do
-  local s = read_session(sid)
-  if not s then
-    redis.call('ZREM', ukey, sid)
-  elseif is_live(s, now) then
-    table.insert(rows, session_row(sid, s))
-  end
-end
-return rows
-`
-
-// ARGV: prefix, kind, value, expiresAt, before, now
+// KEYS: denylist, denylist befores. ARGV: kind, value, expiresAt, before, now, publish command, channel
 const REVOKE_LUA = `
-return deny_write(ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]))
+local zkey, bkey = KEYS[1], KEYS[2]
+local kind, value, expires_at, before, now = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', zkey, '-inf', now)) do
+  if string.sub(m, 1, 4) == 'sub:' then redis.call('HDEL', bkey, string.sub(m, 5)) end
+end
+redis.call('ZREMRANGEBYSCORE', zkey, '-inf', now)
+local member = kind .. ':' .. value
+-- a revocation is never narrowed by a later one
+local prev = redis.call('ZSCORE', zkey, member)
+if prev and tonumber(prev) > expires_at then expires_at = tonumber(prev) end
+if kind == 'sub' then
+  local prev_before = redis.call('HGET', bkey, value)
+  if prev_before and tonumber(prev_before) > before then before = tonumber(prev_before) end
+  redis.call('HSET', bkey, value, string.format('%d', before))
+end
+redis.call('ZADD', zkey, string.format('%d', expires_at), member)
+expire_with_latest(zkey)
+local last = redis.call('ZRANGE', zkey, -1, -1, 'WITHSCORES')
+if last[2] then redis.call('PEXPIREAT', bkey, last[2]) end
+local message = encode_deny(kind, value, expires_at, before)
+redis.call(ARGV[6], ARGV[7], message)
+return message
 `
 
-// ARGV: prefix, now
+// KEYS: denylist, denylist befores. ARGV: now
 const LOAD_DENYLIST_LUA = `
-local bkey = P .. 'deny:before'
 local entries = {}
-local members = redis.call('ZRANGEBYSCORE', P .. 'deny', '(' .. ARGV[2], '+inf', 'WITHSCORES')
+local members = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES')
 for i = 1, #members, 2 do
   local kind, value = string.sub(members[i], 1, 3), string.sub(members[i], 5)
   local before = 0
-  if kind == 'sub' then before = tonumber(redis.call('HGET', bkey, value) or '0') end
+  if kind == 'sub' then before = tonumber(redis.call('HGET', KEYS[2], value) or '0') end
   table.insert(entries, encode_deny(kind, value, tonumber(members[i + 1]), before))
 end
 return entries
 `
 
 type Arg = string | number
-interface Scripts {
-  tgCreateSession (...args: Arg[]): Promise<unknown>
-  tgRotate (...args: Arg[]): Promise<unknown>
-  tgFindByRefresh (...args: Arg[]): Promise<unknown>
-  tgEndSession (...args: Arg[]): Promise<unknown>
-  tgEndUserSessions (...args: Arg[]): Promise<unknown>
-  tgListSessions (...args: Arg[]): Promise<unknown>
-  tgRevoke (...args: Arg[]): Promise<unknown>
-  tgLoadDenylist (...args: Arg[]): Promise<unknown>
+/** The scripts, each called with its KEYS first, then its ARGV. */
+export interface Scripts<R> {
+  tgCreateSession (...args: Arg[]): R
+  tgIndexSession (...args: Arg[]): R
+  tgRotate (...args: Arg[]): R
+  tgFindByRefresh (...args: Arg[]): R
+  tgEndSession (...args: Arg[]): R
+  tgRevoke (...args: Arg[]): R
+  tgLoadDenylist (...args: Arg[]): R
 }
-export type ScriptedRedis = Redis & Scripts
+export type ScriptedRedis = (Redis | Cluster) & Scripts<Promise<unknown>>
+/** A pipeline of one script and, behind it, the WAIT that must run on the same node. */
+export type ScriptedPipeline = ChainableCommander & Scripts<ChainableCommander>
 
-const SCRIPTS: Record<keyof Scripts, string> = {
-  tgCreateSession: CREATE_SESSION_LUA,
-  tgRotate: ROTATE_LUA,
-  tgFindByRefresh: FIND_BY_REFRESH_LUA,
-  tgEndSession: END_SESSION_LUA,
-  tgEndUserSessions: END_USER_SESSIONS_LUA,
-  tgListSessions: LIST_SESSIONS_LUA,
-  tgRevoke: REVOKE_LUA,
-  tgLoadDenylist: LOAD_DENYLIST_LUA
+const SCRIPTS: Record<keyof Scripts<unknown>, { keys: number, lua: string }> = {
+  tgCreateSession: { keys: 1, lua: CREATE_SESSION_LUA },
+  tgIndexSession: { keys: 1, lua: INDEX_SESSION_LUA },
+  tgRotate: { keys: 2, lua: ROTATE_LUA },
+  tgFindByRefresh: { keys: 1, lua: FIND_BY_REFRESH_LUA },
+  tgEndSession: { keys: 1, lua: END_SESSION_LUA },
+  tgRevoke: { keys: 2, lua: REVOKE_LUA },
+  tgLoadDenylist: { keys: 2, lua: LOAD_DENYLIST_LUA }
 }
 
-export function withScripts (redis: Redis): ScriptedRedis {
-  for (const [name, body] of Object.entries(SCRIPTS)) {
-    redis.defineCommand(name, { numberOfKeys: 0, lua: LUA_PRELUDE + body })
+export function withScripts (redis: Redis | Cluster): ScriptedRedis {
+  for (const [name, { keys, lua }] of Object.entries(SCRIPTS)) {
+    redis.defineCommand(name, { numberOfKeys: keys, lua: LUA_PRELUDE + lua })
   }
   return redis as ScriptedRedis
+}
+
+/** The store's keys under `prefix`; see the table above. */
+export class StoreKeys {
+  readonly deny: string
+  readonly denyBefore: string
+  /** the denylist channel: the same hash tag as the denylist, so the same shard */
+  readonly channel: string
+  readonly #prefix: string
+
+  constructor (prefix: string) {
+    this.#prefix = prefix
+    this.deny = `${prefix}{deny}`
+    this.denyBefore = `${prefix}{deny}before`
+    this.channel = `${prefix}{deny}`
+  }
+
+  session (sid: string): string {
+    return `${this.#prefix}{${sid}}s`
+  }
+
+  token (sid: string, hash: string): string {
+    return `${this.#prefix}{${sid}}r:${hash}`
+  }
+
+  user (sub: string): string {
+    return `${this.#prefix}{u:${sub}}`
+  }
 }

@@ -4,6 +4,10 @@ import type { DenyEntry, SessionInfo, SessionStore } from './session-store.js'
 // Ending sessions and revoking access tokens, the same way from every entry
 // point (logout, session list, reuse, admin). A denylist entry lives as long
 // as the newest access token it can match: at most accessTtl + clock skew.
+// The revocation is written first and the sessions ended after: on Redis
+// Cluster the denylist and a session live in different slots, so they cannot
+// change in one script, and a failure between the two must leave a revoked
+// session behind, never an ended one whose access tokens still work.
 export class Revoker {
   private readonly store: SessionStore
   private readonly mirror: DenylistMirror
@@ -18,17 +22,16 @@ export class Revoker {
 
   /** Ends one session and denies its access tokens. Returns it, or null if it was not live. */
   async endSession (sid: string, now = Date.now()): Promise<SessionInfo | null> {
-    const ended = await this.store.endSession(sid)
     await this.deny({ kind: 'sid', value: sid, expiresAt: now + this.horizonMs })
-    return ended
+    return await this.store.endSession(sid)
   }
 
   /** Ends every session of a user and denies every access token issued before now. */
   async endUser (sub: string, now = Date.now()): Promise<string[]> {
-    const sids = await this.store.endUserSessions(sub)
     // `before` has one-second resolution (iat); the sid entries cover tokens
     // issued earlier in this same second, so a login right after still works.
     await this.deny({ kind: 'sub', value: sub, before: Math.floor(now / 1000), expiresAt: now + this.horizonMs })
+    const sids = await this.store.endUserSessions(sub)
     for (const sid of sids) await this.deny({ kind: 'sid', value: sid, expiresAt: now + this.horizonMs })
     return sids
   }

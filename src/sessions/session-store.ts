@@ -5,7 +5,10 @@
 // `redis-store.ts` (ioredis; every mutation that must be atomic is one Lua
 // script registered with defineCommand).
 //
-// Refresh tokens never reach the store: only their SHA-256 hashes (hex) do.
+// Refresh tokens never reach the store: only their handles do, `<sid>.<hex
+// SHA-256 of the token>` (the bare hex for a token from before tokens carried
+// their sid; see refresh-token.ts). The sid in front leads the Redis store to
+// the session's slot; a handle's sid is always the session it belongs to.
 // All times are milliseconds since the epoch.
 
 export interface SessionInfo {

@@ -1,7 +1,16 @@
 import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto'
 
-// Refresh tokens are opaque: 256 random bits, base64url. The store only ever
-// sees their SHA-256 hashes. When a token is rotated, its successor is kept
+// Refresh tokens are opaque: `<sid>.<secret>`, the secret 256 random bits in
+// base64url. The session id in front is no secret (every access token of the
+// session carries it as `sid`); it is there so that the store finds the
+// token's session without a lookup of its own — on Redis Cluster, the slot of
+// everything of that session (see redis-scripts.ts). The store only ever sees
+// a handle made of the sid and the token's SHA-256 hash.
+//
+// Tokens issued before the sid was carried (the bare 43-character secret) are
+// still well formed: their handle is the bare hash, which the embedded SQLite
+// store still finds; the Redis store, whose layout changed with them, refuses
+// them (invalid_grant: log in again). When a token is rotated, its successor is kept
 // sealed with a key only the presented token can derive, so a concurrent tab
 // presenting the same token inside the grace window can be handed the same
 // successor while a dump of the store reveals no usable token.
@@ -9,7 +18,11 @@ import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } f
 export const REFRESH_TOKEN_BYTES = 32
 export const REFRESH_TOKEN_LENGTH = 43
 
-const WELL_FORMED = /^[A-Za-z0-9_-]{43}$/
+/** The longest session id a token may carry (ours are 22 characters, client-credential ones 19). */
+export const MAX_SID_LENGTH = 64
+const SECRET = /^[A-Za-z0-9_-]{43}$/
+const WITH_SID = /^([A-Za-z0-9_-]{1,64})\.([A-Za-z0-9_-]{43})$/
+const HANDLE_WITH_SID = /^([A-Za-z0-9_-]{1,64})\.[0-9a-f]{64}$/
 const IV_BYTES = 12
 const TAG_BYTES = 16
 const KEY_BYTES = 32
@@ -18,16 +31,35 @@ const HKDF_INFO = Buffer.from('aes-256-gcm key')
 /** Binds the ciphertext to its purpose: a sealed blob from elsewhere will not open. */
 const AAD = Buffer.from('tokengate:successor:v1')
 
-export function generateRefreshToken (): string {
-  return randomBytes(REFRESH_TOKEN_BYTES).toString('base64url')
+/** A session id a token can carry: base64url characters only, so it can never break the token's or a key's shape. */
+export function isTokenSid (sid: string): boolean {
+  return sid.length >= 1 && sid.length <= MAX_SID_LENGTH && /^[A-Za-z0-9_-]+$/.test(sid)
 }
 
+/** A fresh refresh token of session `sid`. */
+export function generateRefreshToken (sid: string): string {
+  if (!isTokenSid(sid)) throw new TypeError('a refresh token carries a base64url session id of 1 to 64 characters')
+  return `${sid}.${randomBytes(REFRESH_TOKEN_BYTES).toString('base64url')}`
+}
+
+/**
+ * What the store keeps and looks the token up by: `<sid>.<hex SHA-256 of the
+ * whole token>`, or, for a token from before the sid was carried, the bare
+ * hex SHA-256.
+ */
 export function hashRefreshToken (token: string): string {
-  return createHash('sha256').update(token, 'utf8').digest('hex')
+  const digest = createHash('sha256').update(token, 'utf8').digest('hex')
+  const m = WITH_SID.exec(token)
+  return m === null ? digest : `${m[1]}.${digest}`
+}
+
+/** The session a token (or its handle) names; null for a pre-sid token, which names none. */
+export function sidOfRefresh (tokenOrHandle: string): string | null {
+  return WITH_SID.exec(tokenOrHandle)?.[1] ?? HANDLE_WITH_SID.exec(tokenOrHandle)?.[1] ?? null
 }
 
 export function isWellFormedRefreshToken (s: unknown): s is string {
-  return typeof s === 'string' && WELL_FORMED.test(s)
+  return typeof s === 'string' && (WITH_SID.test(s) || SECRET.test(s))
 }
 
 function successorKey (presented: string): Buffer {

@@ -62,9 +62,19 @@ t.test('Sentinel needs its master name; its companions need Sentinel; credential
   t.match(notRedis.text, 'redis.url must be a redis:// or rediss:// URL')
 })
 
-t.test('Cluster is refused for now rather than run on a layout that is not cluster-safe', async (t) => {
-  const p = problems(['cluster: ["127.0.0.1:7000"]'])
-  t.match(p.text, `${p.file}:8:12 redis.cluster is not supported yet`)
+t.test('a valid Cluster config loads into a target of seed nodes with credentials and TLS; an empty one is refused', async (t) => {
+  const file = write(['cluster: ["10.0.0.1:7000", "node-2.example:7001", "[::1]:7002"]', 'username: gw', 'password: p4', 'tls: true'])
+  const { config } = loadConfig(file, {})
+  t.same(redisTargetOf(config.redis), {
+    cluster: [{ host: '10.0.0.1', port: 7000 }, { host: 'node-2.example', port: 7001 }, { host: '::1', port: 7002 }],
+    username: 'gw',
+    password: 'p4',
+    tls: true
+  })
+  const empty = problems(['cluster: []'])
+  t.match(empty.text, `${empty.file}:8:12 redis.cluster must list at least one "host:port"`)
+  const both = problems(['cluster: ["127.0.0.1:7000"]', 'sentinels: ["127.0.0.1:26379"]', 'masterName: m'])
+  t.match(both.text, 'redis.cluster cannot be given with redis.sentinels')
 })
 
 t.test('a valid Sentinel config loads into a target with credentials and TLS', async (t) => {
@@ -84,6 +94,7 @@ t.test('a valid Sentinel config loads into a target with credentials and TLS', a
 t.test('revocations wait for one replica on Sentinel by default, none on a single url; waitTimeout fits in commandTimeout', async (t) => {
   const sentinel = loadConfig(write(['sentinels: ["10.0.0.1:26379"]', 'masterName: m']), {}).config.redis
   t.equal(waitReplicasOf(sentinel), 1)
+  t.equal(waitReplicasOf(loadConfig(write(['cluster: ["10.0.0.1:7000"]']), {}).config.redis), 1, 'one on Cluster too')
   t.equal(waitReplicasOf(loadConfig(write(['url: redis://127.0.0.1:6379']), {}).config.redis), 0)
   t.equal(waitReplicasOf(loadConfig(write(['url: redis://127.0.0.1:6379', 'waitReplicas: 2']), {}).config.redis), 2)
   const slow = problems(['url: redis://127.0.0.1:6379', 'waitReplicas: 1', 'waitTimeout: 1s', 'commandTimeout: 500ms'])

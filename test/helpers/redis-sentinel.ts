@@ -55,7 +55,9 @@ export async function startSentinelTopology (t: Test): Promise<SentinelTopology>
   let killed: Node | undefined
   // A replica writes the RDB it syncs to its dir: keep it out of the repo,
   // where every later redis-server would load it at start.
-  const dataNode = (extra: string[]): string[] => ['--port', '{port}', '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--dbfilename', 'dump-{port}.rdb', ...extra]
+  // A replica (re)joining syncs at once, not after the default 5 s wait for company.
+  const dataNode = (extra: string[]): string[] => ['--port', '{port}', '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--dbfilename', 'dump-{port}.rdb',
+    '--repl-diskless-sync-delay', '0', ...extra]
 
   const primary = await start(dataNode([]))
   await start(dataNode(['--replicaof', '127.0.0.1', String(primary.port)]))
@@ -113,6 +115,20 @@ export async function startSentinelTopology (t: Test): Promise<SentinelTopology>
       await withRedis(`redis://127.0.0.1:${primary}`, async (r) => {
         await waitFor('the restored node is in sync', async () => /slave0:[^\r\n]*state=online/.test(await r.info('replication')), 400, 50)
       })
+      // and every sentinel counts it as a healthy replica again, so that the
+      // next kill has a replica to promote
+      for (const sentinel of sentinels) {
+        await withRedis(`redis://127.0.0.1:${sentinel.port}`, async (r) => {
+          await waitFor('the sentinels see the restored replica', async () => {
+            const replicas = await r.call('SENTINEL', 'REPLICAS', MASTER_NAME) as string[][]
+            return replicas.some((fields) => {
+              const f = new Map<string, string>()
+              for (let i = 0; i + 1 < fields.length; i += 2) f.set(fields[i]!, fields[i + 1]!)
+              return f.get('port') === String(node.port) && f.get('flags') === 'slave' && f.get('master-link-status') === 'ok'
+            })
+          }, 400, 50)
+        })
+      }
     }
   }
 }

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import type { Test } from 'tap'
-import { generateRefreshToken, hashRefreshToken, openSuccessor, sealSuccessor } from '../../src/tokens/refresh-token.js'
+import { generateRefreshToken, hashRefreshToken, openSuccessor, sealSuccessor, sidOfRefresh } from '../../src/tokens/refresh-token.js'
 import type { CreateSessionInput, DenyEntry, RotateInput, SessionStore } from '../../src/sessions/session-store.js'
 import { waitFor } from './wait-for.js'
 
@@ -25,10 +25,11 @@ export interface Login {
 }
 
 export async function login (store: SessionStore, over: Partial<CreateSessionInput> = {}): Promise<Login> {
-  const token = generateRefreshToken()
+  const sid = over.sid ?? randomUUID()
+  const token = generateRefreshToken(sid)
   const now = over.now ?? Date.now()
   const input: CreateSessionInput = {
-    sid: randomUUID(),
+    sid,
     sub: `user-${randomUUID()}`,
     refreshHash: hashRefreshToken(token),
     now,
@@ -44,7 +45,7 @@ export async function login (store: SessionStore, over: Partial<CreateSessionInp
 
 /** A rotation of `presented` to a fresh token, the way the refresh route builds one. */
 export function rotation (presented: string, now: number, over: Partial<RotateInput> = {}): { input: RotateInput, next: string } {
-  const next = generateRefreshToken()
+  const next = generateRefreshToken(sidOfRefresh(presented) ?? randomUUID())
   return {
     next,
     input: {
@@ -81,7 +82,8 @@ export function storeContract (t: Test, makeStore: MakeStore): void {
     }
     t.same(await store.findByRefresh(hashRefreshToken(a.token), a.input.now + 1), expected)
     t.same(await store.listSessions(a.sub, a.input.now + 1), [expected])
-    t.equal(await store.findByRefresh(hashRefreshToken(generateRefreshToken()), a.input.now), null, 'an unknown token finds nothing')
+    t.equal(await store.findByRefresh(hashRefreshToken(generateRefreshToken(randomUUID())), a.input.now), null, 'an unknown token finds nothing')
+    t.equal(await store.findByRefresh(hashRefreshToken(generateRefreshToken(a.sid)), a.input.now), null, 'nor does a made-up token carrying its sid')
     t.same(await store.listSessions('nobody', a.input.now), [])
   })
 
@@ -152,7 +154,14 @@ export function storeContract (t: Test, makeStore: MakeStore): void {
 
   t.test('unknown, expired and idle tokens are invalid', async (t) => {
     const store = await makeStore(t)
-    t.same(await store.rotate(rotation(generateRefreshToken(), Date.now()).input), { kind: 'invalid' }, 'unknown')
+    t.same(await store.rotate(rotation(generateRefreshToken(randomUUID()), Date.now()).input), { kind: 'invalid' }, 'unknown')
+
+    // The sid in a token is no secret (access tokens carry it): a made-up
+    // token naming a real session must not pass for a rotated one (reuse
+    // would end the session of whoever the sid belongs to).
+    const victim = await login(store)
+    t.same(await store.rotate(rotation(generateRefreshToken(victim.sid), Date.now()).input), { kind: 'invalid' }, 'made up, with a real sid')
+    t.equal((await store.rotate(rotation(victim.token, Date.now()).input)).kind, 'rotated', 'the session lives on')
 
     const short = await login(store, { expiresAt: Date.now() + 100_000 })
     t.same(await store.rotate(rotation(short.token, short.input.expiresAt).input), { kind: 'invalid' }, 'at its absolute end')

@@ -56,8 +56,8 @@ t.test('counts asked for in one turn go in one script call per 256 keys, exact a
     `${total} counts in one turn: ${Math.ceil(total / MAX_KEYS_PER_CALL)} script calls, every request counted`)
 
   for (const key of keys) {
-    t.equal(await probe.get(`${prefix}${key}`), String(total / keys.length), `Redis holds ${key}'s count under the prefix`)
-    const ttl = await probe.pttl(`${prefix}${key}`)
+    t.equal(await probe.get(counter.keyOf(key)), String(total / keys.length), `Redis holds ${key}'s count under the prefix`)
+    const ttl = await probe.pttl(counter.keyOf(key))
     t.ok(ttl > 0 && ttl <= WINDOW_MS, `${key} expires with its window`)
   }
 })
@@ -70,12 +70,12 @@ t.test('a counter found without an expiry gets one instead of blocking its key f
   const prefix = uniquePrefix('rate-counter')
   const counter = new RedisRateCounter(redis, prefix)
 
-  await redis.set(`${prefix}stuck`, '41')
+  await redis.set(counter.keyOf('stuck'), '41')
   t.same(await countNow(counter, 'stuck', 5000), { current: 42, ttl: 5000 }, 'counted on, and given the whole window')
-  const ttl = await redis.pttl(`${prefix}stuck`)
+  const ttl = await redis.pttl(counter.keyOf('stuck'))
   t.ok(ttl > 0 && ttl <= 5000, 'the key expires now')
 
-  await redis.del(`${prefix}stuck`)
+  await redis.del(counter.keyOf('stuck'))
   t.same(await countNow(counter, 'stuck', 5000), { current: 1, ttl: 5000 }, 'a window that ended starts again at 1')
 })
 

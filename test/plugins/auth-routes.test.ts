@@ -33,7 +33,7 @@ eachStore(t, 'login: 200 with a Bearer access token; refresh token as an HttpOnl
   t.match(line, /; Path=\/auth(;|$)/)
   t.notMatch(line, /; Domain=/i, 'host-only')
   t.notMatch(line, /; Secure/i, 'auth.cookie.secure: false in the test config')
-  t.match(line, /^tg_refresh=[A-Za-z0-9_-]{43};/, 'an opaque 256-bit token, not a JWT')
+  t.match(line, /^tg_refresh=[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43};/, 'its session id and an opaque 256-bit secret, not a JWT')
   const apiRes = await callApi(app, body.access_token)
   t.equal(apiRes.statusCode, 200, 'the access token opens a protected route')
 })
@@ -62,7 +62,7 @@ eachStore(t, 'login with transport body: refresh_token in the body and no Set-Co
   const res = await app.inject({ method: 'POST', url: '/auth/login', payload: { username: 'bob', password: PASSWORDS.bob, transport: 'body' } })
   t.equal(res.statusCode, 200)
   const body = res.json()
-  t.match(body, { token_type: 'Bearer', expires_in: 900, access_token: String, refresh_token: /^[A-Za-z0-9_-]{43}$/ })
+  t.match(body, { token_type: 'Bearer', expires_in: 900, access_token: String, refresh_token: /^[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}$/ })
   t.same(setCookies(res), [], 'no cookie')
 })
 
@@ -202,7 +202,7 @@ eachStore(t, 'body-transport refresh needs no Origin', async (t, store) => {
   const { refresh_token: refreshToken } = await login(app, 'bob')
   const res = await refreshWithBody(app, refreshToken ?? '')
   t.equal(res.statusCode, 200)
-  t.match(res.json(), { token_type: 'Bearer', refresh_token: /^[A-Za-z0-9_-]{43}$/ })
+  t.match(res.json(), { token_type: 'Bearer', refresh_token: /^[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}$/ })
   t.same(setCookies(res), [], 'body transport sets no cookie')
 })
 

@@ -152,9 +152,13 @@ t.test('a burst on two instances: exactly max requests pass, counted under one R
     Array.from({ length: 25 }, (_, i) => i), 'each passed request saw its own count: remaining 24 … 0, once each')
 
   await withRedis(SHARED_REDIS_URL, async (redis) => {
-    t.same(await scanKeys(redis, prefix), [`${prefix}rl:/open|a:127.0.0.1`], 'one counter: the route and the client address')
-    t.equal(await redis.get(`${prefix}rl:/open|a:127.0.0.1`), '40', 'every request counted')
-    const ttl = await redis.pttl(`${prefix}rl:/open|a:127.0.0.1`)
+    const keys = await scanKeys(redis, prefix)
+    t.equal(keys.length, 1, 'one counter')
+    const [key = ''] = keys
+    // under one of the hash tags that keep a turn's counts to a call per slot on Cluster
+    t.match(key.slice(prefix.length), /^rl:\{\d+\}\/open\|a:127\.0\.0\.1$/, 'the route and the client address')
+    t.equal(await redis.get(key), '40', 'every request counted')
+    const ttl = await redis.pttl(key)
     t.ok(ttl > 0 && ttl <= 60_000, 'the counter expires with its window')
   })
 })

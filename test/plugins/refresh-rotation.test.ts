@@ -11,7 +11,7 @@ import { scanKeys, SHARED_REDIS_URL, withRedis } from '../helpers/redis-server.j
 // the grace window for concurrent tabs, and a concurrent storm across two
 // gateway instances on one Redis.
 
-const REFRESH_TOKEN = /^[A-Za-z0-9_-]{43}$/
+const REFRESH_TOKEN = /^[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}$/
 
 interface Tokens { access_token: string, refresh_token: string }
 

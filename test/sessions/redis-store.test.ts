@@ -43,7 +43,9 @@ t.test('Redis holds no plaintext refresh token, and every key has a prefix and a
 
   await withRedis(SHARED_REDIS_URL, async (redis) => {
     const keys = await scanKeys(redis, prefix)
-    const kinds = new Set(keys.map((k) => k.slice(prefix.length).replace(/:.*/, '')))
+    // P{deny}, P{deny}before, P{u:<sub>}, P{<sid>}s, P{<sid>}r:<hash>
+    const kindOf = (rest: string): string => rest.startsWith('{deny}') ? 'deny' : rest.startsWith('{u:') ? 'u' : rest.replace(/^\{[^}]*\}/, '').replace(/:.*/, '')
+    const kinds = new Set(keys.map((k) => kindOf(k.slice(prefix.length))))
     t.same([...kinds].sort(), ['deny', 'r', 's', 'u'], 'sessions, tokens, user index and denylist were all checked')
     for (const key of keys) {
       const text = [key, ...await dumpValues(redis, key)].join('\n')

@@ -1,0 +1,183 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import type { Test } from 'tap'
+import { keySlot } from '../../src/sessions/redis-slot.js'
+import { freePort, waitForPing, withRedis } from './redis-server.js'
+import { waitFor } from './wait-for.js'
+
+// A real Redis Cluster from the redis-server binary: three primaries with one
+// replica each, built by `redis-cli --cluster create`, on free ports of this
+// machine. Start it once per test file: building one and every failover take
+// seconds. cluster-node-timeout is 1 s so a failover is quick; full coverage
+// is required (Redis's default), so while a primary is down and not yet
+// replaced the whole cluster refuses writes, as it would in production.
+
+export interface ClusterTopology {
+  /** "host:port" of every node, as redis.cluster takes them */
+  seeds: string[]
+  /** the port of the primary that serves `key`'s slot now */
+  primaryOf (key: string): Promise<number>
+  /** kill -9 of the primary serving `key`'s slot; resolves once a replica has taken the slot over */
+  killPrimaryOf (key: string): Promise<void>
+  /** starts the killed node again (it rejoins as a replica); resolves once it is in sync */
+  restoreKilled (): Promise<void>
+  /** a resharding of one slot: moves `key`'s slot, with its keys, to another primary; resolves with the new primary's port */
+  moveSlotOf (key: string): Promise<number>
+}
+
+interface Node { port: number, proc: ChildProcess }
+
+/** Gateway config for a test on `topology`: timeouts that ride out a failover, a staleness window longer than one. */
+export function clusterGatewayConfig (topology: ClusterTopology, keyPrefix: string): Record<string, unknown> {
+  return {
+    redis: { cluster: topology.seeds, keyPrefix, connectTimeout: '1s', commandTimeout: '1500ms', waitTimeout: '1s' },
+    denylist: { maxStaleness: '15s' }
+  }
+}
+
+const run = promisify(execFile)
+
+export async function startClusterTopology (t: Test): Promise<ClusterTopology> {
+  const dir = mkdtempSync(join(tmpdir(), 'tokengate-cluster-'))
+  const nodes: Node[] = []
+  const killOnExit = (): void => { for (const n of nodes) n.proc.kill('SIGKILL') }
+  process.once('exit', killOnExit)
+  t.teardown(async () => {
+    process.off('exit', killOnExit)
+    await Promise.all(nodes.map(async (n) => {
+      if (n.proc.exitCode !== null || n.proc.signalCode !== null) return
+      const exited = once(n.proc, 'exit')
+      n.proc.kill('SIGKILL')
+      await exited
+    }))
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  const start = async (port: number): Promise<Node> => {
+    const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+      '--dir', dir, '--dbfilename', `dump-${port}.rdb`, '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`,
+      '--cluster-node-timeout', '1000',
+      // a replica (re)joining syncs at once, not after the default 5 s wait for company
+      '--repl-diskless-sync-delay', '0'], { stdio: 'ignore' })
+    const node = { port, proc }
+    nodes.push(node)
+    await waitForPing(port, proc)
+    return node
+  }
+  const ports: number[] = []
+  for (let i = 0; i < 6; i++) {
+    let port = await freePort()
+    // the cluster bus listens on port + 10000: both must be free
+    while (port > 55_000 || ports.includes(port)) port = await freePort()
+    ports.push(port)
+  }
+  await Promise.all(ports.map((p) => start(p)))
+  const seeds = ports.map((p) => `127.0.0.1:${p}`)
+  // bounded: redis-cli waits for the nodes to join without end if they cannot meet
+  await run('redis-cli', ['--cluster', 'create', ...seeds, '--cluster-replicas', '1', '--cluster-yes'], { timeout: 60_000 })
+
+  const live = (): Node[] => nodes.filter((n) => n.proc.exitCode === null && n.proc.signalCode === null)
+  /** slot ranges with their primary's and replicas' ports, as a live node sees them */
+  const slotTable = async (port: number): Promise<Array<{ from: number, to: number, primary: number, replicas: number[] }>> =>
+    withRedis(`redis://127.0.0.1:${port}`, async (r) => {
+      const slots = await r.call('CLUSTER', 'SLOTS') as Array<[number, number, ...Array<[string, number, string]>]>
+      return slots.map(([from, to, primary, ...replicas]) => ({ from, to, primary: primary[1], replicas: replicas.map((x) => x[1]) }))
+    })
+  const whole = async (): Promise<boolean> => {
+    for (const n of live()) {
+      const info = await withRedis(`redis://127.0.0.1:${n.port}`, (r) => r.call('CLUSTER', 'INFO')) as string
+      if (!info.includes('cluster_state:ok')) return false
+    }
+    const table = await slotTable(live()[0]!.port)
+    const covered = table.reduce((sum, r) => sum + r.to - r.from + 1, 0)
+    if (covered !== 16384 || table.length === 0) return false
+    // every primary has a replica that is in sync
+    for (const primary of new Set(table.map((r) => r.primary))) {
+      const repl = await withRedis(`redis://127.0.0.1:${primary}`, (r) => r.info('replication'))
+      if (!/slave0:[^\r\n]*state=online/.test(repl)) return false
+    }
+    return true
+  }
+  await waitFor('the cluster is whole and every replica in sync', whole, 400, 50)
+
+  const primaryOf = async (key: string): Promise<number> => {
+    const slot = keySlot(key)
+    const table = await slotTable(live()[0]!.port)
+    const range = table.find((r) => r.from <= slot && slot <= r.to)
+    if (range === undefined) throw new Error(`no node serves slot ${slot}`)
+    return range.primary
+  }
+  let killed: Node | undefined
+
+  return {
+    seeds,
+    primaryOf,
+    killPrimaryOf: async (key) => {
+      const port = await primaryOf(key)
+      const node = nodes.find((n) => n.port === port)
+      if (node === undefined) throw new Error(`no node on port ${port}`)
+      const exited = once(node.proc, 'exit')
+      node.proc.kill('SIGKILL')
+      await exited
+      killed = node
+      await waitFor('a replica takes the slot over', async () => {
+        if ((await primaryOf(key)) === port) return false
+        return live().every((n) => n.port === port) || await allOk()
+      }, 400, 50)
+    },
+    restoreKilled: async () => {
+      const node = killed
+      if (node === undefined) return
+      killed = undefined
+      nodes.splice(nodes.indexOf(node), 1)
+      // its nodes.conf remembers the cluster: it rejoins, finds its slots
+      // taken over, and becomes a replica of the node that took them
+      await start(node.port)
+      await waitFor('the restored node is a replica in sync', whole, 400, 50)
+    },
+    moveSlotOf: async (key) => {
+      const slot = keySlot(key)
+      const from = await primaryOf(key)
+      const table = await slotTable(from)
+      const to = [...new Set(table.map((r) => r.primary))].find((p) => p !== from)
+      if (to === undefined) throw new Error('no other primary to move the slot to')
+      const idOf = (port: number): Promise<string> => withRedis(`redis://127.0.0.1:${port}`, async (r) => String(await r.call('CLUSTER', 'MYID')))
+      const [fromId, toId] = [await idOf(from), await idOf(to)]
+      // the steps redis-cli --cluster reshard takes, for one slot
+      await withRedis(`redis://127.0.0.1:${to}`, (r) => r.call('CLUSTER', 'SETSLOT', slot, 'IMPORTING', fromId))
+      await withRedis(`redis://127.0.0.1:${from}`, async (r) => {
+        await r.call('CLUSTER', 'SETSLOT', slot, 'MIGRATING', toId)
+        for (;;) {
+          const keys = await r.call('CLUSTER', 'GETKEYSINSLOT', slot, 100) as string[]
+          if (keys.length === 0) break
+          await r.call('MIGRATE', '127.0.0.1', to, '', 0, 5000, 'KEYS', ...keys)
+        }
+      })
+      const primaries = [...new Set(table.map((r) => r.primary))]
+      for (const port of [to, from, ...primaries.filter((p) => p !== to && p !== from)]) {
+        await withRedis(`redis://127.0.0.1:${port}`, (r) => r.call('CLUSTER', 'SETSLOT', slot, 'NODE', toId))
+      }
+      await waitFor('every node agrees where the slot is', async () => {
+        for (const n of live()) {
+          const t = await slotTable(n.port)
+          const range = t.find((r) => r.from <= slot && slot <= r.to)
+          if (range?.primary !== to) return false
+        }
+        return true
+      }, 400, 50)
+      return to
+    }
+  }
+
+  async function allOk (): Promise<boolean> {
+    for (const n of live()) {
+      const info = await withRedis(`redis://127.0.0.1:${n.port}`, (r) => r.call('CLUSTER', 'INFO')) as string
+      if (!info.includes('cluster_state:ok')) return false
+    }
+    return true
+  }
+}
