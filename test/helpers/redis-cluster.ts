@@ -1,12 +1,9 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { promisify } from 'node:util'
 import type { Test } from 'tap'
 import { keySlot } from '../../src/sessions/redis-slot.js'
-import { freePort, waitForPing, withRedis } from './redis-server.js'
+import { freePort, redisProcessGroup, waitForPing, withRedis } from './redis-server.js'
 import { waitFor } from './wait-for.js'
 
 // A real Redis Cluster from the redis-server binary: three primaries with one
@@ -42,20 +39,7 @@ export function clusterGatewayConfig (topology: ClusterTopology, keyPrefix: stri
 const run = promisify(execFile)
 
 export async function startClusterTopology (t: Test): Promise<ClusterTopology> {
-  const dir = mkdtempSync(join(tmpdir(), 'tokengate-cluster-'))
-  const nodes: Node[] = []
-  const killOnExit = (): void => { for (const n of nodes) n.proc.kill('SIGKILL') }
-  process.once('exit', killOnExit)
-  t.teardown(async () => {
-    process.off('exit', killOnExit)
-    await Promise.all(nodes.map(async (n) => {
-      if (n.proc.exitCode !== null || n.proc.signalCode !== null) return
-      const exited = once(n.proc, 'exit')
-      n.proc.kill('SIGKILL')
-      await exited
-    }))
-    rmSync(dir, { recursive: true, force: true })
-  })
+  const { dir, nodes } = redisProcessGroup<Node>(t, 'cluster')
 
   const start = async (port: number): Promise<Node> => {
     const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',

@@ -1,10 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Test } from 'tap'
-import { freePort, waitForPing, withRedis } from './redis-server.js'
+import { freePort, redisProcessGroup, waitForPing, withRedis } from './redis-server.js'
 import { waitFor } from './wait-for.js'
 
 // A real Sentinel topology from the redis-server binary: one primary, one
@@ -28,20 +27,7 @@ export interface SentinelTopology {
 interface Node { port: number, proc: ChildProcess, args: string[] }
 
 export async function startSentinelTopology (t: Test): Promise<SentinelTopology> {
-  const dir = mkdtempSync(join(tmpdir(), 'tokengate-sentinel-'))
-  const nodes: Node[] = []
-  const killOnExit = (): void => { for (const n of nodes) n.proc.kill('SIGKILL') }
-  process.once('exit', killOnExit)
-  t.teardown(async () => {
-    process.off('exit', killOnExit)
-    await Promise.all(nodes.map(async (n) => {
-      if (n.proc.exitCode !== null || n.proc.signalCode !== null) return
-      const exited = once(n.proc, 'exit')
-      n.proc.kill('SIGKILL')
-      await exited
-    }))
-    rmSync(dir, { recursive: true, force: true })
-  })
+  const { dir, nodes } = redisProcessGroup<Node>(t, 'sentinel')
 
   const start = async (args: string[], port?: number): Promise<Node> => {
     port ??= await freePort()
