@@ -90,7 +90,14 @@ export function createRedisClient (target: RedisTarget, options: RedisOptions): 
       ...(target.sentinelPassword === undefined ? {} : { sentinelPassword: target.sentinelPassword }),
       ...(target.tls === true ? { enableTLSForSentinelMode: true, sentinelTLS: {} } : {}),
       // the sentinels are asked again at every reconnect, so a failover is followed
-      sentinelRetryStrategy: reconnectDelay
+      sentinelRetryStrategy: reconnectDelay,
+      // ...but a primary that went silent without closing its sockets (frozen,
+      // partitioned) leaves nothing to reconnect on: commands time out there
+      // forever, after the sentinels have promoted a replica. Listening for
+      // their +switch-master drops the connection so it follows the failover.
+      failoverDetector: true,
+      // the silent primary never answers our FIN: do not wait long for it
+      disconnectTimeout: DISCONNECT_TIMEOUT_MS
     })
   }
   if (target.url === undefined || target.url === '') throw new TypeError('a Redis target needs a url, sentinels or cluster nodes')
@@ -113,6 +120,9 @@ function nodeOptions (target: RedisTarget, options: RedisOptions): RedisOptions 
 
 /** How often a Cluster client asks for the slot table even when no MOVED told it to. */
 const SLOTS_REFRESH_MS = 2000
+
+/** How long a dropped connection waits for the peer's goodbye before it is destroyed. */
+const DISCONNECT_TIMEOUT_MS = 500
 
 /** Probes a connection that has gone quiet, so a dead peer is noticed by the OS too. */
 const TCP_KEEPALIVE_MS = 5000
@@ -162,6 +172,9 @@ export async function closeClient (client: RedisClient): Promise<void> {
   if (client.status === 'ready') {
     try {
       await client.quit()
+      // QUIT leaves a Sentinel client's failover-detector subscriptions open
+      // (ioredis #1362), which would keep the process alive; disconnect closes them.
+      if (client instanceof Redis && client.options.sentinels !== undefined && client.options.sentinels !== null) client.disconnect()
       return
     } catch {
       // fall through to disconnect
