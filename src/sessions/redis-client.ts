@@ -91,11 +91,14 @@ export function createRedisClient (target: RedisTarget, options: RedisOptions): 
       ...(target.tls === true ? { enableTLSForSentinelMode: true, sentinelTLS: {} } : {}),
       // the sentinels are asked again at every reconnect, so a failover is followed
       sentinelRetryStrategy: reconnectDelay,
-      // ...but a primary that went silent without closing its sockets (frozen,
-      // partitioned) leaves nothing to reconnect on: commands time out there
-      // forever, after the sentinels have promoted a replica. Listening for
-      // their +switch-master drops the connection so it follows the failover.
-      failoverDetector: true,
+      // ...but a primary gone silent without closing its sockets (frozen,
+      // partitioned) gives nothing to reconnect on: commands would time out
+      // there forever, long after the sentinels promoted a replica (ioredis
+      // #1314). A socket that answers nothing for twice the command timeout
+      // is dropped, so the reconnect asks the sentinels again. (ioredis'
+      // failoverDetector drops even a connection already on the new primary,
+      // once per sentinel's +switch-master: 503s after every failover.)
+      ...(options.commandTimeout === undefined ? {} : { socketTimeout: 2 * options.commandTimeout }),
       // the silent primary never answers our FIN: do not wait long for it
       disconnectTimeout: DISCONNECT_TIMEOUT_MS
     })
@@ -172,9 +175,6 @@ export async function closeClient (client: RedisClient): Promise<void> {
   if (client.status === 'ready') {
     try {
       await client.quit()
-      // QUIT leaves a Sentinel client's failover-detector subscriptions open
-      // (ioredis #1362), which would keep the process alive; disconnect closes them.
-      if (client instanceof Redis && client.options.sentinels !== undefined && client.options.sentinels !== null) client.disconnect()
       return
     } catch {
       // fall through to disconnect
