@@ -90,7 +90,17 @@ export function createRedisClient (target: RedisTarget, options: RedisOptions): 
       ...(target.sentinelPassword === undefined ? {} : { sentinelPassword: target.sentinelPassword }),
       ...(target.tls === true ? { enableTLSForSentinelMode: true, sentinelTLS: {} } : {}),
       // the sentinels are asked again at every reconnect, so a failover is followed
-      sentinelRetryStrategy: reconnectDelay
+      sentinelRetryStrategy: reconnectDelay,
+      // ...but a primary gone silent without closing its sockets (frozen,
+      // partitioned) gives nothing to reconnect on: commands would time out
+      // there forever, long after the sentinels promoted a replica (ioredis
+      // #1314). A socket that answers nothing for twice the command timeout
+      // is dropped, so the reconnect asks the sentinels again. (ioredis'
+      // failoverDetector drops even a connection already on the new primary,
+      // once per sentinel's +switch-master: 503s after every failover.)
+      ...(options.commandTimeout === undefined ? {} : { socketTimeout: 2 * options.commandTimeout }),
+      // the silent primary never answers our FIN: do not wait long for it
+      disconnectTimeout: DISCONNECT_TIMEOUT_MS
     })
   }
   if (target.url === undefined || target.url === '') throw new TypeError('a Redis target needs a url, sentinels or cluster nodes')
@@ -113,6 +123,9 @@ function nodeOptions (target: RedisTarget, options: RedisOptions): RedisOptions 
 
 /** How often a Cluster client asks for the slot table even when no MOVED told it to. */
 const SLOTS_REFRESH_MS = 2000
+
+/** How long a dropped connection waits for the peer's goodbye before it is destroyed. */
+const DISCONNECT_TIMEOUT_MS = 500
 
 /** Probes a connection that has gone quiet, so a dead peer is noticed by the OS too. */
 const TCP_KEEPALIVE_MS = 5000

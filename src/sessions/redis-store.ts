@@ -405,8 +405,13 @@ export class RedisStore implements SessionStore {
       if (this.#closed || this.#feed !== 'live') return
       for (const l of this.#listeners) l.onBeat()
     }, (err: unknown) => {
-      if (this.#closed || this.#feed !== 'live') return
+      if (this.#closed || this.#feed !== 'live' || this.#subscriber !== subscriber) return
       this.#opts.log?.warn({ err }, 'Redis subscriber did not answer its heartbeat; reconnecting')
+      // Lost now, not when the socket closes: a silent peer never answers our
+      // FIN, and until ioredis gives up on it every beat would fail and
+      // disconnect again.
+      this.#feed = 'lost'
+      for (const l of this.#listeners) l.onFeed(false)
       subscriber.disconnect(!this.#sharded)
     }).finally(() => { this.#pinging = false })
   }

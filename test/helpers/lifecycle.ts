@@ -3,7 +3,7 @@ import { once } from 'node:events'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import type { Test } from 'tap'
 import type { LoadedConfig } from '../../src/config/load-config.js'
-import { mergeConfig, startGateways, testConfig, type ConfigOverrides } from './gateway.js'
+import { login, mergeConfig, startGateways, testConfig, type ConfigOverrides } from './gateway.js'
 
 export { mergeConfig }
 import { sharedPrefix, SHARED_REDIS_URL } from './redis-server.js'
@@ -137,4 +137,22 @@ export async function startNetworkLink (t: Test, target: { host: string, port: n
   await listen()
   t.teardown(cut)
   return { url: `redis://127.0.0.1:${port}`, cut, restore: listen }
+}
+
+/**
+ * Logs in on `login` and out on `logout` until a logout is confirmed (204).
+ * Right after a failover the restored node may still be resyncing: a
+ * revocation then cannot be confirmed on a replica and answers 503, which
+ * tells the client it may not have landed. Such a session is not used for a
+ * revoke-then-kill try (a failover may rightly undo it); a new one is.
+ */
+export async function confirmedLogout (loginOn: FastifyInstance, logoutOn: FastifyInstance, username: 'alice' | 'bob' | 'carol', attempts = 60): Promise<{ session: { access_token: string, refresh_token?: string }, unconfirmed: number }> {
+  for (let unconfirmed = 0; unconfirmed < attempts; unconfirmed++) {
+    const session = await login(loginOn, username)
+    const out = await logoutOn.inject({ method: 'POST', url: '/auth/logout', headers: { authorization: `Bearer ${session.access_token}` } })
+    if (out.statusCode === 204) return { session, unconfirmed }
+    if (out.statusCode !== 503) throw new Error(`logout answered ${out.statusCode}: ${out.body}`)
+    await new Promise((resolve) => setTimeout(resolve, 500))
+  }
+  throw new Error(`no logout confirmed in ${attempts} attempts`)
 }

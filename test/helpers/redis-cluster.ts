@@ -1,9 +1,12 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { promisify } from 'node:util'
 import type { Test } from 'tap'
 import { keySlot } from '../../src/sessions/redis-slot.js'
-import { freePort, redisProcessGroup, waitForPing, withRedis } from './redis-server.js'
+import { freePort, waitForPing, withRedis } from './redis-server.js'
 import { waitFor } from './wait-for.js'
 
 // A real Redis Cluster from the redis-server binary: three primaries with one
@@ -24,6 +27,18 @@ export interface ClusterTopology {
   restoreKilled (): Promise<void>
   /** a resharding of one slot: moves `key`'s slot, with its keys, to another primary; resolves with the new primary's port */
   moveSlotOf (key: string): Promise<number>
+  /**
+   * kill -STOP of the primary serving `key`'s slot: its sockets stay open and
+   * nothing on them is answered, closed or reset. Resolves with its port at once.
+   */
+  freezePrimaryOf (key: string): Promise<number>
+  /** kill -CONT of the frozen node (no-op when none is frozen) */
+  thawFrozen (): void
+}
+
+export interface ClusterTopologyOptions {
+  /** cluster-node-timeout: how long a silent primary lasts before its replica takes over */
+  nodeTimeoutMs?: number
 }
 
 interface Node { port: number, proc: ChildProcess }
@@ -38,13 +53,33 @@ export function clusterGatewayConfig (topology: ClusterTopology, keyPrefix: stri
 
 const run = promisify(execFile)
 
-export async function startClusterTopology (t: Test): Promise<ClusterTopology> {
-  const { dir, nodes } = redisProcessGroup<Node>(t, 'cluster')
+export async function startClusterTopology (t: Test, opts: ClusterTopologyOptions = {}): Promise<ClusterTopology> {
+  const dir = mkdtempSync(join(tmpdir(), 'tokengate-cluster-'))
+  const nodes: Node[] = []
+  let frozen: Node | undefined
+  const thawFrozen = (): void => {
+    frozen?.proc.kill('SIGCONT')
+    frozen = undefined
+  }
+  const killOnExit = (): void => { for (const n of nodes) n.proc.kill('SIGKILL') }
+  process.once('exit', killOnExit)
+  t.teardown(async () => {
+    process.off('exit', killOnExit)
+    // a stopped process dies of SIGKILL too, but never leave one stopped
+    thawFrozen()
+    await Promise.all(nodes.map(async (n) => {
+      if (n.proc.exitCode !== null || n.proc.signalCode !== null) return
+      const exited = once(n.proc, 'exit')
+      n.proc.kill('SIGKILL')
+      await exited
+    }))
+    rmSync(dir, { recursive: true, force: true })
+  })
 
   const start = async (port: number): Promise<Node> => {
     const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
       '--dir', dir, '--dbfilename', `dump-${port}.rdb`, '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`,
-      '--cluster-node-timeout', '1000',
+      '--cluster-node-timeout', String(opts.nodeTimeoutMs ?? 1000),
       // a replica (re)joining syncs at once, not after the default 5 s wait for company
       '--repl-diskless-sync-delay', '0'], { stdio: 'ignore' })
     const node = { port, proc }
@@ -64,7 +99,8 @@ export async function startClusterTopology (t: Test): Promise<ClusterTopology> {
   // bounded: redis-cli waits for the nodes to join without end if they cannot meet
   await run('redis-cli', ['--cluster', 'create', ...seeds, '--cluster-replicas', '1', '--cluster-yes'], { timeout: 60_000 })
 
-  const live = (): Node[] => nodes.filter((n) => n.proc.exitCode === null && n.proc.signalCode === null)
+  // a frozen node would hang any question put to it
+  const live = (): Node[] => nodes.filter((n) => n.proc.exitCode === null && n.proc.signalCode === null && n !== frozen)
   /** slot ranges with their primary's and replicas' ports, as a live node sees them */
   const slotTable = async (port: number): Promise<Array<{ from: number, to: number, primary: number, replicas: number[] }>> =>
     withRedis(`redis://127.0.0.1:${port}`, async (r) => {
@@ -154,7 +190,17 @@ export async function startClusterTopology (t: Test): Promise<ClusterTopology> {
         return true
       }, 400, 50)
       return to
-    }
+    },
+    freezePrimaryOf: async (key) => {
+      const port = await primaryOf(key)
+      const node = nodes.find((n) => n.port === port)
+      if (node === undefined) throw new Error(`no node on port ${port}`)
+      if (frozen !== undefined) throw new Error('a node is frozen already')
+      node.proc.kill('SIGSTOP')
+      frozen = node
+      return port
+    },
+    thawFrozen
   }
 
   async function allOk (): Promise<boolean> {

@@ -1,9 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Test } from 'tap'
-import { freePort, redisProcessGroup, waitForPing, withRedis } from './redis-server.js'
+import { freePort, waitForPing, withRedis } from './redis-server.js'
 import { waitFor } from './wait-for.js'
 
 // A real Sentinel topology from the redis-server binary: one primary, one
@@ -22,12 +23,44 @@ export interface SentinelTopology {
   killPrimary (): Promise<void>
   /** starts the killed node again as a replica of the new primary; resolves once it is in sync */
   restoreKilled (): Promise<void>
+  /**
+   * kill -STOP of the current primary: its sockets stay open and nothing on
+   * them is answered, closed or reset. Resolves with its port at once.
+   */
+  freezePrimary (): Promise<number>
+  /** kill -CONT of the frozen node (no-op when none is frozen) */
+  thawFrozen (): void
+}
+
+export interface SentinelTopologyOptions {
+  /** the sentinels' down-after-milliseconds: how long a silent primary lasts before a failover */
+  downAfterMs?: number
 }
 
 interface Node { port: number, proc: ChildProcess, args: string[] }
 
-export async function startSentinelTopology (t: Test): Promise<SentinelTopology> {
-  const { dir, nodes } = redisProcessGroup<Node>(t, 'sentinel')
+export async function startSentinelTopology (t: Test, opts: SentinelTopologyOptions = {}): Promise<SentinelTopology> {
+  const dir = mkdtempSync(join(tmpdir(), 'tokengate-sentinel-'))
+  const nodes: Node[] = []
+  let frozen: Node | undefined
+  const thawFrozen = (): void => {
+    frozen?.proc.kill('SIGCONT')
+    frozen = undefined
+  }
+  const killOnExit = (): void => { for (const n of nodes) n.proc.kill('SIGKILL') }
+  process.once('exit', killOnExit)
+  t.teardown(async () => {
+    process.off('exit', killOnExit)
+    // a stopped process dies of SIGKILL too, but never leave one stopped
+    thawFrozen()
+    await Promise.all(nodes.map(async (n) => {
+      if (n.proc.exitCode !== null || n.proc.signalCode !== null) return
+      const exited = once(n.proc, 'exit')
+      n.proc.kill('SIGKILL')
+      await exited
+    }))
+    rmSync(dir, { recursive: true, force: true })
+  })
 
   const start = async (args: string[], port?: number): Promise<Node> => {
     port ??= await freePort()
@@ -59,7 +92,7 @@ export async function startSentinelTopology (t: Test): Promise<SentinelTopology>
     const node = await start([file, '--sentinel', '--port', '{port}', '--bind', '127.0.0.1'])
     await withRedis(`redis://127.0.0.1:${node.port}`, async (r) => {
       await r.call('SENTINEL', 'MONITOR', MASTER_NAME, '127.0.0.1', String(primary.port), '2')
-      await r.call('SENTINEL', 'SET', MASTER_NAME, 'down-after-milliseconds', '1000', 'failover-timeout', '3000')
+      await r.call('SENTINEL', 'SET', MASTER_NAME, 'down-after-milliseconds', String(opts.downAfterMs ?? 1000), 'failover-timeout', '3000')
     })
     sentinels.push(node)
   }
@@ -115,6 +148,16 @@ export async function startSentinelTopology (t: Test): Promise<SentinelTopology>
           }, 400, 50)
         })
       }
-    }
+    },
+    freezePrimary: async () => {
+      const port = await primaryPort()
+      const node = nodes.find((n) => n.port === port)
+      if (node === undefined) throw new Error(`no node on port ${port}`)
+      if (frozen !== undefined) throw new Error('a node is frozen already')
+      node.proc.kill('SIGSTOP')
+      frozen = node
+      return port
+    },
+    thawFrozen
   }
 }

@@ -1,9 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
-import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { connect, createServer, type AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Redis } from 'ioredis'
@@ -157,25 +155,3 @@ export async function createRedisUser (redis: PrivateRedis, name: string): Promi
   }
 }
 
-/**
- * A temp dir for a topology's redis-server processes and the list they go in:
- * every one still running is killed when the test ends, or when the test
- * process exits first (a topology must never outlive its test file).
- */
-export function redisProcessGroup<N extends { proc: ChildProcess }> (t: Test, label: string): { dir: string, nodes: N[] } {
-  const dir = mkdtempSync(join(tmpdir(), `tokengate-${label}-`))
-  const nodes: N[] = []
-  const killOnExit = (): void => { for (const n of nodes) n.proc.kill('SIGKILL') }
-  process.once('exit', killOnExit)
-  t.teardown(async () => {
-    process.off('exit', killOnExit)
-    await Promise.all(nodes.map(async (n) => {
-      if (n.proc.exitCode !== null || n.proc.signalCode !== null) return
-      const exited = once(n.proc, 'exit')
-      n.proc.kill('SIGKILL')
-      await exited
-    }))
-    rmSync(dir, { recursive: true, force: true })
-  })
-  return { dir, nodes }
-}

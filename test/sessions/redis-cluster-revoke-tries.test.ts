@@ -1,6 +1,5 @@
 import t from 'tap'
-import { login } from '../helpers/gateway.js'
-import { callApi, decodeJwt, refreshWithBody, startLifecycleInstances } from '../helpers/lifecycle.js'
+import { callApi, confirmedLogout, decodeJwt, refreshWithBody, startLifecycleInstances } from '../helpers/lifecycle.js'
 import { clusterGatewayConfig, startClusterTopology } from '../helpers/redis-cluster.js'
 import { uniquePrefix } from '../helpers/redis-server.js'
 
@@ -24,13 +23,8 @@ t.test(`${REVOKE_TRIES} confirmed logouts, each followed at once by kill -9 of i
   let lost = 0
   for (let i = 0; i < REVOKE_TRIES; i++) {
     const started = Date.now()
-    const s = await login(a!.app, 'alice')
+    const { session: s, unconfirmed } = await confirmedLogout(a!.app, b!.app, 'alice')
     const sid = decodeJwt(s.access_token).payload.sid as string
-    const out = await b!.app.inject({ method: 'POST', url: '/auth/logout', headers: { authorization: `Bearer ${s.access_token}` } })
-    if (out.statusCode !== 204) {
-      t.fail(`try ${i}: logout answered ${out.statusCode}`)
-      continue
-    }
     const loggedOut = Date.now()
     await topology.killPrimaryOf(i % 2 === 0 ? denyKey : `${prefix}{${sid}}s`)
     const failedOver = Date.now()
@@ -45,7 +39,7 @@ t.test(`${REVOKE_TRIES} confirmed logouts, each followed at once by kill -9 of i
     await fresh!.app.close()
     const checked = Date.now()
     await topology.restoreKilled()
-    t.comment(`try ${i}: login+logout ${loggedOut - started} ms, failover ${failedOver - loggedOut} ms, check ${checked - failedOver} ms, restore ${Date.now() - checked} ms`)
+    t.comment(`try ${i}: login+logout ${loggedOut - started} ms (${unconfirmed} unconfirmed first), failover ${failedOver - loggedOut} ms, check ${checked - failedOver} ms, restore ${Date.now() - checked} ms`)
   }
   t.equal(lost, 0, `no revocation lost in ${REVOKE_TRIES} tries`)
 })
