@@ -1,12 +1,9 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { promisify } from 'node:util'
 import type { Test } from 'tap'
 import { keySlot } from '../../src/sessions/redis-slot.js'
-import { freePort, waitForPing, withRedis } from './redis-server.js'
+import { freePort, redisProcessGroup, waitForPing, withRedis } from './redis-server.js'
 import { waitFor } from './wait-for.js'
 
 // A real Redis Cluster from the redis-server binary: three primaries with one
@@ -54,27 +51,8 @@ export function clusterGatewayConfig (topology: ClusterTopology, keyPrefix: stri
 const run = promisify(execFile)
 
 export async function startClusterTopology (t: Test, opts: ClusterTopologyOptions = {}): Promise<ClusterTopology> {
-  const dir = mkdtempSync(join(tmpdir(), 'tokengate-cluster-'))
-  const nodes: Node[] = []
-  let frozen: Node | undefined
-  const thawFrozen = (): void => {
-    frozen?.proc.kill('SIGCONT')
-    frozen = undefined
-  }
-  const killOnExit = (): void => { for (const n of nodes) n.proc.kill('SIGKILL') }
-  process.once('exit', killOnExit)
-  t.teardown(async () => {
-    process.off('exit', killOnExit)
-    // a stopped process dies of SIGKILL too, but never leave one stopped
-    thawFrozen()
-    await Promise.all(nodes.map(async (n) => {
-      if (n.proc.exitCode !== null || n.proc.signalCode !== null) return
-      const exited = once(n.proc, 'exit')
-      n.proc.kill('SIGKILL')
-      await exited
-    }))
-    rmSync(dir, { recursive: true, force: true })
-  })
+  const group = redisProcessGroup<Node>(t, 'cluster')
+  const { dir, nodes, thawFrozen } = group
 
   const start = async (port: number): Promise<Node> => {
     const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
@@ -100,7 +78,7 @@ export async function startClusterTopology (t: Test, opts: ClusterTopologyOption
   await run('redis-cli', ['--cluster', 'create', ...seeds, '--cluster-replicas', '1', '--cluster-yes'], { timeout: 60_000 })
 
   // a frozen node would hang any question put to it
-  const live = (): Node[] => nodes.filter((n) => n.proc.exitCode === null && n.proc.signalCode === null && n !== frozen)
+  const live = (): Node[] => nodes.filter((n) => n.proc.exitCode === null && n.proc.signalCode === null && n !== group.frozen())
   /** slot ranges with their primary's and replicas' ports, as a live node sees them */
   const slotTable = async (port: number): Promise<Array<{ from: number, to: number, primary: number, replicas: number[] }>> =>
     withRedis(`redis://127.0.0.1:${port}`, async (r) => {
@@ -193,11 +171,7 @@ export async function startClusterTopology (t: Test, opts: ClusterTopologyOption
     },
     freezePrimaryOf: async (key) => {
       const port = await primaryOf(key)
-      const node = nodes.find((n) => n.port === port)
-      if (node === undefined) throw new Error(`no node on port ${port}`)
-      if (frozen !== undefined) throw new Error('a node is frozen already')
-      node.proc.kill('SIGSTOP')
-      frozen = node
+      group.freeze(port)
       return port
     },
     thawFrozen

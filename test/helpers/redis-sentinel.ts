@@ -1,10 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Test } from 'tap'
-import { freePort, waitForPing, withRedis } from './redis-server.js'
+import { freePort, redisProcessGroup, waitForPing, withRedis } from './redis-server.js'
 import { waitFor } from './wait-for.js'
 
 // A real Sentinel topology from the redis-server binary: one primary, one
@@ -40,27 +39,8 @@ export interface SentinelTopologyOptions {
 interface Node { port: number, proc: ChildProcess, args: string[] }
 
 export async function startSentinelTopology (t: Test, opts: SentinelTopologyOptions = {}): Promise<SentinelTopology> {
-  const dir = mkdtempSync(join(tmpdir(), 'tokengate-sentinel-'))
-  const nodes: Node[] = []
-  let frozen: Node | undefined
-  const thawFrozen = (): void => {
-    frozen?.proc.kill('SIGCONT')
-    frozen = undefined
-  }
-  const killOnExit = (): void => { for (const n of nodes) n.proc.kill('SIGKILL') }
-  process.once('exit', killOnExit)
-  t.teardown(async () => {
-    process.off('exit', killOnExit)
-    // a stopped process dies of SIGKILL too, but never leave one stopped
-    thawFrozen()
-    await Promise.all(nodes.map(async (n) => {
-      if (n.proc.exitCode !== null || n.proc.signalCode !== null) return
-      const exited = once(n.proc, 'exit')
-      n.proc.kill('SIGKILL')
-      await exited
-    }))
-    rmSync(dir, { recursive: true, force: true })
-  })
+  const group = redisProcessGroup<Node>(t, 'sentinel')
+  const { dir, nodes, thawFrozen } = group
 
   const start = async (args: string[], port?: number): Promise<Node> => {
     port ??= await freePort()
@@ -151,11 +131,7 @@ export async function startSentinelTopology (t: Test, opts: SentinelTopologyOpti
     },
     freezePrimary: async () => {
       const port = await primaryPort()
-      const node = nodes.find((n) => n.port === port)
-      if (node === undefined) throw new Error(`no node on port ${port}`)
-      if (frozen !== undefined) throw new Error('a node is frozen already')
-      node.proc.kill('SIGSTOP')
-      frozen = node
+      group.freeze(port)
       return port
     },
     thawFrozen

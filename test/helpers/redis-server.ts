@@ -1,7 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { connect, createServer, type AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Redis } from 'ioredis'
@@ -155,3 +157,54 @@ export async function createRedisUser (redis: PrivateRedis, name: string): Promi
   }
 }
 
+/** The redis-server processes of one topology (Sentinel, Cluster) and their temp dir. */
+export interface RedisProcessGroup<N extends { port: number, proc: ChildProcess }> {
+  dir: string
+  nodes: N[]
+  /** kill -STOP of the node on `port`: it keeps its sockets open and answers nothing (one at a time) */
+  freeze (port: number): void
+  /** kill -CONT of the frozen node (no-op when none is frozen) */
+  thawFrozen (): void
+  frozen (): N | undefined
+}
+
+/**
+ * A temp dir and the list a topology's redis-server processes go in: every
+ * one still running is killed when the test ends, or when the test process
+ * exits first, and a frozen one is continued first (never left stopped).
+ */
+export function redisProcessGroup<N extends { port: number, proc: ChildProcess }> (t: Test, label: string): RedisProcessGroup<N> {
+  const dir = mkdtempSync(join(tmpdir(), `tokengate-${label}-`))
+  const nodes: N[] = []
+  let frozen: N | undefined
+  const thawFrozen = (): void => {
+    frozen?.proc.kill('SIGCONT')
+    frozen = undefined
+  }
+  const killOnExit = (): void => { for (const n of nodes) n.proc.kill('SIGKILL') }
+  process.once('exit', killOnExit)
+  t.teardown(async () => {
+    process.off('exit', killOnExit)
+    thawFrozen()
+    await Promise.all(nodes.map(async (n) => {
+      if (n.proc.exitCode !== null || n.proc.signalCode !== null) return
+      const exited = once(n.proc, 'exit')
+      n.proc.kill('SIGKILL')
+      await exited
+    }))
+    rmSync(dir, { recursive: true, force: true })
+  })
+  return {
+    dir,
+    nodes,
+    freeze (port) {
+      const node = nodes.find((n) => n.port === port)
+      if (node === undefined) throw new Error(`no node on port ${port}`)
+      if (frozen !== undefined) throw new Error('a node is frozen already')
+      node.proc.kill('SIGSTOP')
+      frozen = node
+    },
+    thawFrozen,
+    frozen: () => frozen
+  }
+}
