@@ -1,6 +1,7 @@
 import { Cluster } from 'ioredis'
 import type { RedisClient } from '../sessions/redis-client.js'
 import { keySlot } from '../sessions/redis-slot.js'
+import { answerCounts, failCounts, piecesOf, TurnBatcher, type CountBatch } from './count-batch.js'
 import type { FastifyRateLimitStore, FastifyRateLimitStoreCtor } from '@fastify/rate-limit'
 
 // Fixed-window counters in Redis for @fastify/rate-limit, shared by every
@@ -64,10 +65,7 @@ export class RedisRateCounter implements WindowCounter {
   readonly #redis: RedisClient & CountScript
   readonly #namespace: string
   readonly #bySlot: boolean
-  #keys: string[] = []
-  #windows: number[] = []
-  #callbacks: CountCallback[] = []
-  #scheduled = false
+  readonly #batcher = new TurnBatcher((batch) => { this.#sendBatch(batch) })
 
   /**
    * `redis` must fail fast (no offline queue, a command timeout): a count
@@ -88,63 +86,37 @@ export class RedisRateCounter implements WindowCounter {
 
   /** Counts one request under `key`; `callback` gets the count once Redis has it, or Redis's error. */
   count (key: string, windowMs: number, callback: CountCallback): void {
-    this.#keys.push(this.keyOf(key))
-    this.#windows.push(windowMs)
-    this.#callbacks.push(callback)
-    if (this.#scheduled) return
-    this.#scheduled = true
-    // setImmediate, not nextTick: it runs after every socket read of this
-    // turn has been handled, so the batch holds all of them.
-    setImmediate(this.#flush)
+    this.#batcher.add(this.keyOf(key), windowMs, callback)
   }
 
-  readonly #flush = (): void => {
-    const keys = this.#keys
-    const windows = this.#windows
-    const callbacks = this.#callbacks
-    this.#keys = []
-    this.#windows = []
-    this.#callbacks = []
-    this.#scheduled = false
+  /** One script call per slot on Cluster (a call must stay in one slot), one in all elsewhere; each in pieces of MAX_KEYS_PER_CALL. */
+  #sendBatch (batch: CountBatch): void {
     if (!this.#bySlot) {
-      this.#sendAll(keys, windows, callbacks)
+      this.#sendPieces(batch)
       return
     }
-    const groups = new Map<number, { keys: string[], windows: number[], callbacks: CountCallback[] }>()
-    for (let i = 0; i < keys.length; i++) {
-      const slot = keySlot(keys[i]!)
+    const groups = new Map<number, CountBatch>()
+    for (let i = 0; i < batch.keys.length; i++) {
+      const slot = keySlot(batch.keys[i]!)
       let group = groups.get(slot)
       if (group === undefined) {
         group = { keys: [], windows: [], callbacks: [] }
         groups.set(slot, group)
       }
-      group.keys.push(keys[i]!)
-      group.windows.push(windows[i]!)
-      group.callbacks.push(callbacks[i]!)
+      group.keys.push(batch.keys[i]!)
+      group.windows.push(batch.windows[i]!)
+      group.callbacks.push(batch.callbacks[i]!)
     }
-    for (const group of groups.values()) this.#sendAll(group.keys, group.windows, group.callbacks)
+    for (const group of groups.values()) this.#sendPieces(group)
   }
 
-  #sendAll (keys: string[], windows: number[], callbacks: CountCallback[]): void {
-    for (let start = 0; start < keys.length; start += MAX_KEYS_PER_CALL) {
-      const end = start + MAX_KEYS_PER_CALL
-      this.#send(keys.slice(start, end), windows.slice(start, end), callbacks.slice(start, end))
+  #sendPieces (batch: CountBatch): void {
+    for (const { keys, windows, callbacks } of piecesOf(batch, MAX_KEYS_PER_CALL)) {
+      this.#redis.tgRateCount(keys.length, ...keys, ...windows).then(
+        (reply) => { answerCounts(callbacks, reply, 'Redis rate-limit script answered an unexpected reply') },
+        (err: unknown) => { failCounts(callbacks, err) }
+      )
     }
-  }
-
-  #send (keys: string[], windows: number[], callbacks: CountCallback[]): void {
-    this.#redis.tgRateCount(keys.length, ...keys, ...windows).then(
-      (reply) => {
-        if (!Array.isArray(reply) || reply.length !== keys.length * 2) {
-          fail(callbacks, new Error('Redis rate-limit script answered an unexpected reply'))
-          return
-        }
-        for (let i = 0; i < callbacks.length; i++) {
-          callbacks[i]!(null, { current: Number(reply[2 * i]), ttl: Number(reply[2 * i + 1]) })
-        }
-      },
-      (err: unknown) => { fail(callbacks, err instanceof Error ? err : new Error(String(err))) }
-    )
   }
 }
 
@@ -153,10 +125,6 @@ function bucketOf (key: string): number {
   let h = 0x811c9dc5
   for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193)
   return (h >>> 0) % RATE_SLOT_BUCKETS
-}
-
-function fail (callbacks: CountCallback[], err: Error): void {
-  for (const callback of callbacks) callback(err)
 }
 
 /**

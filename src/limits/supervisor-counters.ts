@@ -2,6 +2,7 @@ import { askSupervisor, type Answerer } from '../cluster-ipc.js'
 import { StoreUnavailableError } from '../sessions/session-store.js'
 import { MemoryLoginThrottle, MAX_LOCAL_COUNTERS, type LoginAttempt, type LoginBudget, type LoginThrottle, type ThrottleVerdict } from './login-throttle.js'
 import type { CountCallback, WindowCount } from './redis-rate-counter.js'
+import { answerCounts, failCounts, piecesOf, TurnBatcher, type CountBatch } from './count-batch.js'
 
 // With server.workers > 1 on the embedded store, the rate limits and the
 // login throttle are counted by the supervisor, over node:cluster's IPC, so
@@ -33,40 +34,20 @@ interface LoginQuestion { budget: LoginBudget, attempt: LoginAttempt }
 
 /** Worker side of the rate counter; the same `count` shape as RedisRateCounter. */
 export class SupervisorRateCounter {
-  #keys: string[] = []
-  #windows: number[] = []
-  #callbacks: CountCallback[] = []
-  #scheduled = false
+  readonly #batcher = new TurnBatcher((batch) => {
+    for (const piece of piecesOf(batch, MAX_KEYS_PER_MESSAGE)) this.#send(piece)
+  })
 
   count (key: string, windowMs: number, callback: CountCallback): void {
-    this.#keys.push(key)
-    this.#windows.push(windowMs)
-    this.#callbacks.push(callback)
-    if (this.#scheduled) return
-    this.#scheduled = true
-    setImmediate(this.#flush)
+    this.#batcher.add(key, windowMs, callback)
   }
 
-  readonly #flush = (): void => {
-    const { keys, windows, callbacks } = { keys: this.#keys, windows: this.#windows, callbacks: this.#callbacks }
-    this.#keys = []
-    this.#windows = []
-    this.#callbacks = []
-    this.#scheduled = false
-    for (let start = 0; start < keys.length; start += MAX_KEYS_PER_MESSAGE) {
-      const end = start + MAX_KEYS_PER_MESSAGE
-      this.#send({ keys: keys.slice(start, end), windows: windows.slice(start, end) }, callbacks.slice(start, end))
-    }
-  }
-
-  #send (batch: RateBatch, callbacks: CountCallback[]): void {
-    askSupervisor(TOPIC_RATE, batch, SUPERVISOR_TIMEOUT_MS).then((reply) => {
-      if (!Array.isArray(reply) || reply.length !== callbacks.length * 2) throw new Error('the supervisor answered a rate count with nonsense')
-      for (let i = 0; i < callbacks.length; i++) callbacks[i]!(null, { current: Number(reply[2 * i]), ttl: Number(reply[2 * i + 1]) })
-    }).catch((err: unknown) => {
-      const error = err instanceof Error ? err : new Error(String(err))
-      for (const callback of callbacks) callback(error)
-    })
+  #send ({ keys, windows, callbacks }: CountBatch): void {
+    const question: RateBatch = { keys, windows }
+    askSupervisor(TOPIC_RATE, question, SUPERVISOR_TIMEOUT_MS).then(
+      (reply) => { answerCounts(callbacks, reply, 'the supervisor answered a rate count with nonsense') },
+      (err: unknown) => { failCounts(callbacks, err) }
+    )
   }
 }
 
