@@ -172,6 +172,12 @@ export function watchOutages (client: RedisClient, onDown: (err: Error) => void,
 
 /** Says goodbye to a Redis that answers; one that cannot is simply dropped. */
 export async function closeClient (client: RedisClient): Promise<void> {
+  // ioredis' Cluster goes ready when a ready check that was out at the close
+  // answers (its handler does not ask whether the client was closed
+  // meanwhile), and from then on refreshes its slot table every 2 s, from
+  // nodes long gone, holding the process open. A client we closed stays
+  // closed.
+  client.on('ready', () => { client.disconnect() })
   if (client.status === 'ready') {
     try {
       await client.quit()

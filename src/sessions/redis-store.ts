@@ -312,6 +312,9 @@ export class RedisStore implements SessionStore {
       // failover or a resharding the slot lives elsewhere, so each loss asks
       // the cluster again where (#scheduleRetarget).
       const node = await this.#denylistPrimary()
+      // closed while the cluster was asked: a connection opened now would
+      // outlive the store and hold the process open
+      this.#assertOpen()
       subscriber = createNodeClient(this.#target, node.address, { ...options, retryStrategy: () => null })
       this.#subscriberNode = node.key
       subscriber.on('end', () => {

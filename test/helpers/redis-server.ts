@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { connect, createServer, type AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Redis } from 'ioredis'
-import type { Test } from 'tap'
+import tap, { type Test } from 'tap'
 
 // Two kinds of Redis for tests: the shared one (always running, each test
 // under its own key prefix, deleted on teardown) and a private redis-server
@@ -194,6 +194,7 @@ export function redisProcessGroup<N extends { port: number, proc: ChildProcess }
     }))
     rmSync(dir, { recursive: true, force: true })
   })
+  reportLingeringOnce()
   return {
     dir,
     nodes,
@@ -207,4 +208,28 @@ export function redisProcessGroup<N extends { port: number, proc: ChildProcess }
     thawFrozen,
     frozen: () => frozen
   }
+}
+
+/**
+ * Once a file's tests are done, nothing of the gateway should hold its
+ * process open: a Redis client that survived its close (reconnecting to the
+ * killed nodes forever) would hang the file until tap's timeout with nothing
+ * said. The timer is unref'd, so it fires only if something keeps the
+ * process alive; it then names what does, and fails the file.
+ */
+let lingerWatch = false
+function reportLingeringOnce (): void {
+  if (lingerWatch) return
+  lingerWatch = true
+  tap.teardown(() => {
+    setTimeout(() => {
+      const handles = (process as unknown as { _getActiveHandles (): unknown[] })._getActiveHandles()
+      const named = handles.map((h) => {
+        const o = h as { constructor?: { name?: string }, remotePort?: number, pid?: number, spawnfile?: string }
+        return [o.constructor?.name ?? typeof h, o.remotePort === undefined ? '' : `remote:${o.remotePort}`, o.pid === undefined ? '' : `pid:${o.pid} ${o.spawnfile ?? ''}`].join(' ').trim()
+      })
+      process.stderr.write(`# still alive 20 s after the last test: ${JSON.stringify(process.getActiveResourcesInfo())} ${JSON.stringify(named)}\n`)
+      process.exitCode = 1
+    }, 20_000).unref()
+  })
 }
