@@ -3,14 +3,14 @@ import { levels } from 'pino'
 import type { FastifyInstance } from 'fastify'
 import { UNMATCHED_ROUTE } from '../src/ops/gateway-metrics.js'
 import { redactUrl } from '../src/ops/logger.js'
+import { accessLineWriter } from '../src/ops/access-line.js'
 
 // One access line per request, written when the answer is done: what ops
 // search by (route, status, latency, upstream, user id) and nothing that is a
 // credential. Fastify's own "incoming request"/"request completed" pair is off
-// (buildGateway sets disableRequestLogging). The line goes through the
-// request's child logger, so it carries the request id like every other line
-// of that request; routes with logLevel warn (/healthz, /readyz, /metrics)
-// stay quiet.
+// (buildGateway sets disableRequestLogging). The line carries the request id
+// (reqId) like every other line of that request; routes with logLevel warn
+// (/healthz, /readyz, /metrics) stay quiet.
 
 /** Longest URL an access line keeps: a client chooses it, so it is bounded. */
 export const MAX_LOGGED_URL = 512
@@ -18,18 +18,16 @@ export const MAX_LOGGED_URL = 512
 const INFO = levels.values.info
 
 async function accessLogPlugin (fastify: FastifyInstance): Promise<void> {
-  // pino's redaction walks every line it writes; it cost about 4 µs of the
-  // 7 µs an access line took (measured: 200 000 lines, one pinned core). An
-  // access line is built here from fields that hold no credential (the URL is
-  // redacted above, the rest is config, status, timing and the user id), so it
-  // goes through a child that redacts nothing. Every other line keeps the
-  // process logger's redaction.
-  const lines = fastify.log.child({}, { redact: { paths: [] } })
+  // Built by hand from fields that hold no credential (the URL is redacted,
+  // the rest is config, status, timing and the user id), so without the
+  // process logger's redaction, which walked every line it wrote (about 4 µs
+  // of the 7 µs a line took through pino). Every other line keeps it.
+  const writeLine = accessLineWriter(fastify.log)
   fastify.addHook('onResponse', function accessLog (request, reply, done) {
     // the request's own logger carries the route's level (warn on /healthz …)
     if ((levels.values[request.log.level] ?? Infinity) > INFO) return done()
     const config = request.routeOptions.config
-    lines.info({
+    writeLine({
       reqId: request.id,
       route: config.routePrefix ?? config.url ?? UNMATCHED_ROUTE,
       method: request.method,
@@ -38,7 +36,7 @@ async function accessLogPlugin (fastify: FastifyInstance): Promise<void> {
       ms: Math.round(reply.elapsedTime * 100) / 100,
       ...(config.upstream === undefined ? {} : { upstream: config.upstream }),
       ...(request.identity === null ? {} : { user: request.identity.sub })
-    }, 'request completed')
+    })
     done()
   })
 }

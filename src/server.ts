@@ -1,3 +1,4 @@
+import { TurnBatchedDestination } from './ops/log-destination.js'
 import type { Server } from 'node:http'
 import closeWithGrace from 'close-with-grace'
 import { pino } from 'pino'
@@ -39,15 +40,6 @@ function prettyAvailable (): boolean {
   }
 }
 
-/** Writes out whatever the asynchronous log destination still holds. */
-function flushLog (destination: ReturnType<typeof pino.destination>): void {
-  try {
-    destination.flushSync()
-  } catch {
-    // Nothing to flush, or stdout is gone: there is nowhere left to write to.
-  }
-}
-
 /** Keys a reload cannot change on a running server. */
 function restartOnlyChanges (before: LoadedConfig['config'], after: LoadedConfig['config']): string[] {
   const changed: string[] = []
@@ -70,12 +62,12 @@ export async function startGateway (configFile: string, options: StartOptions = 
   let loaded = await read()
   const { config } = loaded
   const pretty = process.stdout.isTTY === true && prettyAvailable()
-  // One access line per request written synchronously cost 15-20 % of the
-  // CPU per request: lines go through pino's asynchronous destination instead
-  // (written while the next requests run) and are flushed on exit, on SIGTERM
-  // and on SIGHUP, so a clean stop loses none. pino-pretty has its own worker.
-  const destination = pretty ? undefined : pino.destination({ dest: 1, sync: false })
-  if (destination !== undefined) process.on('exit', () => { flushLog(destination) })
+  // One access line per request: the lines of each event-loop turn go out
+  // in one write as the turn ends (src/ops/log-destination.ts), and whatever
+  // is still held is written on exit, on SIGTERM and on SIGHUP, so a clean
+  // stop loses none. pino-pretty has its own worker.
+  const destination = pretty ? undefined : new TurnBatchedDestination(1)
+  if (destination !== undefined) process.on('exit', () => { destination.flushSync() })
   const log: FastifyBaseLogger = pino(loggerOptions(process.env.LOG_LEVEL ?? 'info', pretty) as pino.LoggerOptions, ...(destination === undefined ? [] : [destination]))
   const metrics = new GatewayMetrics()
   collectDefaultMetrics({ register: metrics.registry, prefix: METRIC_PREFIX })
@@ -170,7 +162,7 @@ export async function startGateway (configFile: string, options: StartOptions = 
       })
   }
   const onReload = (): void => {
-    if (destination !== undefined) flushLog(destination)
+    destination?.flushSync()
     if (shuttingDown) return
     if (reloading !== null) reloadAgain = true
     else startReload()
@@ -179,7 +171,7 @@ export async function startGateway (configFile: string, options: StartOptions = 
     // The supervisor validates a reload before it tells every worker; a
     // SIGHUP sent to the whole process group must not reload behind its back
     // (nor kill the worker, SIGHUP's default).
-    process.on('SIGHUP', () => { if (destination !== undefined) flushLog(destination) })
+    process.on('SIGHUP', () => { destination?.flushSync() })
     process.on('message', (message: unknown) => {
       if (typeof message === 'object' && message !== null && (message as { type?: unknown }).type === RELOAD) onReload()
     })
@@ -208,7 +200,7 @@ export async function startGateway (configFile: string, options: StartOptions = 
     await store.close()
     demo?.close()
     demoApp?.close()
-    if (destination !== undefined) flushLog(destination)
+    destination?.flushSync()
   })
 
   function stop (why: string): void {

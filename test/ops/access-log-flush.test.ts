@@ -6,8 +6,9 @@ import { writeTestConfig } from '../helpers/gateway.js'
 import { waitFor as eventually } from '../helpers/wait-for.js'
 import { closedPort, startUpstream } from '../helpers/upstream.js'
 
-// The bin writes its access log through pino's asynchronous destination: a
-// clean stop (SIGTERM) must still leave every request's line in the file.
+// The bin holds its log lines until the end of each event-loop turn
+// (src/ops/log-destination.ts): a clean stop (SIGTERM) must still leave
+// every request's line in the file.
 
 const BIN = join(__dirname, '..', '..', 'bin', 'gateway.js')
 
