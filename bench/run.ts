@@ -11,6 +11,7 @@ import { loadConfig } from '../src/config/load-config.js'
 import { hashPassword } from '../src/users/password.js'
 import { hasCommand, runAutocannon, runWrk, TASKSET, WRK, writeWrkScript, type LoadOptions, type Sample } from './load.js'
 import { memoryPhase, type MemoryPhase } from './memory.js'
+import { revocationSpread } from './revocation-spread.js'
 import { freePort, serveRole, startBin, startHaproxy, startNginx, startRedis, startRedisCluster, startRole, treeCpuSeconds, type Role, type Server } from './servers.js'
 
 // `npm run bench`: the gateway's cost over the bare proxy, measured side by
@@ -27,6 +28,8 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
 /** distinct callers in each memory phase; 0 skips the phases */
 const MEMORY_CALLERS = Number(process.env.BENCH_MEMORY_CALLERS ?? 100_000)
 const TOKENS = 1000
+/** revocations through one worker in the revocation phase */
+const SPREAD_TRIES = Number(process.env.BENCH_SPREAD_TRIES ?? 30)
 /** Without BENCH_REDIS_URL the benchmark starts a redis-server of its own (or uses 127.0.0.1:6379 when none is installed). */
 const REDIS_URL = process.env.BENCH_REDIS_URL
 /** BENCH_PROFILE=DIR writes V8 CPU profiles of the bare proxy and the gateways into DIR (bare.cpuprofile, gateway.cpuprofile, gatewayLimited.cpuprofile, gatewayRedisLimited.cpuprofile). */
@@ -311,6 +314,13 @@ async function main (): Promise<void> {
     for (const socket of held) socket.destroy()
     for (const h of hung) h.close()
 
+    // A revocation through one of two workers: how long until both refuse.
+    const workers = targets.find((t) => t.key === 'gatewayWorkers')
+    const spread = workers === undefined
+      ? null
+      : await revocationSpread(workers.server.url, path, signer.issue({ sub: 'bench-admin', sid: 's-admin', username: 'admin', roles: ['admin'], scopes: [] }).token,
+        () => signer.issue({ sub: 'bench-victim', sid: `s-victim-${randomUUID()}`, username: 'victim', roles: ['user'], scopes: ['bench:read'] }), SPREAD_TRIES)
+
     let memory: MemoryPhase[] = []
     if (MEMORY_CALLERS > 0) {
       const server = await startRole(self, 'gateway', await freePort(), files.gatewayMemory, SERVER_CPU)
@@ -382,6 +392,16 @@ async function main (): Promise<void> {
         '## Every target of a route down',
         '',
         `Two targets that accept connections and never answer; route timeout 2 s, ejectAfter 3, retries 0. Six requests at once trip the circuit, and a seventh follows (statuses ${down.tripped.join(', ')}); then ${SECONDS} s on one connection, one request at a time: ${down.one.requests} answers, ${down.one.errors} of them not 2xx, p50 ${ms(down.one.p50)} ms, p99 ${ms(down.one.p99)} ms; and ${SECONDS} s on ${CONNECTIONS} connections at saturation: ${down.sample.requests} answers, ${down.sample.errors} not 2xx, p50 ${ms(down.sample.p50)} ms, p99 ${ms(down.sample.p99)} ms, ${Math.round(down.sample.cpuUs)} µs of CPU per answer. A half-open probe (one request per back-off) waits for the timeout; the others are answered 503 at once.`,
+        ''
+      )
+    }
+    if (spread !== null) {
+      const sorted = [...spread.ms].sort((a, b) => a - b)
+      const at = (q: number): string => sorted.length === 0 ? '–' : ms(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number)
+      lines.push(
+        '## A revocation seen by every worker',
+        '',
+        `The bin with \`workers: 2\` on the embedded store, idle otherwise: ${SPREAD_TRIES} times, a token is served, revoked by jti through \`POST /admin/revoke\`, then sent on new connections (the kernel picks the worker) until 16 in a row are refused. From the revocation's answer to the first of those 16: p50 ${at(0.5)} ms, p90 ${at(0.9)} ms, max ${at(1)} ms${spread.failed === 0 ? '' : `; ${spread.failed} tries did not end within 5 s`}. The 16 in a row make this an upper bound on when the second worker began refusing.`,
         ''
       )
     }

@@ -4,7 +4,8 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyReply, FastifyRequest, onResponseHookHandler, RouteOptions } from 'fastify'
 import { parseCidr } from '../src/config/load-config.js'
 import type { MetricsConfig } from '../src/config/schema.js'
-import { ERR_FORBIDDEN, ERR_TOKEN_INVALID, ERR_TOKEN_MISSING } from '../src/errors.js'
+import { SupervisorUnavailableError } from '../src/cluster-ipc.js'
+import { ERR_FORBIDDEN, ERR_METRICS_UNAVAILABLE, ERR_TOKEN_INVALID, ERR_TOKEN_MISSING } from '../src/errors.js'
 import { GatewayMetrics, UNMATCHED_ROUTE, type RouteSeries } from '../src/ops/gateway-metrics.js'
 import { bearerToken } from '../src/tokens/bearer-token.js'
 
@@ -92,7 +93,18 @@ async function metricsPlugin (fastify: FastifyInstance, opts: MetricsPluginOptio
     logLevel: 'warn',
     ...(access === null ? {} : { onRequest: async (request: FastifyRequest) => access(request) })
   }, async (_request, reply) => {
-    const text = await metrics.text()
+    let text: string
+    try {
+      text = await metrics.text()
+    } catch (err) {
+      // with workers, the sum comes from the supervisor: no answer in time
+      // is an outage the scraper retries, not a bug of ours
+      if (err instanceof SupervisorUnavailableError) {
+        reply.log.warn({ err }, 'metrics of every worker could not be collected')
+        throw new ERR_METRICS_UNAVAILABLE()
+      }
+      throw err
+    }
     return reply.header('cache-control', 'no-store').type(metrics.contentType).send(text)
   })
 }

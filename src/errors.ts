@@ -61,6 +61,7 @@ export const ERRORS = {
   TG_UPSTREAM_TIMEOUT: { status: 504, message: 'The upstream service did not answer in time' },
   TG_STORE_UNAVAILABLE: { status: 503, message: 'The session store is unavailable, retry shortly', outage: true },
   TG_USERS_UNAVAILABLE: { status: 503, message: 'The user database is unavailable, retry shortly', outage: true },
+  TG_METRICS_UNAVAILABLE: { status: 503, message: 'The metrics of every worker cannot be collected right now, retry shortly', outage: true },
   TG_SHUTTING_DOWN: { status: 503, message: 'The gateway is shutting down' }
 } as const satisfies Record<string, ErrorSpec>
 
@@ -114,4 +115,5 @@ export const ERR_UPSTREAM_UNAVAILABLE = define('TG_UPSTREAM_UNAVAILABLE')
 export const ERR_UPSTREAM_TIMEOUT = define('TG_UPSTREAM_TIMEOUT')
 export const ERR_STORE_UNAVAILABLE = define('TG_STORE_UNAVAILABLE')
 export const ERR_USERS_UNAVAILABLE = define('TG_USERS_UNAVAILABLE')
+export const ERR_METRICS_UNAVAILABLE = define('TG_METRICS_UNAVAILABLE')
 export const ERR_SHUTTING_DOWN = define('TG_SHUTTING_DOWN')

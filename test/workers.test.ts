@@ -106,6 +106,21 @@ t.test('server.workers: 2 runs as one gateway', async (t) => {
     }
   })
 
+  await t.test('a scrape the supervisor cannot answer gets 503 TG_METRICS_UNAVAILABLE, and the next one after it is back 200', async (t) => {
+    // a stopped supervisor answers no worker's question: the worker gives up
+    // after prom-client's own 5 s wait for workers, plus a second
+    gw.child.kill('SIGSTOP')
+    let res: { status: number, body: string }
+    try {
+      res = await send(port, 'GET', '/metrics')
+    } finally {
+      gw.child.kill('SIGCONT')
+    }
+    t.equal(res.status, 503)
+    t.match(JSON.parse(res.body), { code: 'TG_METRICS_UNAVAILABLE', statusCode: 503 })
+    t.equal((await send(port, 'GET', '/metrics')).status, 200, 'recovered by itself')
+  })
+
   await t.test('a worker killed with -9 is restarted and the port keeps serving', async (t) => {
     process.kill(first!, 'SIGKILL')
     await waitFor('the supervisor saw it die', () => gw.lines().some((l) => l.role === 'supervisor' && l.msg === 'worker exited; restarting it'), 200, 25)
