@@ -34,8 +34,9 @@ async function accessLogPlugin (fastify: FastifyInstance): Promise<void> {
       url: redactUrl(request.url.slice(0, MAX_LOGGED_URL)),
       status: reply.statusCode,
       ms: Math.round(reply.elapsedTime * 100) / 100,
-      ...(config.upstream === undefined ? {} : { upstream: config.upstream }),
-      ...(request.identity === null ? {} : { user: request.identity.sub })
+      // undefined fields are left out of the line, as pino leaves them out
+      upstream: config.upstream,
+      user: request.identity?.sub
     })
     done()
   })

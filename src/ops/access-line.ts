@@ -53,6 +53,19 @@ export function accessLineTemplateApplies (log: FastifyBaseLogger): boolean {
   return templateParts(log) !== null
 }
 
+/**
+ * `JSON.stringify(value)` for a string, without its generic entry for the
+ * strings an access line mostly holds (request ids, methods, plain paths,
+ * user ids): printable ASCII with no quote or backslash is its own JSON text.
+ */
+export function jsonString (value: string): string {
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i)
+    if (c < 0x20 || c > 0x7e || c === 0x22 || c === 0x5c) return JSON.stringify(value)
+  }
+  return '"' + value + '"'
+}
+
 /** Writes one access line per call, at info level, through `log`'s destination (or through `log.info` when the template does not apply). */
 export function accessLineWriter (log: FastifyBaseLogger): (fields: AccessFields) => void {
   const parts = templateParts(log)
@@ -60,16 +73,31 @@ export function accessLineWriter (log: FastifyBaseLogger): (fields: AccessFields
   const { stream, time, chindings } = parts
   const level = `{"level":${INFO}`
   const tail = `,${JSON.stringify(parts.messageKey)}:${JSON.stringify(ACCESS_MESSAGE)}}\n`
+  // route and upstream come from the config, a handful of values: each is
+  // escaped once
+  const escaped = (prefix: string): ((value: string) => string) => {
+    const done = new Map<string, string>()
+    return (value) => {
+      let part = done.get(value)
+      if (part === undefined) {
+        part = prefix + JSON.stringify(value)
+        done.set(value, part)
+      }
+      return part
+    }
+  }
+  const routePart = escaped(',"route":')
+  const upstreamPart = escaped(',"upstream":')
   return (f) => {
     stream.write(level + time() + chindings +
-      ',"reqId":' + JSON.stringify(f.reqId) +
-      ',"route":' + JSON.stringify(f.route) +
-      ',"method":' + JSON.stringify(f.method) +
-      ',"url":' + JSON.stringify(f.url) +
+      ',"reqId":' + jsonString(f.reqId) +
+      routePart(f.route) +
+      ',"method":' + jsonString(f.method) +
+      ',"url":' + jsonString(f.url) +
       ',"status":' + String(f.status) +
       ',"ms":' + String(f.ms) +
-      (f.upstream === undefined ? '' : ',"upstream":' + JSON.stringify(f.upstream)) +
-      (f.user === undefined ? '' : ',"user":' + JSON.stringify(f.user)) +
+      (f.upstream === undefined ? '' : upstreamPart(f.upstream)) +
+      (f.user === undefined ? '' : ',"user":' + jsonString(f.user)) +
       tail)
   }
 }

@@ -2,7 +2,7 @@ import { Writable } from 'node:stream'
 import pino from 'pino'
 import t from 'tap'
 import type { FastifyBaseLogger } from 'fastify'
-import { ACCESS_MESSAGE, accessLineTemplateApplies, accessLineWriter, type AccessFields } from '../../src/ops/access-line.js'
+import { ACCESS_MESSAGE, accessLineTemplateApplies, accessLineWriter, jsonString, type AccessFields } from '../../src/ops/access-line.js'
 import { loggerOptions } from '../../src/ops/logger.js'
 
 // The access line is built by hand for speed; log shippers see the line
@@ -26,6 +26,8 @@ const FIXED_TIME = (): string => ',"time":1700000000000'
 const CASES: AccessFields[] = [
   { reqId: 'r-1', route: '/api', method: 'GET', url: '/api/x?q=1', status: 200, ms: 1.25, upstream: 'http://127.0.0.1:3000', user: 'u-1' },
   { reqId: 'r-2', route: '(unmatched)', method: 'POST', url: '/nowhere', status: 404, ms: 0 },
+  // fields present but undefined are left out, as pino leaves them out
+  { reqId: 'r-3', route: '/auth/login', method: 'POST', url: '/auth/login', status: 401, ms: 12, upstream: undefined, user: undefined },
   // what a client controls must come out escaped as JSON.stringify escapes it
   { reqId: 'id "quoted" \\ back', route: '/api', method: 'GET', url: '/a/"b"\u0001\u2028é😀\ud800', status: 502, ms: 30000.5, user: 'name with "quotes"' }
 ]
@@ -48,6 +50,12 @@ t.test('the line is the one pino writes for the same fields', async (t) => {
     t.same(byHand.lines, viaPino.lines, `byte for byte, base ${JSON.stringify(base)}`)
     t.ok(byHand.lines.every((l) => JSON.parse(l) !== null), 'every line parses')
   }
+})
+
+t.test('strings come out as JSON.stringify writes them', async (t) => {
+  const every = Array.from({ length: 0x80 }, (_, c) => String.fromCharCode(c))
+  const samples = [...every, '', 'plain', every.join(''), '/a b/c?d=e&f', 'é', '\u2028', '😀', '\ud800', 'x\udc00y', 'tab\tin', 'del\u007f']
+  for (const value of samples) t.equal(jsonString(value), JSON.stringify(value), JSON.stringify(value))
 })
 
 t.test('a logger the template does not know writes through pino, fields intact', async (t) => {
