@@ -146,7 +146,12 @@ export class DenylistMirror {
     }
     const sub = this.#sub.get(c.sub)
     if (sub !== undefined) {
-      if (sub.expiresAt > now) return c.iat < sub.before
+      // iat has one-second resolution. Our tokens issued earlier in the
+      // revocation's own second are caught by their sessions' sid entries, so
+      // one issued after it (a login right after) still works. A token with
+      // no session (an outside issuer's) has nothing else to catch it: from
+      // that second it is refused, including one minted later in the second.
+      if (sub.expiresAt > now) return c.iat < sub.before || (c.sid === '' && c.iat === sub.before)
       this.#sub.delete(c.sub)
     }
     return false

@@ -75,6 +75,23 @@ t.test('revoking an external user by sub refuses their tokens', async (t) => {
   t.equal(await get(app, '/ext/a', token), 401)
 })
 
+t.test('an external token issued in the same second as the revocation of its user is refused too (no session covers it)', async (t) => {
+  const idp = await startIdp(t)
+  const up = await startUpstream(t)
+  const app = await gateway(t, idp, up)
+  const admin = await login(app, 'alice')
+  // start early in a second, so minting and revoking fall in the same one
+  await sleep(1000 - (Date.now() % 1000) + 20)
+  const second = Math.floor(Date.now() / 1000)
+  const token = idp.mint({ sub: 'ext-8', iat: second })
+  t.equal(await get(app, '/ext/a', token), 200, 'served before the revocation')
+  const res = await app.inject({ method: 'POST', url: '/admin/revoke', headers: { authorization: `Bearer ${admin.access_token}` }, payload: { sub: 'ext-8' } })
+  t.ok(res.statusCode < 300, `revoke answered ${res.statusCode}`)
+  t.equal(await get(app, '/ext/a', token), 401, 'refused after it')
+  await sleep(1000 - (Date.now() % 1000) + 20)
+  t.equal(await get(app, '/ext/a', idp.mint({ sub: 'ext-8', iat: Math.floor(Date.now() / 1000) })), 200, 'one the IdP issues in a later second works')
+})
+
 t.test('after the IdP rotates, the new key is refused until the re-fetch, then accepted; random kids fetch at most once per interval', async (t) => {
   const idp = await startIdp(t)
   const up = await startUpstream(t)
