@@ -1,4 +1,4 @@
-import { TurnBatchedDestination } from './ops/log-destination.js'
+import { BatchedLogDestination } from './ops/log-destination.js'
 import type { Server } from 'node:http'
 import closeWithGrace from 'close-with-grace'
 import { pino } from 'pino'
@@ -62,11 +62,12 @@ export async function startGateway (configFile: string, options: StartOptions = 
   let loaded = await read()
   const { config } = loaded
   const pretty = process.stdout.isTTY === true && prettyAvailable()
-  // One access line per request: the lines of each event-loop turn go out
-  // in one write as the turn ends (src/ops/log-destination.ts), and whatever
-  // is still held is written on exit, on SIGTERM and on SIGHUP, so a clean
-  // stop loses none. pino-pretty has its own worker.
-  const destination = pretty ? undefined : new TurnBatchedDestination(1)
+  // One access line per request: lines are written in batches (at the end of
+  // each event-loop turn to a pipe, every few milliseconds to a file: see
+  // src/ops/log-destination.ts), and whatever is still held is written on
+  // exit, on SIGTERM and on SIGHUP, so a clean stop loses none. pino-pretty
+  // has its own worker.
+  const destination = pretty ? undefined : new BatchedLogDestination(1)
   if (destination !== undefined) process.on('exit', () => { destination.flushSync() })
   const log: FastifyBaseLogger = pino(loggerOptions(process.env.LOG_LEVEL ?? 'info', pretty) as pino.LoggerOptions, ...(destination === undefined ? [] : [destination]))
   const metrics = new GatewayMetrics()

@@ -1,49 +1,83 @@
-import { writeSync } from 'node:fs'
+import { fstatSync, writeSync } from 'node:fs'
 
 // Where the bin's log lines go. With an access line per request, pino's
 // asynchronous destination cost more than the line: it hands each write to
 // libuv's thread pool (a thread to wake on a busy core), and its synchronous
-// one makes a write(2) per line. Here the lines logged during one turn of the
-// event loop are joined and written as the turn ends (setImmediate), on the
-// main thread: a few system calls per turn whatever the request rate, no
-// thread, no timer, and a line is out a turn after it was logged.
+// one makes a write(2) per line. Here lines are held and written in batches,
+// on the main thread, as the event loop turns:
+//
+// - to a pipe, a socket or a terminal (a service manager, a container runtime,
+//   `kubectl logs -f`), the lines of one turn go out as the turn ends
+//   (setImmediate), in writes of at most PIPE_BUF cut between lines;
+// - to a regular file, lines wait up to FILE_HOLD_MS or FILE_BATCH_BYTES:
+//   a write(2) to a file costs about as much as writing a few kilobytes
+//   (inode times, the journal), and a loaded gateway turns its loop every
+//   few requests, so batching by turn left most of that cost per line.
+//   Writes to a regular file are not interleaved with other processes'
+//   writes to it, whatever their size.
 //
 // The writes are synchronous, as those of pino's default destination: a
 // reader that stops reading (a full pipe) slows the gateway down rather than
-// growing its memory without bound.
+// growing its memory without bound. Lines held when the process stops are
+// written by flushSync (exit, SIGTERM, SIGHUP); a kill -9 loses what is held.
 
 /**
- * Lines go out in writes of at most this many bytes, cut between lines: a
- * write of up to PIPE_BUF (4096 on Linux) to a pipe is atomic, so the
- * workers under one supervisor, which share its stdout, never interleave
- * halves of their lines.
+ * Lines go out to a pipe in writes of at most this many bytes, cut between
+ * lines: a write of up to PIPE_BUF (4096 on Linux) to a pipe is atomic, so
+ * the workers under one supervisor, which share its stdout, never
+ * interleave halves of their lines.
  */
 export const MAX_WRITE_BYTES = 4096
+
+/** How long a line to a regular file may wait for others to share its write. */
+export const FILE_HOLD_MS = 10
+
+/** Held lines to a regular file are written at once when they reach this size. */
+export const FILE_BATCH_BYTES = 64 * 1024
 
 /** How long a full non-blocking pipe (EAGAIN) is waited on before the next try. */
 const EAGAIN_WAIT_MS = 1
 
 const NEWLINE = 0x0a
 
-export class TurnBatchedDestination {
+function isRegularFile (fd: number): boolean {
+  try {
+    return fstatSync(fd).isFile()
+  } catch {
+    return false
+  }
+}
+
+export class BatchedLogDestination {
   readonly #fd: number
+  /** to a regular file: batches by time and size, no cut at PIPE_BUF */
+  readonly #toFile: boolean
   #pending = ''
   #scheduled = false
-  readonly #endOfTurn = (): void => {
+  readonly #flushScheduled = (): void => {
     this.#scheduled = false
     this.flushSync()
   }
 
   constructor (fd: number) {
     this.#fd = fd
+    this.#toFile = isRegularFile(fd)
   }
 
   /** pino's destination interface: whole lines, each ending in a newline. */
   write (lines: string): boolean {
     this.#pending += lines
-    if (!this.#scheduled) {
+    if (this.#toFile && this.#pending.length >= FILE_BATCH_BYTES) {
+      this.flushSync()
+    } else if (!this.#scheduled) {
       this.#scheduled = true
-      setImmediate(this.#endOfTurn)
+      if (this.#toFile) {
+        // unref: a process with nothing else to do exits at once, and its
+        // exit handler writes what is held
+        setTimeout(this.#flushScheduled, FILE_HOLD_MS).unref()
+      } else {
+        setImmediate(this.#flushScheduled)
+      }
     }
     return true
   }
@@ -53,6 +87,10 @@ export class TurnBatchedDestination {
     if (this.#pending === '') return
     const data = Buffer.from(this.#pending)
     this.#pending = ''
+    if (this.#toFile) {
+      this.#writeAll(data, 0, data.length)
+      return
+    }
     let from = 0
     while (from < data.length) {
       let to = Math.min(data.length, from + MAX_WRITE_BYTES)

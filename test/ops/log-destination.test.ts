@@ -1,14 +1,17 @@
-import { spawn } from 'node:child_process'
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs'
+import { spawn, spawnSync } from 'node:child_process'
+import { closeSync, constants, mkdtempSync, openSync, readFileSync, readSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setImmediate as nextTurn } from 'node:timers/promises'
 import t, { type Test } from 'tap'
-import { MAX_WRITE_BYTES, TurnBatchedDestination } from '../../src/ops/log-destination.js'
+import { BatchedLogDestination, FILE_BATCH_BYTES, MAX_WRITE_BYTES } from '../../src/ops/log-destination.js'
+import { waitFor } from '../helpers/wait-for.js'
 
-// The bin's log destination: the lines of one event-loop turn go out at its
-// end, in writes cut between lines; nothing is lost on a full pipe, and a
-// reader that went away costs the gateway nothing but the lines.
+// The bin's log destination: to a pipe, the lines of one event-loop turn go
+// out at its end, in writes cut between lines; to a file, lines are held a
+// few milliseconds to share a write; nothing is lost on a full pipe or a
+// clean stop, and a reader that went away costs the gateway nothing but the
+// lines.
 
 const COMPILED = join(__dirname, '..', '..', 'dist', 'src', 'ops', 'log-destination.js')
 
@@ -18,38 +21,93 @@ function tempFile (t: Test, name: string): string {
   return join(dir, name)
 }
 
-t.test('lines logged in one turn are written when the turn ends, all of them, in order', async (t) => {
-  const file = tempFile(t, 'log')
-  const fd = openSync(file, 'a')
-  t.teardown(() => closeSync(fd))
-  const dest = new TurnBatchedDestination(fd)
+/** A named pipe: a descriptor to write to (what a service manager hands over as stdout) and what has arrived so far. */
+function pipe (t: Test): { fd: number, arrived: () => string } {
+  const path = tempFile(t, 'fifo')
+  t.equal(spawnSync('mkfifo', [path]).status, 0, 'mkfifo')
+  // the reader first, without blocking; then a writer, which finds it there
+  const reader = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK)
+  const fd = openSync(path, constants.O_WRONLY)
+  t.teardown(() => { closeSync(fd); closeSync(reader) })
+  let text = ''
+  const chunk = Buffer.alloc(65536)
+  return {
+    fd,
+    arrived () {
+      for (;;) {
+        let n = 0
+        try {
+          n = readSync(reader, chunk)
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === 'EAGAIN') return text
+          throw err
+        }
+        if (n === 0) return text
+        text += chunk.toString('utf8', 0, n)
+      }
+    }
+  }
+}
+
+t.test('to a pipe, lines logged in one turn are written when the turn ends, all of them, in order', async (t) => {
+  const out = pipe(t)
+  const dest = new BatchedLogDestination(out.fd)
   for (let i = 0; i < 3; i++) dest.write(`{"n":${i}}\n`)
-  t.equal(readFileSync(file, 'utf8'), '', 'nothing written while the turn runs')
+  t.equal(out.arrived(), '', 'nothing written while the turn runs')
   await nextTurn()
-  t.equal(readFileSync(file, 'utf8'), '{"n":0}\n{"n":1}\n{"n":2}\n', 'the whole turn, once it ended')
+  t.equal(out.arrived(), '{"n":0}\n{"n":1}\n{"n":2}\n', 'the whole turn, once it ended')
   dest.write('{"n":3}\n')
   dest.flushSync()
-  t.equal(readFileSync(file, 'utf8').split('\n').at(-2), '{"n":3}', 'flushSync writes at once (exit, stop, reload)')
+  t.equal(out.arrived().split('\n').at(-2), '{"n":3}', 'flushSync writes at once (exit, stop, reload)')
 })
 
-t.test('a turn larger than a write goes out whole lines at a time, never half a line', async (t) => {
-  const file = tempFile(t, 'log')
-  const fd = openSync(file, 'a')
-  t.teardown(() => closeSync(fd))
-  const dest = new TurnBatchedDestination(fd)
+t.test('to a pipe, a turn larger than a write goes out whole lines at a time, never half a line', async (t) => {
+  const out = pipe(t)
+  const dest = new BatchedLogDestination(out.fd)
   const lines = Array.from({ length: 200 }, (_, i) => JSON.stringify({ n: i, pad: 'é'.repeat(i % 70) }) + '\n')
   const long = JSON.stringify({ long: 'x'.repeat(3 * MAX_WRITE_BYTES) }) + '\n'
   for (const line of [...lines.slice(0, 100), long, ...lines.slice(100)]) dest.write(line)
   await nextTurn()
-  t.equal(readFileSync(file, 'utf8'), [...lines.slice(0, 100), long, ...lines.slice(100)].join(''), 'every byte, in order, a line longer than a write included')
+  t.equal(out.arrived(), [...lines.slice(0, 100), long, ...lines.slice(100)].join(''), 'every byte, in order, a line longer than a write included')
+})
+
+t.test('to a file, lines are held to share a write, then all written in order; a full batch and flushSync write at once', async (t) => {
+  const file = tempFile(t, 'log')
+  const fd = openSync(file, 'a')
+  t.teardown(() => closeSync(fd))
+  const dest = new BatchedLogDestination(fd)
+  const lines = Array.from({ length: 50 }, (_, i) => `{"n":${i}}\n`)
+  for (const line of lines) dest.write(line)
+  t.equal(readFileSync(file, 'utf8'), '', 'nothing written while the turn runs')
+  await waitFor('the held lines in the file', () => readFileSync(file, 'utf8') === lines.join(''))
+  t.pass('every line, in order')
+  const big = JSON.stringify({ pad: 'b'.repeat(FILE_BATCH_BYTES) }) + '\n'
+  dest.write(big)
+  t.equal(readFileSync(file, 'utf8'), lines.join('') + big, 'a batch of FILE_BATCH_BYTES is written in the same turn')
+  dest.write('{"last":true}\n')
+  dest.flushSync()
+  t.equal(readFileSync(file, 'utf8').split('\n').at(-2), '{"last":true}', 'flushSync writes at once (exit, stop, reload)')
+})
+
+t.test('a process that exits with lines held writes them', async (t) => {
+  const file = tempFile(t, 'log')
+  const child = spawn(process.execPath, ['-e', `
+    const { openSync } = require('node:fs')
+    const { BatchedLogDestination } = require(${JSON.stringify(COMPILED)})
+    const dest = new BatchedLogDestination(openSync(${JSON.stringify(file)}, 'a'))
+    process.on('exit', () => dest.flushSync())
+    for (let n = 0; n < 100; n++) dest.write(JSON.stringify({ n }) + '\\n')
+  `], { stdio: 'inherit' })
+  t.equal(await new Promise<number | null>((resolve) => child.on('close', resolve)), 0)
+  t.equal(readFileSync(file, 'utf8').split('\n').filter((l) => l !== '').length, 100, 'all 100 lines, though the hold timer never fired')
 })
 
 /** A process that writes `count` lines of about 300 bytes through the destination on its stdout, `perTurn` a turn. */
 function writer (id: string, count: number, perTurn: number, touchStdout: boolean): string {
   return `
-    const { TurnBatchedDestination } = require(${JSON.stringify(COMPILED)})
+    const { BatchedLogDestination } = require(${JSON.stringify(COMPILED)})
     ${touchStdout ? 'process.stdout.write("")' /* makes fd 1, a pipe, non-blocking: writes meet EAGAIN */ : ''}
-    const dest = new TurnBatchedDestination(1)
+    const dest = new BatchedLogDestination(1)
     let n = 0
     const turn = () => {
       for (let i = 0; i < ${perTurn} && n < ${count}; i++, n++) dest.write(JSON.stringify({ w: ${JSON.stringify(id)}, n, pad: 'p'.repeat(250) }) + '\\n')
@@ -106,8 +164,8 @@ t.test('a full non-blocking pipe loses no line: the writer waits for its reader'
 t.test('a reader that went away (EPIPE) drops the lines and nothing else', async (t) => {
   const child = spawn(process.execPath, ['-e', `
     process.on('SIGPIPE', () => {})
-    const { TurnBatchedDestination } = require(${JSON.stringify(COMPILED)})
-    const dest = new TurnBatchedDestination(1)
+    const { BatchedLogDestination } = require(${JSON.stringify(COMPILED)})
+    const dest = new BatchedLogDestination(1)
     setTimeout(() => {
       dest.write('{"after":"the reader left"}\\n')
       dest.flushSync()
