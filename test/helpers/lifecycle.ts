@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises'
 import { connect, createServer, type Server, type Socket } from 'node:net'
 import { once } from 'node:events'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
@@ -66,6 +67,22 @@ export function callApi (app: FastifyInstance, accessToken: string, path = '/che
 
 export function refreshWithBody (app: FastifyInstance, refreshToken: string): Promise<LightMyRequestResponse> {
   return app.inject({ method: 'POST', url: '/auth/refresh', payload: { refresh_token: refreshToken } })
+}
+
+/**
+ * A refresh the way a client follows Retry-After: the same token again after
+ * a 503 (the rotation may have landed: the grace window then gives the same
+ * successor), at most `attempts` times. Every answer before the last is
+ * returned too, so a test can hold them to 503s with Retry-After.
+ */
+export async function refreshFollowingRetryAfter (app: FastifyInstance, refreshToken: string, attempts = 5): Promise<{ last: LightMyRequestResponse, before: LightMyRequestResponse[] }> {
+  const before: LightMyRequestResponse[] = []
+  for (;;) {
+    const res = await refreshWithBody(app, refreshToken)
+    if (res.statusCode !== 503 || before.length + 1 >= attempts) return { last: res, before }
+    before.push(res)
+    await sleep(100)
+  }
 }
 
 export function decodeJwt (token: string): { header: Record<string, unknown>, payload: Record<string, unknown> } {
