@@ -8,7 +8,8 @@ import { fstatSync, writeSync } from 'node:fs'
 //
 // - to a pipe, a socket or a terminal (a service manager, a container runtime,
 //   `kubectl logs -f`), the lines of one turn go out as the turn ends
-//   (setImmediate), in writes of at most PIPE_BUF cut between lines;
+//   (setImmediate), or sooner when they fill PIPE_BUF: whole lines, never
+//   more than PIPE_BUF to a write;
 // - to a regular file, lines wait up to FILE_HOLD_MS or FILE_BATCH_BYTES:
 //   a write(2) to a file costs about as much as writing a few kilobytes
 //   (inode times, the journal), and a loaded gateway turns its loop every
@@ -38,7 +39,8 @@ export const FILE_BATCH_BYTES = 64 * 1024
 /** How long a full non-blocking pipe (EAGAIN) is waited on before the next try. */
 const EAGAIN_WAIT_MS = 1
 
-const NEWLINE = 0x0a
+/** UTF-8 takes at most three bytes per UTF-16 unit (a surrogate pair's four bytes are two units). */
+const MAX_UTF8_PER_UNIT = 3
 
 function isRegularFile (fd: number): boolean {
   try {
@@ -52,7 +54,10 @@ export class BatchedLogDestination {
   readonly #fd: number
   /** to a regular file: batches by time and size, no cut at PIPE_BUF */
   readonly #toFile: boolean
-  #pending = ''
+  // Lines are encoded into one buffer as they come, so a batch is neither a
+  // long string nor a fresh buffer: a write is whole lines, at most its size.
+  readonly #buffer: Buffer
+  #used = 0
   #scheduled = false
   readonly #flushScheduled = (): void => {
     this.#scheduled = false
@@ -62,14 +67,23 @@ export class BatchedLogDestination {
   constructor (fd: number) {
     this.#fd = fd
     this.#toFile = isRegularFile(fd)
+    this.#buffer = Buffer.allocUnsafe(this.#toFile ? FILE_BATCH_BYTES : MAX_WRITE_BYTES)
   }
 
   /** pino's destination interface: whole lines, each ending in a newline. */
   write (lines: string): boolean {
-    this.#pending += lines
-    if (this.#toFile && this.#pending.length >= FILE_BATCH_BYTES) {
+    const room = this.#buffer.length - this.#used
+    if (lines.length * MAX_UTF8_PER_UNIT > room) {
       this.flushSync()
-    } else if (!this.#scheduled) {
+      if (lines.length * MAX_UTF8_PER_UNIT > this.#buffer.length) {
+        // longer than a write: out whole, at once
+        const data = Buffer.from(lines)
+        this.#writeAll(data, 0, data.length)
+        return true
+      }
+    }
+    this.#used += this.#buffer.write(lines, this.#used)
+    if (!this.#scheduled) {
       this.#scheduled = true
       if (this.#toFile) {
         // unref: a process with nothing else to do exits at once, and its
@@ -84,29 +98,10 @@ export class BatchedLogDestination {
 
   /** Writes out every line held now (also on exit, stop and reload). */
   flushSync (): void {
-    if (this.#pending === '') return
-    const data = Buffer.from(this.#pending)
-    this.#pending = ''
-    if (this.#toFile) {
-      this.#writeAll(data, 0, data.length)
-      return
-    }
-    let from = 0
-    while (from < data.length) {
-      let to = Math.min(data.length, from + MAX_WRITE_BYTES)
-      if (to < data.length) {
-        const cut = data.lastIndexOf(NEWLINE, to - 1)
-        if (cut >= from) {
-          to = cut + 1
-        } else {
-          // a single line longer than a write goes out whole
-          const end = data.indexOf(NEWLINE, from)
-          to = end < 0 ? data.length : end + 1
-        }
-      }
-      if (!this.#writeAll(data, from, to)) return
-      from = to
-    }
+    if (this.#used === 0) return
+    const used = this.#used
+    this.#used = 0
+    this.#writeAll(this.#buffer, 0, used)
   }
 
   /** False when the lines cannot be written at all. */
