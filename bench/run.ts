@@ -136,7 +136,7 @@ async function main (): Promise<void> {
   writeFileSync(join(dir, 'users.yaml'), stringify({ users: [{ id: 'u-1', username: 'bench', passwordHash: await hashPassword('bench-password') }] }))
   const ports = {
     upstream: await freePort(), upstream2: await freePort(), bare: await freePort(), nginx: await freePort(), nginx2: await freePort(),
-    haproxy: await freePort(), redis: await freePort(), bin: await freePort(), binQuiet: await freePort(), binLimited: await freePort(),
+    haproxy: await freePort(), redis: await freePort(), bin: await freePort(), binPipe: await freePort(), binQuiet: await freePort(), binLimited: await freePort(),
     workers: await freePort(), workersLimited: await freePort(), cluster: [await freePort(), await freePort(), await freePort()]
   }
   const upstream = `http://127.0.0.1:${ports.upstream}`
@@ -174,6 +174,7 @@ async function main (): Promise<void> {
     gatewayTracing: { ...base, tracing: { enabled: true, otlp: { endpoint: `${upstream2}/v1/traces` } }, routes: [route] },
     // the bin as it ships, each on a store file of its own
     gatewayBin: { ...base, server: { host: '127.0.0.1', port: ports.bin }, store: { file: './data/bin.db' }, routes: [route] },
+    gatewayBinPipe: { ...base, server: { host: '127.0.0.1', port: ports.binPipe }, store: { file: './data/bin-pipe.db' }, routes: [route] },
     gatewayBinQuiet: { ...base, server: { host: '127.0.0.1', port: ports.binQuiet }, store: { file: './data/bin-quiet.db' }, routes: [route] },
     gatewayBinLimited: { ...base, server: { host: '127.0.0.1', port: ports.binLimited }, store: { file: './data/bin-limited.db' }, routes: [limited] },
     // two workers under the supervisor (counters kept by the supervisor over IPC)
@@ -220,6 +221,7 @@ async function main (): Promise<void> {
     await add('gatewayTracing', 'gateway, embedded store, tracing on (OTLP export)', startRole(self, 'gateway', await freePort(), files.gatewayTracing, SERVER_CPU))
     const bin = join(__dirname, '..', '..', 'bin', 'gateway.js')
     await add('gatewayBin', 'gateway bin as shipped, access log on (to a file)', startBin('gateway bin', bin, files.gatewayBin, ports.bin, SERVER_CPU, 'info', join(dir, 'bin.log')))
+    await add('gatewayBinPipe', 'gateway bin, access log on (to a pipe)', startBin('gateway bin (pipe)', bin, files.gatewayBinPipe, ports.binPipe, SERVER_CPU, 'info', null))
     await add('gatewayBinQuiet', 'gateway bin, LOG_LEVEL=warn (no access lines)', startBin('gateway bin (warn)', bin, files.gatewayBinQuiet, ports.binQuiet, SERVER_CPU, 'warn', join(dir, 'bin-quiet.log')))
     await add('gatewayBinLimited', 'gateway bin, access log on, rate limit on', startBin('gateway bin (limited)', bin, files.gatewayBinLimited, ports.binLimited, SERVER_CPU, 'info', join(dir, 'bin-limited.log')))
     await add('gatewayWorkers', 'gateway bin, workers: 2, access log on', startBin('gateway workers', bin, files.gatewayWorkers, ports.workers, SERVER_CPU, 'info', join(dir, 'workers.log')))
@@ -249,8 +251,12 @@ async function main (): Promise<void> {
     const redisClient = new Redis(redisUrl)
     const clusterClients = (ownCluster?.urls ?? []).map((url) => new Redis(url))
     const redisPerRequest = new Map<string, Array<Map<string, number>>>()
+    // Every other round goes through the targets backwards, so that none is
+    // always measured early or late in a round (a machine whose speed drifts
+    // within a round favours one end).
+    const inRoundOrder = <T>(list: T[], round: number): T[] => round % 2 === 0 ? list : [...list].reverse()
     for (let round = 0; round < ROUNDS; round++) {
-      for (const target of targets) {
+      for (const target of inRoundOrder(targets, round)) {
         const clients = target.redis === 'cluster' ? clusterClients : [redisClient]
         const before = target.redis === false ? null : await Promise.all(clients.map(redisCalls))
         const sample = await measure(target)
@@ -280,7 +286,7 @@ async function main (): Promise<void> {
       const pacing = { script: writeWrkScript(dir, tokens, pauseMs), rate: offered }
       const pacedRuns = new Map<string, Sample[]>(pacedTargets.map((t) => [t.key, []]))
       for (let round = 0; round < ROUNDS; round++) {
-        for (const target of pacedTargets) pacedRuns.get(target.key)?.push(await measure(target, SECONDS, pacing))
+        for (const target of inRoundOrder(pacedTargets, round)) pacedRuns.get(target.key)?.push(await measure(target, SECONDS, pacing))
       }
       for (const [key, samples] of pacedRuns) paced.set(key, summary(samples))
     }
@@ -346,7 +352,7 @@ async function main (): Promise<void> {
       '# tokengate benchmark',
       '',
       `Run ${new Date().toISOString()} at ${revision()} on ${CORES} cores (${cpuModel}), Node ${process.version}.`,
-      `${WRK ? 'wrk (1 thread)' : 'autocannon (wrk is not installed)'}, ${CONNECTIONS} connections, ${SECONDS} s per run, ${ROUNDS} rounds through every target after a warm-up; medians. ${pinning}`,
+      `${WRK ? 'wrk (1 thread)' : 'autocannon (wrk is not installed)'}, ${CONNECTIONS} connections, ${SECONDS} s per run, ${ROUNDS} rounds through every target after a warm-up, every other round backwards; medians. ${pinning}`,
       `Every request: GET /api/x with a bearer ES256 JWT, ${TOKENS} distinct users' tokens in rotation (the same header goes to every target). The gateway route checks the token, the denylist and one required scope, and sends five identity headers upstream.`,
       '',
       '| target | req/s | p50 ms | p99 ms | server CPU µs/request | errors |',
@@ -365,7 +371,7 @@ async function main (): Promise<void> {
       }),
       '',
       `Redis commands are counted with INFO commandstats around each run (${ownRedis === null ? `on ${redisUrl}, so other clients of that Redis count too` : 'on a redis-server the benchmark started, pinned beside the load generator'}${ownCluster === null ? '' : '; on Cluster, summed over its three primaries (started by the benchmark, no replicas)'}); commands a Lua script runs count as well, so one EVALSHA and the commands inside it are one round trip.`,
-      'The bin targets run `gateway --config` as users do (their log to a file); the other gateway targets build the gateway in the benchmark process with logging off. Peers: nginx proxies without checking anything; HAProxy checks what HAProxy can (signature, alg, iss, aud, exp) on every request, with no cache, and sets X-User-Id from `sub`. CPU per request is summed over a server\'s whole process tree.',
+      'The bin targets run `gateway --config` as users do (their log to a file, or to a pipe the benchmark drains); the other gateway targets build the gateway in the benchmark process with logging off. Peers: nginx proxies without checking anything; HAProxy checks what HAProxy can (signature, alg, iss, aud, exp) on every request, with no cache, and sets X-User-Id from `sub`. CPU per request is summed over a server\'s whole process tree.',
       ...(hasCommand('nginx') ? [] : ['nginx is not installed (`apt-get install nginx`), so it is not measured.']),
       ...(hasCommand('haproxy') ? [] : ['HAProxy is not installed (`apt-get install haproxy`), so it is not measured.']),
       ''
@@ -384,6 +390,24 @@ async function main (): Promise<void> {
           const diff = x.p99 - pacedBare.p99
           return `| ${t.label} | ${Math.round(x.rps)} | ${ms(x.p50)} | ${ms(x.p99)} | ${t.key === 'bare' ? '–' : `${diff >= 0 ? '+' : ''}${ms(diff)} ms`} |`
         }),
+        ''
+      )
+    }
+    // The access log's cost, round by round: each round measures the bin
+    // with and without access lines within a minute of each other, so a
+    // machine whose speed drifts moves both.
+    const logCost = [['gatewayBin', 'to a file'], ['gatewayBinPipe', 'to a pipe']].flatMap(([key, where]) => {
+      const on = runs.get(key as string)
+      const off = runs.get('gatewayBinQuiet')
+      if (on === undefined || off === undefined || on.length === 0 || on.length !== off.length) return []
+      const ratios = on.map((x, i) => x.cpuUs / (off[i] as Sample).cpuUs).sort((a, b) => a - b)
+      return [`${where}: median ${median(ratios).toFixed(3)} (rounds from ${(ratios[0] as number).toFixed(2)} to ${(ratios.at(-1) as number).toFixed(2)})`]
+    })
+    if (logCost.length > 0) {
+      lines.push(
+        '## What the access log costs',
+        '',
+        `CPU per request of the bin writing an access line per request over the bin at \`LOG_LEVEL=warn\`, paired round by round (${ROUNDS} rounds): ${logCost.join('; ')}.`,
         ''
       )
     }

@@ -143,15 +143,24 @@ async function answering (name: string, child: ChildProcess, url: string, log: (
 /**
  * The gateway as it ships: the `gateway` bin on a config file, its log (one
  * access line per request at LOG_LEVEL=info) going to a file as a service
- * manager would write it, not into a terminal.
+ * manager would write it, not into a terminal; or, with `logFile` null, into
+ * a pipe this process drains, as a container runtime or journald reads it.
  */
-export async function startBin (name: string, bin: string, config: string, port: number, cpus: string, logLevel: string, logFile: string): Promise<Server> {
-  const out = openSync(logFile, 'a')
+export async function startBin (name: string, bin: string, config: string, port: number, cpus: string, logLevel: string, logFile: string | null): Promise<Server> {
   const [command, args] = pinned(cpus, process.execPath, [bin, '--config', config])
-  const child = spawn(command, args, { stdio: ['ignore', out, 'inherit'], env: { ...process.env, LOG_LEVEL: logLevel } })
-  closeSync(out)
+  const env = { ...process.env, LOG_LEVEL: logLevel }
+  let tail = ''
+  let child: ChildProcess
+  if (logFile === null) {
+    child = spawn(command, args, { stdio: ['ignore', 'pipe', 'inherit'], env })
+    child.stdout?.setEncoding('utf8').on('data', (chunk: string) => { tail = (tail + chunk).slice(-2000) })
+  } else {
+    const out = openSync(logFile, 'a')
+    child = spawn(command, args, { stdio: ['ignore', out, 'inherit'], env })
+    closeSync(out)
+  }
   const url = `http://127.0.0.1:${port}`
-  await answering(name, child, `${url}/healthz`, () => readLog(logFile).slice(-2000))
+  await answering(name, child, `${url}/healthz`, () => logFile === null ? tail : readLog(logFile).slice(-2000))
   return { name, child, url, memory: notNode }
 }
 
