@@ -39,6 +39,8 @@ export interface ClusterTopologyOptions {
   nodeTimeoutMs?: number
   /** every node TLS only, the cluster bus and replication too (tlsTransport); plain TCP by default */
   transport?: RedisTransport
+  /** the nodes name themselves by this hostname in the slot table (cluster-preferred-endpoint-type hostname), as managed clusters do */
+  announceHostname?: string
 }
 
 interface Node { port: number, proc: ChildProcess }
@@ -63,6 +65,7 @@ export async function startClusterTopology (t: Test, opts: ClusterTopologyOption
     const proc = spawn('redis-server', [...transport.listen(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
       '--dir', dir, '--dbfilename', `dump-${port}.rdb`, '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`,
       '--cluster-node-timeout', String(opts.nodeTimeoutMs ?? 1000),
+      ...(opts.announceHostname === undefined ? [] : ['--cluster-announce-hostname', opts.announceHostname, '--cluster-preferred-endpoint-type', 'hostname']),
       // a replica (re)joining syncs at once, not after the default 5 s wait for company
       '--repl-diskless-sync-delay', '0'], { stdio: 'ignore' })
     const node = { port, proc }

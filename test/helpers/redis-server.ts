@@ -93,13 +93,14 @@ export const PLAIN_TCP: RedisTransport = {
  * present `ca.client`.
  */
 export function tlsTransport (ca: ThrowawayCa, opts: { authClients?: boolean } = {}): RedisTransport {
-  const tls: ConnectionOptions = { ca: readFileSync(ca.ca, 'utf8'), cert: readFileSync(ca.client.cert, 'utf8'), key: readFileSync(ca.client.key, 'utf8') }
+  // checked against localhost, the one name every throwaway server certificate carries
+  const tls: ConnectionOptions = { ca: readFileSync(ca.ca, 'utf8'), cert: readFileSync(ca.client.cert, 'utf8'), key: readFileSync(ca.client.key, 'utf8'), servername: 'localhost' }
   return {
     listen: (port) => ['--port', '0', '--tls-port', String(port), '--tls-cert-file', ca.server.cert, '--tls-key-file', ca.server.key,
       '--tls-ca-cert-file', ca.ca, '--tls-auth-clients', opts.authClients === true ? 'yes' : 'no', '--tls-replication', 'yes', '--tls-cluster', 'yes'],
     url: (port) => `rediss://127.0.0.1:${port}`,
     client: { tls },
-    cli: ['--tls', '--cacert', ca.ca, '--cert', ca.client.cert, '--key', ca.client.key],
+    cli: ['--tls', '--sni', 'localhost', '--cacert', ca.ca, '--cert', ca.client.cert, '--key', ca.client.key],
     tls
   }
 }

@@ -25,7 +25,12 @@ export interface ThrowawayCa {
 const OPENSSL = '/usr/bin/openssl'
 const EC_KEY = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes']
 
-export function createThrowawayCa (t: Test, label: string): ThrowawayCa {
+export interface ThrowawayCaOptions {
+  /** the server certificate's subjectAltName; default IP:127.0.0.1 and DNS:localhost (keep DNS:localhost: the test helpers check it) */
+  serverNames?: string[]
+}
+
+export function createThrowawayCa (t: Test, label: string, opts: ThrowawayCaOptions = {}): ThrowawayCa {
   const dir = mkdtempSync(join(tmpdir(), `tokengate-ca-${label}-`))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   const file = (name: string): string => join(dir, name)
@@ -44,7 +49,7 @@ export function createThrowawayCa (t: Test, label: string): ThrowawayCa {
   return {
     ca: file('ca.pem'),
     // no extendedKeyUsage: a replica and a cluster node present this one as a client too
-    server: issue('server', '/CN=localhost', ['subjectAltName=IP:127.0.0.1,DNS:localhost']),
+    server: issue('server', '/CN=localhost', [`subjectAltName=${(opts.serverNames ?? ['IP:127.0.0.1', 'DNS:localhost']).join(',')}`]),
     client: issue('client', '/CN=tokengate', ['extendedKeyUsage=clientAuth'])
   }
 }
