@@ -1,11 +1,15 @@
+import { copyFileSync, mkdirSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import t from 'tap'
 import type { Test } from 'tap'
-import type { FastifyInstance } from 'fastify'
-import { PASSWORDS, startGateway, type ConfigOverrides } from '../helpers/gateway.js'
+import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
+import { parse } from 'yaml'
+import { loadConfig } from '../../src/config/load-config.js'
+import { PASSWORDS, startGateway, startGateways, writeTestConfig, type ConfigOverrides } from '../helpers/gateway.js'
 import { lifecycleAcrossInstances, mergeConfig, rateLimitAcrossInstances, startLifecycleInstances } from '../helpers/lifecycle.js'
 import { logSink } from '../helpers/log-sink.js'
 import { createRedisUser, startPrivateRedis, tlsTransport, uniquePrefix, type PrivateRedis } from '../helpers/redis-server.js'
-import { createThrowawayCa, type ThrowawayCa } from '../helpers/throwaway-ca.js'
+import { createThrowawayCa } from '../helpers/throwaway-ca.js'
 import { waitFor } from '../helpers/wait-for.js'
 
 // One Redis node that speaks TLS only (--port 0), its certificate signed by a
@@ -43,7 +47,7 @@ async function refusedByRedis (t: Test, overrides: ConfigOverrides, why: RegExp)
   t.equal((await app.inject({ method: 'GET', url: '/healthz' })).statusCode, 200, 'the gateway is alive')
 }
 
-function loginRes (app: FastifyInstance): ReturnType<FastifyInstance['inject']> {
+function loginRes (app: FastifyInstance): Promise<LightMyRequestResponse> {
   return app.inject({ method: 'POST', url: '/auth/login', payload: { username: 'alice', password: PASSWORDS.alice, transport: 'body' } })
 }
 
@@ -95,4 +99,34 @@ t.test('a Redis that requires client certificates lets in the gateway with redis
     const other = createThrowawayCa(t, 'other-client')
     await refusedByRedis(t, redisConfig(redis, user, { ca: ca.ca, cert: other.client.cert, key: other.client.key }, 'tls-foreign-cert'), /refused the TLS handshake: .*redis\.tls\.cert/)
   })
+})
+
+/** The yaml blocks of the README's "Redis over TLS", as written. */
+function readmeTlsExamples (): ConfigOverrides[] {
+  const readme = readFileSync(join(__dirname, '..', '..', 'README.md'), 'utf8')
+  const section = readme.slice(readme.indexOf('### Redis over TLS'), readme.indexOf('## Performance'))
+  return [...section.matchAll(/```yaml\n([\s\S]*?)```/g)].map((m) => parse(m[1]!) as ConfigOverrides)
+}
+
+t.test('the README\'s TLS examples load as written; the first, pointed at this Redis, logs in', async (t) => {
+  const [single, sentinel] = readmeTlsExamples()
+  const redis = await startTlsRedis(t, true)
+  const user = await createRedisUser(redis, 'tokengate')
+  const { file, dir } = await writeTestConfig(mergeConfig(single!, { redis: { url: redis.url, keyPrefix: uniquePrefix('tls-readme') } }))
+  mkdirSync(join(dir, 'tls'))
+  copyFileSync(ca.ca, join(dir, 'tls', 'redis-ca.pem'))
+  copyFileSync(ca.client.cert, join(dir, 'tls', 'tokengate.pem'))
+  copyFileSync(ca.client.key, join(dir, 'tls', 'tokengate.key'))
+  const loaded = loadConfig(file, { REDIS_PASSWORD: user.password })
+  t.equal(loaded.redisTarget?.username, 'tokengate')
+  const [app] = await startGateways(t, loaded, 1)
+  t.equal((await loginRes(app!)).statusCode, 200, 'a login, through Redis over TLS with the client certificate')
+  t.equal((await app!.inject({ method: 'GET', url: '/readyz' })).statusCode, 200)
+
+  const other = await writeTestConfig(sentinel!)
+  mkdirSync(join(other.dir, 'tls'))
+  copyFileSync(ca.ca, join(other.dir, 'tls', 'redis-ca.pem'))
+  const target = loadConfig(other.file, { REDIS_PASSWORD: 'p' }).redisTarget
+  t.equal(target?.sentinels?.length, 3, 'the Sentinel example names its sentinels')
+  t.equal(target?.tls?.ca, readFileSync(ca.ca, 'utf8').trim(), 'and loads its CA')
 })
