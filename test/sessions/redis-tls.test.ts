@@ -97,7 +97,10 @@ t.test('a Redis that requires client certificates lets in the gateway with redis
   t.test('without one: refused', (t) => refusedByRedis(t, redisConfig(redis, user, { ca: ca.ca }, 'tls-no-client-cert'), /Redis connection failed/))
   t.test('with a certificate of another CA: refused', async (t) => {
     const other = createThrowawayCa(t, 'other-client')
-    await refusedByRedis(t, redisConfig(redis, user, { ca: ca.ca, cert: other.client.cert, key: other.client.key }, 'tls-foreign-cert'), /refused the TLS handshake: .*redis\.tls\.cert/)
+    // TLS 1.3 refuses a client certificate after the client's side of the
+    // handshake is done: Redis's alert may or may not arrive before the reset,
+    // so the line cannot be relied on to name redis.tls.cert
+    await refusedByRedis(t, redisConfig(redis, user, { ca: ca.ca, cert: other.client.cert, key: other.client.key }, 'tls-foreign-cert'), /Redis connection failed/)
   })
 })
 
