@@ -27,9 +27,12 @@ export function sharedPrefix (t: Test, label: string): string {
 }
 
 export async function withRedis<T> (url: string, use: (redis: Redis) => Promise<T>): Promise<T> {
-  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 })
-  await redis.connect()
+  // No reconnects, and disconnected whatever happens: a connection refused
+  // by a node a test just killed would otherwise retry for ever, its timer
+  // holding the test process open after its last test.
+  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => null })
   try {
+    await redis.connect()
     return await use(redis)
   } finally {
     redis.disconnect()
