@@ -1,11 +1,12 @@
 import fp from 'fastify-plugin'
 import fastifyRateLimit, { type RateLimitPluginOptions } from '@fastify/rate-limit'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import type { GatewayConfig, RateLimitConfig, RouteConfig } from '../src/config/schema.js'
+import type { LoadedConfig } from '../src/config/load-config.js'
+import type { RateLimitConfig, RouteConfig } from '../src/config/schema.js'
 import { parseDuration } from '../src/config/duration.js'
 import { ERR_RATE_LIMITED, ERR_STORE_UNAVAILABLE } from '../src/errors.js'
 import { MemoryLoginThrottle, RedisLoginThrottle, type LoginThrottle } from '../src/limits/login-throttle.js'
-import { closeClient, createRedisClient, fastFailClientOptions, redisTargetOf, watchOutages, whenReady } from '../src/sessions/redis-client.js'
+import { closeClient, createRedisClient, fastFailClientOptions, outageMessage, watchOutages, whenReady } from '../src/sessions/redis-client.js'
 import { RedisRateCounter, rateLimitStoreOf, type WindowCounter } from '../src/limits/redis-rate-counter.js'
 import { SupervisorLoginThrottle, SupervisorRateCounter } from '../src/limits/supervisor-counters.js'
 import { underSupervisor } from '../src/cluster-ipc.js'
@@ -30,7 +31,7 @@ declare module 'fastify' {
 }
 
 export interface RateLimitPluginOpts {
-  config: GatewayConfig
+  loaded: LoadedConfig
 }
 
 export interface RouteRateLimit {
@@ -57,9 +58,9 @@ async function limiterFactory (fastify: FastifyInstance, options: RateLimitPlugi
   return factory
 }
 
-async function rateLimitPlugin (fastify: FastifyInstance, { config }: RateLimitPluginOpts): Promise<void> {
+async function rateLimitPlugin (fastify: FastifyInstance, { loaded }: RateLimitPluginOpts): Promise<void> {
+  const { config, redisTarget: target } = loaded
   const connectTimeoutMs = parseDuration(config.redis.connectTimeout)
-  const target = redisTargetOf(config.redis)
   const redis = target === null
     ? null
     : createRedisClient(target, fastFailClientOptions(connectTimeoutMs, parseDuration(config.redis.commandTimeout)))
@@ -147,7 +148,7 @@ async function rateLimitPlugin (fastify: FastifyInstance, { config }: RateLimitP
   }
 
   if (redis !== null) {
-    watchOutages(redis, (err) => fastify.log.warn({ err }, 'rate-limit Redis connection failed; retrying in the background'),
+    watchOutages(redis, (err) => fastify.log.warn({ err }, outageMessage('rate-limit Redis', err)),
       () => fastify.log.info('rate-limit Redis connection is back'))
     fastify.addHook('onReady', async () => {
       // Not fatal: routes follow onStoreError and login answers 503 until Redis answers.

@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
-import type { GatewayConfig } from '../src/config/schema.js'
+import type { LoadedConfig } from '../src/config/load-config.js'
 import { parseDuration } from '../src/config/duration.js'
 import { DenylistMirror } from '../src/sessions/denylist-mirror.js'
 import { openStore } from '../src/sessions/open-store.js'
@@ -17,18 +17,19 @@ declare module 'fastify' {
 }
 
 export interface StorePluginOptions {
-  config: GatewayConfig
-  /** Tests and hot reload hand in a store they own; otherwise one is opened from `redis.url`. */
+  loaded: LoadedConfig
+  /** Tests and hot reload hand in a store they own; otherwise one is opened from the config's Redis or store.file. */
   store?: SessionStore
 }
 
 async function storePlugin (fastify: FastifyInstance, opts: StorePluginOptions): Promise<void> {
+  const { config } = opts.loaded
   const owned = opts.store === undefined
-  const store = opts.store ?? openStore(opts.config, fastify.log, fastify.metrics)
-  const denylist = new DenylistMirror(store, { maxStalenessMs: parseDuration(opts.config.denylist.maxStaleness), log: fastify.log })
+  const store = opts.store ?? openStore(opts.loaded, fastify.log, fastify.metrics)
+  const denylist = new DenylistMirror(store, { maxStalenessMs: parseDuration(config.denylist.maxStaleness), log: fastify.log })
   fastify.decorate('store', store)
   fastify.decorate('denylist', denylist)
-  fastify.decorate('revoker', new Revoker(store, denylist, parseDuration(opts.config.tokens.accessTtl), parseDuration(opts.config.tokens.clockSkew)))
+  fastify.decorate('revoker', new Revoker(store, denylist, parseDuration(config.tokens.accessTtl), parseDuration(config.tokens.clockSkew)))
   fastify.metrics.trackDenylist(() => denylist.size)
   fastify.addHook('onReady', async () => {
     // A store that is down at start is not fatal: protected routes answer 503
@@ -43,7 +44,7 @@ async function storePlugin (fastify: FastifyInstance, opts: StorePluginOptions):
     denylist.stop()
     if (owned) await store.close()
   })
-  if (store.kind === 'sqlite' && opts.config.store.file === ':memory:') fastify.log.warn('store.file is ":memory:": sessions and revocations are lost when the gateway stops')
+  if (store.kind === 'sqlite' && config.store.file === ':memory:') fastify.log.warn('store.file is ":memory:": sessions and revocations are lost when the gateway stops')
 }
 
 export default fp(storePlugin, { name: 'tokengate-store', fastify: '5.x', dependencies: ['tokengate-metrics'] })

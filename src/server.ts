@@ -73,7 +73,7 @@ export async function startGateway (configFile: string, options: StartOptions = 
   const metrics = new GatewayMetrics()
   collectDefaultMetrics({ register: metrics.registry, prefix: METRIC_PREFIX })
   if (worker) shareMetricsWithSupervisor(metrics)
-  let store: SessionStore = openStore(config, log, metrics)
+  let store: SessionStore = openStore(loaded, log, metrics)
 
   // Open WebSockets outlive a reload when their route's policy did not change.
   const websockets = new WebSocketSessions({ onClosed: (reason) => metrics.websocketsClosed.labels(reason).inc() })
@@ -115,8 +115,9 @@ export async function startGateway (configFile: string, options: StartOptions = 
     const ignored = restartOnlyChanges(loaded.config, next.config)
     if (ignored.length > 0) log.warn({ keys: ignored }, 'reload: these keys only change on a restart and keep their running values')
 
-    const sameStore = isDeepStrictEqual(loaded.config.redis, next.config.redis) && isDeepStrictEqual(loaded.config.store, next.config.store)
-    const nextStore = sameStore ? store : openStore(next.config, log, metrics)
+    // redisTarget holds the TLS files' content: a renewed certificate reopens the store
+    const sameStore = isDeepStrictEqual(loaded.config.redis, next.config.redis) && isDeepStrictEqual(loaded.redisTarget, next.redisTarget) && isDeepStrictEqual(loaded.config.store, next.config.store)
+    const nextStore = sameStore ? store : openStore(next, log, metrics)
     let app: FastifyInstance | undefined
     try {
       app = await build(next, nextStore)

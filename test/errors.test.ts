@@ -1,12 +1,12 @@
 import { readFileSync } from 'node:fs'
 import { connect, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
-import { Writable } from 'node:stream'
 import t from 'tap'
 import { ERRORS } from '../src/errors.js'
 import { ConfigError } from '../src/config/yaml-source.js'
 import { loadConfig } from '../src/config/load-config.js'
 import { PASSWORDS, startGateway, writeTestConfig } from './helpers/gateway.js'
+import { logSink } from './helpers/log-sink.js'
 import { startPrivateRedis, uniquePrefix } from './helpers/redis-server.js'
 import { startUpstream } from './helpers/upstream.js'
 import { waitFor } from './helpers/wait-for.js'
@@ -25,18 +25,6 @@ t.test("the README's error table lists exactly the registry's codes and statuses
   t.same(Object.fromEntries(rows), Object.fromEntries(Object.entries(ERRORS).map(([code, spec]) => [code, spec.status])))
   t.equal(new Set(rows.map(([code]) => code)).size, rows.length, 'no code listed twice')
 })
-
-/** A log sink that keeps every line as parsed JSON. */
-function logSink (): { lines: Array<Record<string, unknown>>, stream: Writable } {
-  const lines: Array<Record<string, unknown>> = []
-  const stream = new Writable({
-    write (chunk: Buffer, _enc, done) {
-      for (const line of String(chunk).split('\n')) if (line !== '') lines.push(JSON.parse(line) as Record<string, unknown>)
-      done()
-    }
-  })
-  return { lines, stream }
-}
 
 /** Sends raw bytes, returns everything the gateway wrote before it closed. */
 function raw (port: number, bytes: string, end = true): Promise<string> {

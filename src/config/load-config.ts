@@ -3,9 +3,10 @@ import { isIP } from 'node:net'
 import { dirname, resolve } from 'node:path'
 import { parseDuration } from './duration.js'
 import { checkRedisConfig } from './redis-config.js'
-import { redisTargetOf } from '../sessions/redis-client.js'
+import { loadRedisTls } from './redis-tls.js'
+import { redisTargetOf, type RedisTarget } from '../sessions/redis-client.js'
 import { GatewayConfigSchema, type GatewayConfig } from './schema.js'
-import { ConfigError, YamlSource, type ConfigIssue } from './yaml-source.js'
+import { ConfigError, YamlSource, type ConfigIssue, type KeyPath } from './yaml-source.js'
 import { checkCors } from '../cors/cors-policy.js'
 import { loadTokenKeys, type TokenKeys } from '../tokens/token-keys.js'
 import { readUsers, type UserDirectory, type UserRecord } from '../users/users-file.js'
@@ -19,11 +20,13 @@ export interface LoadedConfig {
   config: GatewayConfig
   keys: TokenKeys
   users: UserDirectory
+  /** the Redis topology, credentials and TLS material (read from redis.tls' files); null for the embedded store */
+  redisTarget: RedisTarget | null
 }
 
 /**
  * Reads, validates and resolves a config file and everything it references
- * (keys, users). Throws a ConfigError listing every problem found.
+ * (keys, users, Redis TLS files). Throws a ConfigError listing every problem found.
  */
 export function loadConfig (file: string, env: NodeJS.ProcessEnv = process.env, text?: string): LoadedConfig {
   const { loaded, issues } = checkConfig(file, env, text)
@@ -38,14 +41,16 @@ export function checkConfig (file: string, env: NodeJS.ProcessEnv = process.env,
   if (config === null) return { loaded: null, issues: source.issues }
 
   const baseDir = dirname(resolve(file))
+  const report = (path: KeyPath, message: string): void => source.report(path, message)
   checkRoutes(config, source)
-  checkServer(config, source)
-  checkCors(config, (path, message) => source.report(path, message))
-  checkRedisConfig(config.redis, (path, message) => source.report(path, message))
+  checkCors(config, report)
+  checkRedisConfig(config.redis, report)
+  const redisTarget = redisTargetOf(config.redis, loadRedisTls(config.redis, baseDir, report))
+  checkServer(config, redisTarget, source)
   config.metrics.allow?.forEach((entry, i) => {
     if (parseCidr(entry) === null) source.report(['metrics', 'allow', i], 'must be an IPv4 or IPv6 address or CIDR such as 10.0.0.0/8')
   })
-  const keys = loadTokenKeys(config.tokens, baseDir, (path, message) => source.report(path, message))
+  const keys = loadTokenKeys(config.tokens, baseDir, report)
 
   checkClients(config, source)
   // With PostgreSQL the users are read per login (plugins/user-source.ts); the directory stays empty.
@@ -67,7 +72,7 @@ export function checkConfig (file: string, env: NodeJS.ProcessEnv = process.env,
   if (issues.length > 0 || keys === null || users === null) return { loaded: null, issues }
   if (usersFile !== null) usersConfig.file = usersFile
   if (config.store.file !== ':memory:') config.store.file = resolve(baseDir, config.store.file)
-  return { loaded: { file, config, keys, users }, issues: [] }
+  return { loaded: { file, config, keys, users, redisTarget }, issues: [] }
 }
 
 /**
@@ -98,11 +103,11 @@ function checkClients (config: GatewayConfig, source: YamlSource): void {
   })
 }
 
-function checkServer (config: GatewayConfig, source: YamlSource): void {
+function checkServer (config: GatewayConfig, redisTarget: RedisTarget | null, source: YamlSource): void {
   // Workers are separate processes: a ":memory:" store would give each its
   // own sessions and denylist, and a revocation through one would not reach
   // the others. Refused for "auto" too, so the config means the same on every machine.
-  if (config.server.workers !== 1 && config.store.file === ':memory:' && redisTargetOf(config.redis) === null) {
+  if (config.server.workers !== 1 && config.store.file === ':memory:' && redisTarget === null) {
     source.report(['server', 'workers'], 'more than 1 worker needs a store the workers share: store.file on disk or redis, not ":memory:"')
   }
   const { headersTimeout, requestTimeout } = config.server

@@ -44,6 +44,15 @@ export const ServerSchema = Type.Object({
   })
 }, { ...Strict, default: {} })
 
+// Files, not PEM text inline: a key in the config would be copied wherever the
+// config goes. There is deliberately no way to turn verification off.
+export const RedisTlsSchema = Type.Object({
+  ca: Type.Optional(Type.String({ minLength: 1, description: 'PEM file of the CA certificate(s) Redis\'s certificate is checked against, instead of the public CAs; relative to the config file' })),
+  cert: Type.Optional(Type.String({ minLength: 1, description: 'PEM file of the gateway\'s client certificate, for a Redis that asks for one (tls-auth-clients); needs key' })),
+  key: Type.Optional(Type.String({ minLength: 1, description: 'PEM file of the client certificate\'s private key, unencrypted; needs cert' })),
+  servername: Type.Optional(Type.String({ minLength: 1, description: 'the name Redis\'s certificate must carry (also sent as SNI), when it is not the host connected to' }))
+}, Strict)
+
 export const RedisSchema = Type.Object({
   url: Type.String({ default: '', description: 'redis:// or rediss:// URL; empty for the embedded store (store.file)' }),
   sentinels: Type.Optional(Type.Array(Type.String(), { description: 'Sentinel: the sentinels as "host:port" (instead of url); needs masterName' })),
@@ -52,7 +61,7 @@ export const RedisSchema = Type.Object({
   cluster: Type.Optional(Type.Array(Type.String(), { description: 'Redis Cluster: seed nodes as "host:port" (instead of url); any reachable one tells the gateway the rest' })),
   username: Type.Optional(Type.String({ minLength: 1, description: 'ACL user, for url, sentinels or cluster' })),
   password: Type.Optional(Type.String({ description: 'password (use ${VAR}), for url, sentinels or cluster' })),
-  tls: Type.Optional(Type.Boolean({ description: 'TLS to Redis (and the sentinels, or every cluster node); implied by a rediss:// url' })),
+  tls: Type.Optional(Type.Union([Type.Boolean(), RedisTlsSchema], { description: 'TLS to Redis, the sentinels and every cluster node; implied by a rediss:// url. true: certificates checked against the public CAs; an object: TLS with the files it names. Certificates are always verified' })),
   waitReplicas: Type.Optional(Type.Integer({ minimum: 0, description: 'a revocation or rotation is answered only once this many replicas confirm it (WAIT), else 503; default 1 with sentinels or cluster, 0 otherwise' })),
   waitTimeout: Type.Optional(Duration('how long a revocation waits for its replicas; shorter than commandTimeout; default 250ms')),
   keyPrefix: Type.String({ default: 'tg:', minLength: 1 }),

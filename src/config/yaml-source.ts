@@ -208,10 +208,26 @@ function unescapePointer (part: string): string {
   return part.replace(/~1/g, '/').replace(/~0/g, '~')
 }
 
-/** Ajv reports every failed branch of a union; the union's own error says it better. */
+/**
+ * Ajv reports every failed branch of a union; the union's own error says it
+ * better, except where the value is an object and one branch alone is: that
+ * branch's errors name the very key (`redis.tls.verify is not a known key`).
+ */
 function relevantErrors (errors: ErrorObject[]): ErrorObject[] {
-  const unionPaths = errors.filter((e) => e.keyword === 'anyOf').map((e) => `${e.schemaPath}/`)
-  return errors.filter((e) => !unionPaths.some((p) => e.schemaPath.startsWith(p)))
+  const unions = errors.filter((e) => e.keyword === 'anyOf').map((e) => ({ error: e, path: `${e.schemaPath}/`, kept: objectBranch(e) }))
+  return errors.filter((e) => {
+    if (e.keyword === 'anyOf' && unions.some((u) => u.error === e && u.kept !== undefined)) return false
+    return !unions.some((u) => e.schemaPath.startsWith(u.path) && (u.kept === undefined || !e.schemaPath.startsWith(`${u.path}${u.kept}/`)))
+  })
+}
+
+/** The index of a union's only object branch, when the value given is an object. */
+function objectBranch (union: ErrorObject): number | undefined {
+  const data: unknown = union.data
+  if (data === null || typeof data !== 'object' || Array.isArray(data)) return undefined
+  const branches = (union.parentSchema as SchemaShape | undefined)?.anyOf ?? []
+  const objects = branches.flatMap((b, i) => b.type === 'object' ? [i] : [])
+  return objects.length === 1 ? objects[0] : undefined
 }
 
 interface SchemaShape { const?: unknown, type?: string, description?: string, anyOf?: SchemaShape[], required?: string[], properties?: Record<string, SchemaShape> }

@@ -1,5 +1,6 @@
-import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis'
+import { Cluster, Redis, type ClusterOptions, type DNSLookupFunction, type RedisOptions } from 'ioredis'
 import { parseNode, type RedisNode } from '../config/redis-config.js'
+import type { RedisTls } from '../config/redis-tls.js'
 import type { GatewayConfig } from '../config/schema.js'
 
 // How the gateway holds a Redis connection, for the store, its subscriber and
@@ -22,16 +23,19 @@ export interface RedisTarget {
   sentinelPassword?: string
   username?: string
   password?: string
-  /** TLS; a rediss:// url implies it */
-  tls?: boolean
+  /** TLS on every connection (data nodes, sentinels, cluster nodes); `{}` checks certificates against the public CAs */
+  tls?: RedisTls
 }
 
-/** The target the config names; null for the in-process store. */
-export function redisTargetOf (redis: GatewayConfig['redis']): RedisTarget | null {
+/**
+ * The target the config names, with the TLS material load-config read for
+ * it (loadRedisTls); null for the embedded store.
+ */
+export function redisTargetOf (redis: GatewayConfig['redis'], tls: RedisTls | undefined): RedisTarget | null {
   const auth = {
     ...(redis.username === undefined ? {} : { username: redis.username }),
     ...(redis.password === undefined ? {} : { password: redis.password }),
-    ...(redis.tls === undefined ? {} : { tls: redis.tls })
+    ...(tls === undefined ? {} : { tls })
   }
   if (redis.sentinels !== undefined) {
     return {
@@ -63,7 +67,12 @@ export function createRedisClient (target: RedisTarget, options: RedisOptions): 
   if (target.cluster !== undefined) {
     const { retryStrategy, enableOfflineQueue, ...perNode } = common
     const cluster: ClusterOptions = {
+      // every node, the seeds and those the slot table names, with the same TLS
       redisOptions: perNode,
+      // ioredis connects to a seed given by name at the address it resolved
+      // the name to, and TLS would then check the certificate against that
+      // address: keep the name, so the certificate is checked against it.
+      ...(target.tls === undefined ? {} : { dnsLookup: keepHostname }),
       // the same fail-fast rules as one node: no queue while the cluster is
       // not ready, a failed command is an immediate error, never a wait
       enableOfflineQueue: enableOfflineQueue ?? true,
@@ -88,7 +97,8 @@ export function createRedisClient (target: RedisTarget, options: RedisOptions): 
       sentinels: target.sentinels,
       name: target.masterName,
       ...(target.sentinelPassword === undefined ? {} : { sentinelPassword: target.sentinelPassword }),
-      ...(target.tls === true ? { enableTLSForSentinelMode: true, sentinelTLS: {} } : {}),
+      // the sentinels with the same TLS as the data nodes (the CA, the client certificate)
+      ...(target.tls === undefined ? {} : { enableTLSForSentinelMode: true, sentinelTLS: target.tls }),
       // the sentinels are asked again at every reconnect, so a failover is followed
       sentinelRetryStrategy: reconnectDelay,
       // ...but a primary gone silent without closing its sockets (frozen,
@@ -117,9 +127,11 @@ function nodeOptions (target: RedisTarget, options: RedisOptions): RedisOptions 
     ...options,
     ...(target.username === undefined ? {} : { username: target.username }),
     ...(target.password === undefined ? {} : { password: target.password }),
-    ...(target.tls === true ? { tls: {} } : {})
+    ...(target.tls === undefined ? {} : { tls: target.tls })
   }
 }
+
+const keepHostname: DNSLookupFunction = (hostname, callback) => { callback(null, hostname) }
 
 /** How often a Cluster client asks for the slot table even when no MOVED told it to. */
 const SLOTS_REFRESH_MS = 2000
@@ -168,6 +180,31 @@ export function watchOutages (client: RedisClient, onDown: (err: Error) => void,
     if (down) onUp?.()
     down = false
   })
+}
+
+/** OpenSSL's verify results for a certificate chain the gateway does not trust. */
+const UNTRUSTED_CHAIN = /^(SELF_SIGNED_CERT_IN_CHAIN|DEPTH_ZERO_SELF_SIGNED_CERT|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT(_LOCALLY)?|CERT_UNTRUSTED|CERT_SIGNATURE_FAILURE)$/
+/** ioredis' Sentinel folds the last error into its own message, without the code. */
+const UNTRUSTED_CHAIN_TEXT = /self[- ]signed certificate|unable to verify the first certificate|unable to get (local )?issuer certificate/
+
+/**
+ * The log line of a failed Redis connection: for a reason the config can fix
+ * (TLS, credentials), it says what to look at.
+ */
+export function outageMessage (name: string, err: Error): string {
+  const hint = outageHint(err)
+  return `${name} connection failed${hint === undefined ? '' : ` (${hint})`}; retrying in the background`
+}
+
+function outageHint (err: Error): string | undefined {
+  const code = (err as NodeJS.ErrnoException).code ?? ''
+  if (UNTRUSTED_CHAIN.test(code) || UNTRUSTED_CHAIN_TEXT.test(err.message)) return 'Redis\'s TLS certificate is not signed by a CA the gateway trusts: name that CA in redis.tls.ca'
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') return 'Redis\'s TLS certificate does not carry the name connected to: connect by a name it carries, or set redis.tls.servername'
+  if (code === 'CERT_HAS_EXPIRED' || code === 'CERT_NOT_YET_VALID') return 'Redis\'s TLS certificate is outside its validity dates'
+  if (code === 'ERR_SSL_WRONG_VERSION_NUMBER') return 'Redis does not speak TLS on that port: use redis:// without redis.tls, or its tls-port'
+  if (/^ERR_SSL_.*ALERT/.test(code)) return 'Redis refused the TLS handshake: it may not accept the client certificate (redis.tls.cert, redis.tls.key)'
+  if (/^(WRONGPASS|NOAUTH)/.test(err.message)) return 'Redis refused the credentials: check redis.username and redis.password'
+  return undefined
 }
 
 /** Says goodbye to a Redis that answers; one that cannot is simply dropped. */

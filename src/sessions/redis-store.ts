@@ -5,6 +5,7 @@ import {
   createNodeClient,
   createRedisClient,
   fastFailClientOptions,
+  outageMessage,
   watchOutages,
   whenReady,
   type RedisClient,
@@ -247,7 +248,7 @@ export class RedisStore implements SessionStore {
 
   #watch (client: RedisClient, name: string): void {
     watchOutages(client, (err) => {
-      if (!this.#closed) this.#opts.log?.warn({ err, client: name }, `${name} connection failed; retrying in the background`)
+      if (!this.#closed) this.#opts.log?.warn({ err, client: name }, outageMessage(name, err))
     }, () => { this.#opts.log?.info({ client: name }, `${name} connection is back`) })
   }
 

@@ -9,6 +9,7 @@ import { login, mergeConfig, startGateways, testConfig, type ConfigOverrides } f
 export { mergeConfig }
 import { sharedPrefix, SHARED_REDIS_URL } from './redis-server.js'
 import { startUpstream, type TestUpstream } from './upstream.js'
+import { waitFor } from './wait-for.js'
 
 // The token lifecycle is proven over HTTP against both stores with one test
 // body: `eachStore` runs it once on the in-process store and once on the
@@ -91,6 +92,55 @@ export function decodeJwt (token: string): { header: Record<string, unknown>, pa
     header: JSON.parse(Buffer.from(header, 'base64url').toString('utf8')) as Record<string, unknown>,
     payload: JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as Record<string, unknown>
   }
+}
+
+/**
+ * The token lifecycle across two instances on one store, as on every Redis
+ * topology: a session from `a` is served by `b`, rotates on either, a reused
+ * ancestor revokes its family, and a logout (and logout-all) on one is
+ * refused on the other, access and refresh tokens alike.
+ */
+export async function lifecycleAcrossInstances (t: Test, a: FastifyInstance, b: FastifyInstance): Promise<void> {
+  const alice = await login(a, 'alice')
+  t.match(alice.refresh_token, /^[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}$/, 'the refresh token carries its session id')
+  t.equal(alice.refresh_token?.split('.')[0], decodeJwt(alice.access_token).payload.sid, 'the sid of its access token')
+  t.equal((await callApi(b, alice.access_token)).statusCode, 200, 'a token from a is accepted on b')
+
+  const rotated = await refreshWithBody(b, alice.refresh_token ?? '')
+  t.equal(rotated.statusCode, 200, 'rotated on b')
+  const next = rotated.json() as { access_token: string, refresh_token: string }
+  t.equal((await callApi(a, next.access_token)).statusCode, 200)
+
+  // reuse: an older ancestor is never inside the grace rules
+  const third = await refreshWithBody(a, next.refresh_token)
+  t.equal(third.statusCode, 200, 'rotated again on a')
+  const reused = await refreshWithBody(a, alice.refresh_token ?? '')
+  t.equal(reused.statusCode, 401, 'an ancestor presented again is refused')
+  const thirdTokens = third.json() as { access_token: string, refresh_token: string }
+  await waitFor('b refuses the family revoked for reuse', async () => (await callApi(b, thirdTokens.access_token)).statusCode === 401, 200, 25)
+  t.equal((await refreshWithBody(b, thirdTokens.refresh_token)).statusCode, 401, 'its current refresh token died with it')
+
+  const bob = await login(b, 'bob')
+  t.equal((await a.inject({ method: 'POST', url: '/auth/logout', headers: { authorization: `Bearer ${bob.access_token}` } })).statusCode, 204, 'bob logs out on a')
+  await waitFor('b refuses bob\'s access token', async () => (await callApi(b, bob.access_token)).statusCode === 401, 200, 25)
+  t.equal((await refreshWithBody(b, bob.refresh_token ?? '')).statusCode, 401, 'and his refresh token')
+
+  const carol1 = await login(a, 'carol')
+  const carol2 = await login(b, 'carol')
+  t.equal((await b.inject({ method: 'POST', url: '/auth/logout-all', headers: { authorization: `Bearer ${carol1.access_token}` } })).statusCode, 204, 'carol logs out everywhere on b')
+  for (const app of [a, b]) {
+    await waitFor('both of carol\'s sessions are refused', async () => (await callApi(app, carol2.access_token)).statusCode === 401, 200, 25)
+  }
+  t.equal((await refreshWithBody(a, carol2.refresh_token ?? '')).statusCode, 401, 'her other session\'s refresh token is dead')
+}
+
+/** Two instances started with `rateLimit.max: max` on one shared counter: 20 requests alternating between them, exactly `max` served. */
+export async function rateLimitAcrossInstances (t: Test, a: FastifyInstance, b: FastifyInstance, max: number): Promise<void> {
+  const alice = await login(a, 'alice')
+  const statuses = await Promise.all(Array.from({ length: 20 }, (_, i) => callApi(i % 2 === 0 ? a : b, alice.access_token)))
+  const codes = statuses.map((r) => r.statusCode)
+  t.equal(codes.filter((c) => c === 200).length, max, `exactly max requests served across both: ${JSON.stringify(codes)}`)
+  t.equal(codes.filter((c) => c === 429).length, 20 - max, 'the rest refused')
 }
 
 /** The Set-Cookie header lines of a response, always as an array. */

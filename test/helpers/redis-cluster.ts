@@ -1,9 +1,10 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { promisify } from 'node:util'
+import type { Redis } from 'ioredis'
 import type { Test } from 'tap'
 import { keySlot } from '../../src/sessions/redis-slot.js'
-import { freePort, redisProcessGroup, waitForPing, withRedis } from './redis-server.js'
+import { freePort, PLAIN_TCP, redisProcessGroup, waitForPing, withNode, type RedisTransport } from './redis-server.js'
 import { waitFor } from './wait-for.js'
 
 // A real Redis Cluster from the redis-server binary: three primaries with one
@@ -36,6 +37,10 @@ export interface ClusterTopology {
 export interface ClusterTopologyOptions {
   /** cluster-node-timeout: how long a silent primary lasts before its replica takes over */
   nodeTimeoutMs?: number
+  /** every node TLS only, the cluster bus and replication too (tlsTransport); plain TCP by default */
+  transport?: RedisTransport
+  /** the nodes name themselves by this hostname in the slot table (cluster-preferred-endpoint-type hostname), as managed clusters do */
+  announceHostname?: string
 }
 
 interface Node { port: number, proc: ChildProcess }
@@ -53,16 +58,19 @@ const run = promisify(execFile)
 export async function startClusterTopology (t: Test, opts: ClusterTopologyOptions = {}): Promise<ClusterTopology> {
   const group = redisProcessGroup<Node>(t, 'cluster')
   const { dir, nodes, thawFrozen } = group
+  const transport = opts.transport ?? PLAIN_TCP
+  const admin = <T>(port: number, use: (r: Redis) => Promise<T>): Promise<T> => withNode(transport, port, use)
 
   const start = async (port: number): Promise<Node> => {
-    const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+    const proc = spawn('redis-server', [...transport.listen(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
       '--dir', dir, '--dbfilename', `dump-${port}.rdb`, '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`,
       '--cluster-node-timeout', String(opts.nodeTimeoutMs ?? 1000),
+      ...(opts.announceHostname === undefined ? [] : ['--cluster-announce-hostname', opts.announceHostname, '--cluster-preferred-endpoint-type', 'hostname']),
       // a replica (re)joining syncs at once, not after the default 5 s wait for company
       '--repl-diskless-sync-delay', '0'], { stdio: 'ignore' })
     const node = { port, proc }
     nodes.push(node)
-    await waitForPing(port, proc)
+    await waitForPing(port, proc, transport)
     return node
   }
   const ports: number[] = []
@@ -75,19 +83,19 @@ export async function startClusterTopology (t: Test, opts: ClusterTopologyOption
   await Promise.all(ports.map((p) => start(p)))
   const seeds = ports.map((p) => `127.0.0.1:${p}`)
   // bounded: redis-cli waits for the nodes to join without end if they cannot meet
-  await run('redis-cli', ['--cluster', 'create', ...seeds, '--cluster-replicas', '1', '--cluster-yes'], { timeout: 60_000 })
+  await run('redis-cli', [...transport.cli, '--cluster', 'create', ...seeds, '--cluster-replicas', '1', '--cluster-yes'], { timeout: 60_000 })
 
   // a frozen node would hang any question put to it
   const live = (): Node[] => nodes.filter((n) => n.proc.exitCode === null && n.proc.signalCode === null && n !== group.frozen())
   /** slot ranges with their primary's and replicas' ports, as a live node sees them */
   const slotTable = async (port: number): Promise<Array<{ from: number, to: number, primary: number, replicas: number[] }>> =>
-    withRedis(`redis://127.0.0.1:${port}`, async (r) => {
+    admin(port, async (r) => {
       const slots = await r.call('CLUSTER', 'SLOTS') as Array<[number, number, ...Array<[string, number, string]>]>
       return slots.map(([from, to, primary, ...replicas]) => ({ from, to, primary: primary[1], replicas: replicas.map((x) => x[1]) }))
     })
   const whole = async (): Promise<boolean> => {
     for (const n of live()) {
-      const info = await withRedis(`redis://127.0.0.1:${n.port}`, (r) => r.call('CLUSTER', 'INFO')) as string
+      const info = await admin(n.port, (r) => r.call('CLUSTER', 'INFO')) as string
       if (!info.includes('cluster_state:ok')) return false
     }
     const table = await slotTable(live()[0]!.port)
@@ -95,7 +103,7 @@ export async function startClusterTopology (t: Test, opts: ClusterTopologyOption
     if (covered !== 16384 || table.length === 0) return false
     // every primary has a replica that is in sync
     for (const primary of new Set(table.map((r) => r.primary))) {
-      const repl = await withRedis(`redis://127.0.0.1:${primary}`, (r) => r.info('replication'))
+      const repl = await admin(primary, (r) => r.info('replication'))
       if (!/slave0:[^\r\n]*state=online/.test(repl)) return false
     }
     return true
@@ -143,11 +151,11 @@ export async function startClusterTopology (t: Test, opts: ClusterTopologyOption
       const table = await slotTable(from)
       const to = [...new Set(table.map((r) => r.primary))].find((p) => p !== from)
       if (to === undefined) throw new Error('no other primary to move the slot to')
-      const idOf = (port: number): Promise<string> => withRedis(`redis://127.0.0.1:${port}`, async (r) => String(await r.call('CLUSTER', 'MYID')))
+      const idOf = (port: number): Promise<string> => admin(port, async (r) => String(await r.call('CLUSTER', 'MYID')))
       const [fromId, toId] = [await idOf(from), await idOf(to)]
       // the steps redis-cli --cluster reshard takes, for one slot
-      await withRedis(`redis://127.0.0.1:${to}`, (r) => r.call('CLUSTER', 'SETSLOT', slot, 'IMPORTING', fromId))
-      await withRedis(`redis://127.0.0.1:${from}`, async (r) => {
+      await admin(to, (r) => r.call('CLUSTER', 'SETSLOT', slot, 'IMPORTING', fromId))
+      await admin(from, async (r) => {
         await r.call('CLUSTER', 'SETSLOT', slot, 'MIGRATING', toId)
         for (;;) {
           const keys = await r.call('CLUSTER', 'GETKEYSINSLOT', slot, 100) as string[]
@@ -157,7 +165,7 @@ export async function startClusterTopology (t: Test, opts: ClusterTopologyOption
       })
       const primaries = [...new Set(table.map((r) => r.primary))]
       for (const port of [to, from, ...primaries.filter((p) => p !== to && p !== from)]) {
-        await withRedis(`redis://127.0.0.1:${port}`, (r) => r.call('CLUSTER', 'SETSLOT', slot, 'NODE', toId))
+        await admin(port, (r) => r.call('CLUSTER', 'SETSLOT', slot, 'NODE', toId))
       }
       await waitFor('every node agrees where the slot is', async () => {
         for (const n of live()) {
@@ -179,7 +187,7 @@ export async function startClusterTopology (t: Test, opts: ClusterTopologyOption
 
   async function allOk (): Promise<boolean> {
     for (const n of live()) {
-      const info = await withRedis(`redis://127.0.0.1:${n.port}`, (r) => r.call('CLUSTER', 'INFO')) as string
+      const info = await admin(n.port, (r) => r.call('CLUSTER', 'INFO')) as string
       if (!info.includes('cluster_state:ok')) return false
     }
     return true

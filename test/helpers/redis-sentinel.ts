@@ -2,8 +2,9 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import type { Redis } from 'ioredis'
 import type { Test } from 'tap'
-import { freePort, redisProcessGroup, waitForPing, withRedis } from './redis-server.js'
+import { freePort, PLAIN_TCP, redisProcessGroup, waitForPing, withNode, type RedisTransport } from './redis-server.js'
 import { waitFor } from './wait-for.js'
 
 // A real Sentinel topology from the redis-server binary: one primary, one
@@ -34,6 +35,8 @@ export interface SentinelTopology {
 export interface SentinelTopologyOptions {
   /** the sentinels' down-after-milliseconds: how long a silent primary lasts before a failover */
   downAfterMs?: number
+  /** every node and sentinel TLS only (tlsTransport); plain TCP by default */
+  transport?: RedisTransport
 }
 
 interface Node { port: number, proc: ChildProcess, args: string[] }
@@ -41,26 +44,28 @@ interface Node { port: number, proc: ChildProcess, args: string[] }
 export async function startSentinelTopology (t: Test, opts: SentinelTopologyOptions = {}): Promise<SentinelTopology> {
   const group = redisProcessGroup<Node>(t, 'sentinel')
   const { dir, nodes, thawFrozen } = group
+  const transport = opts.transport ?? PLAIN_TCP
+  const admin = <T>(port: number, use: (r: Redis) => Promise<T>): Promise<T> => withNode(transport, port, use)
 
   const start = async (args: string[], port?: number): Promise<Node> => {
     port ??= await freePort()
-    const resolved = args.map((a) => a.replaceAll('{port}', String(port)))
+    const resolved = [...args, ...transport.listen(port)].map((a) => a.replaceAll('{port}', String(port)))
     const proc = spawn('redis-server', resolved, { stdio: 'ignore' })
     const node = { port, proc, args }
     nodes.push(node)
-    await waitForPing(port, proc)
+    await waitForPing(port, proc, transport)
     return node
   }
   let killed: Node | undefined
   // A replica writes the RDB it syncs to its dir: keep it out of the repo,
   // where every later redis-server would load it at start.
   // A replica (re)joining syncs at once, not after the default 5 s wait for company.
-  const dataNode = (extra: string[]): string[] => ['--port', '{port}', '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--dbfilename', 'dump-{port}.rdb',
+  const dataNode = (extra: string[]): string[] => ['--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--dbfilename', 'dump-{port}.rdb',
     '--repl-diskless-sync-delay', '0', ...extra]
 
   const primary = await start(dataNode([]))
   await start(dataNode(['--replicaof', '127.0.0.1', String(primary.port)]))
-  await withRedis(`redis://127.0.0.1:${primary.port}`, async (r) => {
+  await admin(primary.port, async (r) => {
     await waitFor('the replica is in sync', async () => /slave0:[^\r\n]*state=online/.test(await r.info('replication')), 200, 50)
   })
 
@@ -69,15 +74,15 @@ export async function startSentinelTopology (t: Test, opts: SentinelTopologyOpti
     const file = join(dir, `sentinel-${i}.conf`)
     // a sentinel rewrites its config file, so each gets its own
     writeFileSync(file, '')
-    const node = await start([file, '--sentinel', '--port', '{port}', '--bind', '127.0.0.1'])
-    await withRedis(`redis://127.0.0.1:${node.port}`, async (r) => {
+    const node = await start([file, '--sentinel', '--bind', '127.0.0.1'])
+    await admin(node.port, async (r) => {
       await r.call('SENTINEL', 'MONITOR', MASTER_NAME, '127.0.0.1', String(primary.port), '2')
       await r.call('SENTINEL', 'SET', MASTER_NAME, 'down-after-milliseconds', String(opts.downAfterMs ?? 1000), 'failover-timeout', '3000')
     })
     sentinels.push(node)
   }
-  const sentinelUrl = `redis://127.0.0.1:${sentinels[0].port}`
-  await withRedis(sentinelUrl, async (r) => {
+  const asSentinel = <T>(use: (r: Redis) => Promise<T>): Promise<T> => admin(sentinels[0].port, use)
+  await asSentinel(async (r) => {
     await waitFor('the sentinels know the replica and each other', async () => {
       const replicas = await r.call('SENTINEL', 'REPLICAS', MASTER_NAME) as unknown[]
       const peers = await r.call('SENTINEL', 'SENTINELS', MASTER_NAME) as unknown[]
@@ -85,7 +90,7 @@ export async function startSentinelTopology (t: Test, opts: SentinelTopologyOpti
     }, 300, 50)
   })
 
-  const primaryPort = (): Promise<number> => withRedis(sentinelUrl, async (r) => {
+  const primaryPort = (): Promise<number> => asSentinel(async (r) => {
     const [, port] = await r.call('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', MASTER_NAME) as [string, string]
     return Number(port)
   })
@@ -111,13 +116,13 @@ export async function startSentinelTopology (t: Test, opts: SentinelTopologyOpti
       nodes.splice(nodes.indexOf(node), 1)
       const primary = await primaryPort()
       await start(dataNode(['--replicaof', '127.0.0.1', String(primary)]), node.port)
-      await withRedis(`redis://127.0.0.1:${primary}`, async (r) => {
+      await admin(primary, async (r) => {
         await waitFor('the restored node is in sync', async () => /slave0:[^\r\n]*state=online/.test(await r.info('replication')), 400, 50)
       })
       // and every sentinel counts it as a healthy replica again, so that the
       // next kill has a replica to promote
       for (const sentinel of sentinels) {
-        await withRedis(`redis://127.0.0.1:${sentinel.port}`, async (r) => {
+        await admin(sentinel.port, async (r) => {
           await waitFor('the sentinels see the restored replica', async () => {
             const replicas = await r.call('SENTINEL', 'REPLICAS', MASTER_NAME) as string[][]
             return replicas.some((fields) => {

@@ -1,13 +1,15 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { connect, createServer, type AddressInfo } from 'node:net'
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net'
+import { connect as connectTls, type ConnectionOptions } from 'node:tls'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { Redis } from 'ioredis'
+import { Redis, type RedisOptions } from 'ioredis'
 import tap, { type Test } from 'tap'
+import type { ThrowawayCa } from './throwaway-ca.js'
 
 // Two kinds of Redis for tests: the shared one (always running, each test
 // under its own key prefix, deleted on teardown) and a private redis-server
@@ -26,11 +28,12 @@ export function sharedPrefix (t: Test, label: string): string {
   return prefix
 }
 
-export async function withRedis<T> (url: string, use: (redis: Redis) => Promise<T>): Promise<T> {
+/** `options`: what the connection needs besides the URL (a TLS node's CA and client certificate: `RedisTransport.client`). */
+export async function withRedis<T> (url: string, use: (redis: Redis) => Promise<T>, options: RedisOptions = {}): Promise<T> {
   // No reconnects, and disconnected whatever happens: a connection refused
   // by a node a test just killed would otherwise retry for ever, its timer
   // holding the test process open after its last test.
-  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => null })
+  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1, ...options, retryStrategy: () => null })
   try {
     await redis.connect()
     return await use(redis)
@@ -61,9 +64,65 @@ function escapeGlob (s: string): string {
   return s.replace(/[*?[\]\\]/g, (c) => `\\${c}`)
 }
 
+/**
+ * How a test's redis-server processes are reached: plain TCP, or TLS only
+ * (the gateway's side is its config; this is the servers' side, and the
+ * admin connections the helpers make).
+ */
+export interface RedisTransport {
+  /** redis-server arguments that make it listen on `port`, and nowhere else */
+  listen (port: number): string[]
+  /** an admin connection's URL to the node on `port` */
+  url (port: number): string
+  /** the ioredis options such a connection needs */
+  client: RedisOptions
+  /** the same for redis-cli */
+  cli: string[]
+  /** for a raw socket's TLS (the PING that waits for a node to start) */
+  tls?: ConnectionOptions
+}
+
+export const PLAIN_TCP: RedisTransport = {
+  listen: (port) => ['--port', String(port)],
+  url: (port) => `redis://127.0.0.1:${port}`,
+  client: {},
+  cli: []
+}
+
+/**
+ * TLS only (`--port 0`): the nodes present `ca.server` and talk TLS to each
+ * other too (replication, the cluster bus, sentinels); with `authClients`
+ * every client must present a certificate `ca` signed. Admin connections
+ * present `ca.client`.
+ */
+export function tlsTransport (ca: ThrowawayCa, opts: { authClients?: boolean } = {}): RedisTransport {
+  // checked against localhost, the one name every throwaway server certificate carries
+  const tls: ConnectionOptions = { ca: readFileSync(ca.ca, 'utf8'), cert: readFileSync(ca.client.cert, 'utf8'), key: readFileSync(ca.client.key, 'utf8'), servername: 'localhost' }
+  return {
+    listen: (port) => ['--port', '0', '--tls-port', String(port), '--tls-cert-file', ca.server.cert, '--tls-key-file', ca.server.key,
+      '--tls-ca-cert-file', ca.ca, '--tls-auth-clients', opts.authClients === true ? 'yes' : 'no', '--tls-replication', 'yes', '--tls-cluster', 'yes'],
+    url: (port) => `rediss://127.0.0.1:${port}`,
+    client: { tls },
+    cli: ['--tls', '--sni', 'localhost', '--cacert', ca.ca, '--cert', ca.client.cert, '--key', ca.client.key],
+    tls
+  }
+}
+
+/** An admin connection to the node on `port`, for `use`. */
+export function withNode<T> (transport: RedisTransport, port: number, use: (redis: Redis) => Promise<T>): Promise<T> {
+  return withRedis(transport.url(port), use, transport.client)
+}
+
+export interface PrivateRedisOptions {
+  transport?: RedisTransport
+  /** more redis-server arguments (an ACL, a password) */
+  args?: string[]
+}
+
 export interface PrivateRedis {
   url: string
   port: number
+  transport: RedisTransport
   /** SIGTERM, resolved once the process has exited */
   stop (): Promise<void>
   /** starts again on the same port, resolved once it answers PING */
@@ -74,7 +133,8 @@ export interface PrivateRedis {
  * A redis-server of the test's own; register `t.teardown(redis.stop)`.
  * Nothing is persisted across a restart.
  */
-export async function startPrivateRedis (): Promise<PrivateRedis> {
+export async function startPrivateRedis (opts: PrivateRedisOptions = {}): Promise<PrivateRedis> {
+  const transport = opts.transport ?? PLAIN_TCP
   const port = await freePort()
   let child: ChildProcess | undefined
   const killOnExit = (): void => { child?.kill('SIGKILL') }
@@ -82,9 +142,9 @@ export async function startPrivateRedis (): Promise<PrivateRedis> {
 
   const start = async (): Promise<void> => {
     if (child !== undefined) return
-    const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', tmpdir(), '--dbfilename', `tokengate-test-${port}.rdb`], { stdio: 'ignore' })
+    const proc = spawn('redis-server', [...transport.listen(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', tmpdir(), '--dbfilename', `tokengate-test-${port}.rdb`, ...(opts.args ?? [])], { stdio: 'ignore' })
     child = proc
-    await waitForPing(port, proc)
+    await waitForPing(port, proc, transport)
   }
   const stop = async (): Promise<void> => {
     const proc = child
@@ -96,7 +156,7 @@ export async function startPrivateRedis (): Promise<PrivateRedis> {
   }
 
   await start()
-  return { url: `redis://127.0.0.1:${port}`, port, start, stop }
+  return { url: transport.url(port), port, transport, start, stop }
 }
 
 export async function freePort (): Promise<number> {
@@ -109,18 +169,19 @@ export async function freePort (): Promise<number> {
   return port
 }
 
-export async function waitForPing (port: number, proc: ChildProcess): Promise<void> {
+export async function waitForPing (port: number, proc: ChildProcess, transport: RedisTransport = PLAIN_TCP): Promise<void> {
   for (let attempt = 0; attempt < 200; attempt++) {
     if (proc.exitCode !== null) throw new Error(`redis-server on port ${port} exited with ${proc.exitCode}`)
-    if (await answersPing(port)) return
+    if (await answersPing(port, transport.tls)) return
     await sleep(25)
   }
   throw new Error(`redis-server on port ${port} did not answer PING`)
 }
 
-function answersPing (port: number): Promise<boolean> {
+/** PING on a raw socket: an ACL'd or password-protected node answers NOAUTH, which also means it is up. */
+function answersPing (port: number, tls: ConnectionOptions | undefined): Promise<boolean> {
   return new Promise((resolve) => {
-    const socket = connect(port, '127.0.0.1')
+    const socket: Socket = tls === undefined ? connect(port, '127.0.0.1') : connectTls({ ...tls, port, host: '127.0.0.1' })
     let reply = ''
     const finish = (ok: boolean): void => {
       socket.destroy()
@@ -128,10 +189,10 @@ function answersPing (port: number): Promise<boolean> {
     }
     socket.setTimeout(500, () => finish(false))
     socket.on('error', () => finish(false))
-    socket.on('connect', () => socket.write('PING\r\n'))
+    socket.on(tls === undefined ? 'connect' : 'secureConnect', () => socket.write('PING\r\n'))
     socket.on('data', (chunk) => {
       reply += chunk.toString()
-      if (reply.includes('\r\n')) finish(reply.startsWith('+PONG'))
+      if (reply.includes('\r\n')) finish(reply.startsWith('+PONG') || reply.startsWith('-NOAUTH'))
     })
   })
 }
@@ -139,6 +200,8 @@ function answersPing (port: number): Promise<boolean> {
 export interface RedisUser {
   /** connects as this user */
   url: string
+  username: string
+  password: string
   /** disables the user and drops its connections: Redis keeps running, with its data, but this user cannot reconnect */
   lockOut (): Promise<void>
   letIn (): Promise<void>
@@ -147,15 +210,21 @@ export interface RedisUser {
 /** An ACL user on a private Redis, to cut one client off while others go on using the same data. */
 export async function createRedisUser (redis: PrivateRedis, name: string): Promise<RedisUser> {
   const password = randomBytes(12).toString('hex')
-  await withRedis(redis.url, (admin) => admin.call('ACL', 'SETUSER', name, 'on', `>${password}`, '~*', '&*', '+@all'))
+  const admin = <T>(use: (r: Redis) => Promise<T>): Promise<T> => withNode(redis.transport, redis.port, use)
+  await admin((r) => r.call('ACL', 'SETUSER', name, 'on', `>${password}`, '~*', '&*', '+@all'))
+  const url = new URL(redis.url)
+  url.username = name
+  url.password = password
   return {
-    url: `redis://${name}:${password}@127.0.0.1:${redis.port}`,
-    lockOut: () => withRedis(redis.url, async (admin) => {
-      await admin.call('ACL', 'SETUSER', name, 'off')
-      await admin.call('CLIENT', 'KILL', 'USER', name)
+    url: url.href,
+    username: name,
+    password,
+    lockOut: () => admin(async (r) => {
+      await r.call('ACL', 'SETUSER', name, 'off')
+      await r.call('CLIENT', 'KILL', 'USER', name)
     }),
-    letIn: () => withRedis(redis.url, async (admin) => {
-      await admin.call('ACL', 'SETUSER', name, 'on')
+    letIn: () => admin(async (r) => {
+      await r.call('ACL', 'SETUSER', name, 'on')
     })
   }
 }

@@ -25,7 +25,7 @@ t.test('a silently partitioned instance fails closed after maxStaleness and reco
     redis: { url: redis.url, keyPrefix: 'tg:', connectTimeout: '500ms', commandTimeout: '300ms' },
     denylist: { maxStaleness: MAX_STALENESS }
   })
-  const viaProxy: LoadedConfig = { ...b.loaded, config: { ...b.loaded.config, redis: { ...b.loaded.config.redis, url: proxy.url } } }
+  const viaProxy: LoadedConfig = { ...b.loaded, redisTarget: { ...b.loaded.redisTarget, url: proxy.url } }
   const a = await buildGateway(viaProxy)
   t.teardown(() => a.close())
   await a.ready()
