@@ -218,11 +218,13 @@ export async function closeClient (client: RedisClient): Promise<void> {
   if (client.status === 'ready') {
     try {
       await client.quit()
-      return
     } catch {
-      // fall through to disconnect
+      // disconnected below
     }
   }
+  // After a quit too: a Cluster's quit says goodbye to the nodes that
+  // answer, and one that was reconnecting to a killed node may still hold a
+  // retry timer. disconnect() clears every timer and ends every node.
   client.disconnect()
 }
 

@@ -30,9 +30,12 @@ export function sharedPrefix (t: Test, label: string): string {
 
 /** `options`: what the connection needs besides the URL (a TLS node's CA and client certificate: `RedisTransport.client`). */
 export async function withRedis<T> (url: string, use: (redis: Redis) => Promise<T>, options: RedisOptions = {}): Promise<T> {
-  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1, ...options })
-  await redis.connect()
+  // No reconnects, and disconnected whatever happens: a connection refused
+  // by a node a test just killed would otherwise retry for ever, its timer
+  // holding the test process open after its last test.
+  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1, ...options, retryStrategy: () => null })
   try {
+    await redis.connect()
     return await use(redis)
   } finally {
     redis.disconnect()
