@@ -94,7 +94,9 @@ t.test('SIGHUP with a good config applies it without dropping anything; with a b
     routes: [{ prefix: '/three', upstream: first.url, auth: 'sometimes' }, { prefix: '/four' }]
   }))
   child.kill('SIGHUP')
-  await waitFor('the reload is refused', () => errors.includes('reload refused'), 200, 50)
+  // stderr carries the summary and each problem as separate writes, and the
+  // JSON log line goes out on its own schedule: wait for all of them.
+  await waitFor('the reload is refused', () => /routes\[1\]\.upstream is required/.test(errors) && logs.includes('reload refused'), 200, 50)
   t.match(errors, new RegExp(`${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:\\d+:\\d+ routes\\[0\\]\\.auth must be one of required, optional, none`))
   t.match(errors, /:\d+:\d+ routes\[1\]\.upstream is required/)
   t.match(logs, 'reload refused')

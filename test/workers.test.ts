@@ -154,7 +154,10 @@ t.test('server.workers: 2 runs as one gateway', async (t) => {
     const reloadsBefore = gw.lines().filter((l) => l.msg === 'SIGHUP: reloading the configuration').length
     writeFileSync(file, readFileSync(file, 'utf8') + 'notAKey: 1\n')
     gw.child.kill('SIGHUP')
-    await waitFor('the supervisor refuses it', () => gw.text().includes('reload refused'), 200, 25)
+    // The summary line and each problem are separate writes to stderr: wait
+    // for the problem itself, not for the first line that mentions a refusal.
+    await waitFor('the supervisor refuses it', () => /gateway\.config\.yaml:\d+:\d+ notAKey/.test(gw.text()), 200, 25)
+    t.match(gw.text(), 'reload refused', 'says the reload was refused')
     t.match(gw.text(), /gateway\.config\.yaml:\d+:\d+ notAKey/, 'names file:line:col and key')
     t.equal(gw.lines().filter((l) => l.msg === 'SIGHUP: reloading the configuration').length, reloadsBefore, 'no worker was told to reload')
     for (let i = 0; i < 10; i++) t.equal((await send(port, 'GET', '/v2/still')).status, 200, 'every worker still serves the running config')
