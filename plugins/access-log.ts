@@ -1,45 +1,61 @@
 import fp from 'fastify-plugin'
 import { levels } from 'pino'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest, onResponseHookHandler, RouteOptions } from 'fastify'
 import { UNMATCHED_ROUTE } from '../src/ops/gateway-metrics.js'
 import { redactUrl } from '../src/ops/logger.js'
-import { accessLineWriter } from '../src/ops/access-line.js'
+import { accessLineWriter, type AccessLine } from '../src/ops/access-line.js'
 
 // One access line per request, written when the answer is done: what ops
 // search by (route, status, latency, upstream, user id) and nothing that is a
 // credential. Fastify's own "incoming request"/"request completed" pair is off
-// (buildGateway sets disableRequestLogging). The line carries the request id
-// (reqId) like every other line of that request; routes with logLevel warn
-// (/healthz, /readyz, /metrics) stay quiet.
+// (buildGateway's logController). The line carries the request id (reqId)
+// like every other line of that request.
+//
+// Each route gets its own onResponse hook, made when the route is added, as
+// plugins/metrics.ts counts: the route's label and upstream are in the line
+// already, so a request does not build Fastify's routeOptions object to find
+// them. A route whose log level is above info (/healthz, /readyz, /metrics),
+// or every route when LOG_LEVEL is, gets no hook at all. Requests no route
+// matched are logged by one hook for the not-found handler.
 
 /** Longest URL an access line keeps: a client chooses it, so it is bounded. */
 export const MAX_LOGGED_URL = 512
 
 const INFO = levels.values.info
 
+function hooksOf (value: RouteOptions['onResponse']): onResponseHookHandler[] {
+  if (value === undefined) return []
+  return Array.isArray(value) ? [...value] : [value as onResponseHookHandler]
+}
+
+function write (line: AccessLine, request: FastifyRequest, reply: FastifyReply): void {
+  line(request.id, request.method, redactUrl(request.url.slice(0, MAX_LOGGED_URL)), reply.statusCode, reply.elapsedTime, request.identity?.sub)
+}
+
 async function accessLogPlugin (fastify: FastifyInstance): Promise<void> {
   // Built by hand from fields that hold no credential (the URL is redacted,
   // the rest is config, status, timing and the user id), so without the
-  // process logger's redaction, which walked every line it wrote (about 4 µs
-  // of the 7 µs a line took through pino). Every other line keeps it.
-  const writeLine = accessLineWriter(fastify.log)
-  fastify.addHook('onResponse', function accessLog (request, reply, done) {
-    // the request's own logger carries the route's level (warn on /healthz …)
-    if ((levels.values[request.log.level] ?? Infinity) > INFO) return done()
-    const config = request.routeOptions.config
-    writeLine({
-      reqId: request.id,
-      route: config.routePrefix ?? config.url ?? UNMATCHED_ROUTE,
-      method: request.method,
-      url: redactUrl(request.url.slice(0, MAX_LOGGED_URL)),
-      status: reply.statusCode,
-      ms: Math.round(reply.elapsedTime * 100) / 100,
-      // undefined fields are left out of the line, as pino leaves them out
-      upstream: config.upstream,
-      user: request.identity?.sub
-    })
+  // process logger's redaction, which walked every line it wrote.
+  const lineFor = accessLineWriter(fastify.log)
+  // An empty route level inherits the gateway's (LOG_LEVEL), which a reload
+  // does not change.
+  const quiet = (level: string | undefined): boolean => (levels.values[level === undefined || level === '' ? fastify.log.level : level] ?? Infinity) > INFO
+
+  fastify.addHook('onRoute', (route) => {
+    if (quiet(route.logLevel)) return
+    const line = lineFor(route.config?.routePrefix ?? route.url ?? route.path, route.config?.upstream)
+    const accessLog: onResponseHookHandler = function accessLog (request, reply, done) {
+      write(line, request, reply)
+      done()
+    }
+    route.onResponse = [...hooksOf(route.onResponse), accessLog]
+  })
+
+  const unmatched = lineFor(UNMATCHED_ROUTE, undefined)
+  fastify.addHook('onResponse', function accessLogUnmatched (request, reply, done) {
+    if (request.is404 && (levels.values[request.log.level] ?? Infinity) <= INFO) write(unmatched, request, reply)
     done()
   })
 }
 
-export default fp(accessLogPlugin, { name: 'tokengate-access-log', fastify: '5.x', dependencies: ['tokengate-authenticate'] })
+export default fp(accessLogPlugin, { name: 'tokengate-access-log', fastify: '5.x' })

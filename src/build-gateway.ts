@@ -74,6 +74,8 @@ export async function buildGateway (loaded: LoadedConfig, options: BuildOptions 
   })
 
   await app.register(errors)
+  // before any plugin adds a route: each route gets its line when it is added
+  await app.register(accessLog)
   await app.register(metrics, { config: config.metrics, ...(options.metrics === undefined ? {} : { metrics: options.metrics }) })
   await app.register(tracing, { config: config.tracing })
   await app.register(requestId)
@@ -82,7 +84,6 @@ export async function buildGateway (loaded: LoadedConfig, options: BuildOptions 
   await app.register(store, { loaded, ...(options.store === undefined ? {} : { store: options.store }) })
   await app.register(tokens, { loaded })
   await app.register(authenticate)
-  await app.register(accessLog)
   await app.register(userSource, { loaded })
   await app.register(health)
   await app.register(rateLimit, { loaded })

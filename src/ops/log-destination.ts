@@ -72,17 +72,43 @@ export class BatchedLogDestination {
 
   /** pino's destination interface: whole lines, each ending in a newline. */
   write (lines: string): boolean {
-    const room = this.#buffer.length - this.#used
-    if (lines.length * MAX_UTF8_PER_UNIT > room) {
-      this.flushSync()
-      if (lines.length * MAX_UTF8_PER_UNIT > this.#buffer.length) {
-        // longer than a write: out whole, at once
-        const data = Buffer.from(lines)
-        this.#writeAll(data, 0, data.length)
-        return true
-      }
+    const at = this.reserve(lines.length * MAX_UTF8_PER_UNIT)
+    if (at < 0) {
+      // longer than a write: out whole, at once
+      const data = Buffer.from(lines)
+      this.#writeAll(data, 0, data.length)
+      return true
     }
-    this.#used += this.#buffer.write(lines, this.#used)
+    this.commit(at + this.#buffer.write(lines, at))
+    return true
+  }
+
+  /**
+   * The buffer lines are encoded into. A writer that builds its lines as
+   * bytes (src/ops/access-line.ts) encodes one at the offset `reserve` gives
+   * and hands its end to `commit`: no string is built for it.
+   */
+  get buffer (): Buffer {
+    return this.#buffer
+  }
+
+  /**
+   * Where a line of at most `bytes` bytes goes in `buffer`, after writing out
+   * what is held if it would not fit; -1 when no write could hold a line that
+   * long (give it to `write` instead, which sends it out whole).
+   */
+  reserve (bytes: number): number {
+    if (bytes > this.#buffer.length) {
+      this.flushSync()
+      return -1
+    }
+    if (bytes > this.#buffer.length - this.#used) this.flushSync()
+    return this.#used
+  }
+
+  /** The line encoded at the offset `reserve` gave ends at `end`. */
+  commit (end: number): void {
+    this.#used = end
     if (!this.#scheduled) {
       this.#scheduled = true
       if (this.#toFile) {
@@ -93,7 +119,6 @@ export class BatchedLogDestination {
         setImmediate(this.#flushScheduled)
       }
     }
-    return true
   }
 
   /** Writes out every line held now (also on exit, stop and reload). */

@@ -124,6 +124,27 @@ t.test('one access line per request, with the request id, route, status, latency
   t.ok(lines().filter((l) => l.reqId !== undefined).every((l) => ['login-1', 'proxy-1', 'lost-1'].includes(String(l.reqId))))
 })
 
+t.test('every route has its line, whichever plugin added it; a gateway above info writes none', async (t) => {
+  const up = await startUpstream(t)
+  const origin = 'https://app.example'
+  const overrides = { cors: { origins: [origin] }, routes: [{ prefix: '/api', upstream: up.url, auth: 'none' }] }
+  const { app, lines } = await loggedGateway(t, overrides)
+  const preflight = { 'x-request-id': 'pre-1', origin, 'access-control-request-method': 'GET' }
+  t.equal((await app.inject({ method: 'OPTIONS', url: '/api/x', headers: preflight })).statusCode, 204, 'a preflight')
+  t.equal((await app.inject({ url: '/.well-known/jwks.json', headers: { 'x-request-id': 'jwks-1' } })).statusCode, 200, 'the JWKS')
+  t.equal((await app.inject({ method: 'HEAD', url: '/.well-known/jwks.json', headers: { 'x-request-id': 'head-1' } })).statusCode, 200, 'a HEAD')
+  const access = lines().filter((l) => l.msg === 'request completed')
+  t.same(access.map((l) => [l.reqId, l.method, l.status]), [['pre-1', 'OPTIONS', 204], ['jwks-1', 'GET', 200], ['head-1', 'HEAD', 200]], 'one line each')
+
+  let raw = ''
+  const stream = new Writable({ write (chunk: Buffer, _encoding, callback) { raw += chunk.toString('utf8'); callback() } })
+  const quiet = await buildGateway(await testConfig(overrides), { logger: loggerOptions('warn', false, stream) })
+  t.teardown(() => quiet.close())
+  for (const url of ['/api/x', '/.well-known/jwks.json', '/nowhere']) await quiet.inject({ url })
+  t.equal((await quiet.inject({ method: 'OPTIONS', url: '/api/x', headers: preflight })).statusCode, 204)
+  t.notOk(raw.includes('request completed'), 'at warn, no access line')
+})
+
 t.test('health checks and metrics scrapes are not logged', async (t) => {
   const { app, lines } = await loggedGateway(t, {})
   const before = lines().length
