@@ -2,6 +2,8 @@ import type { IncomingMessage } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import t, { type Test } from 'tap'
 import WebSocket, { WebSocketServer } from 'ws'
+import { createRemoteJWKSet, decodeJwt, jwtVerify } from 'jose'
+import { ASSERTION_TYP } from '../../src/proxy/identity-assertion.js'
 import { login, startGateway } from '../helpers/gateway.js'
 
 // WebSocket upgrades go through the same hooks as any request: a token is
@@ -50,4 +52,23 @@ t.test('a WebSocket upgrade needs a token and carries our identity headers only'
   t.notOk(up.upgrades[0].rawHeaders.map((h) => h.toLowerCase()).includes('x_user_roles'))
   t.equal(headers.cookie, 'theme=dark', 'the gateway cookie stays at the gateway')
   t.equal(headers.authorization, undefined)
+})
+
+t.test('with the identity assertion on, an upgrade carries one the JWKS verifies, and a client\'s own is dropped', async (t) => {
+  const up = await wsUpstream(t)
+  const { app } = await startGateway(t, { identity: { assertion: { ttl: '60s' } }, routes: [{ prefix: '/ws', upstream: up.url, websocket: true }] })
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const origin = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
+  const { access_token: token } = await login(app, 'bob')
+  const forged = 'eyJhbGciOiJub25lIn0.eyJzdWIiOiJyb290In0.'
+  const { ws, status } = await connect(`${origin.replace('http', 'ws')}/ws/chat`, { authorization: `Bearer ${token}`, 'x-tokengate-assertion': forged })
+  t.equal(status, 101)
+  t.teardown(() => ws?.terminate())
+  // the gateway opens the upstream side as the client's opens: an echo proves it is there
+  t.equal(await new Promise<string>((resolve) => { ws!.once('message', (d) => resolve(String(d))); ws!.send('hi') }), 'echo:hi')
+  const assertion = up.upgrades[0]?.headers['x-tokengate-assertion']
+  t.type(assertion, 'string')
+  t.not(assertion, forged, 'the client\'s header did not reach the upstream')
+  const { payload } = await jwtVerify(assertion as string, createRemoteJWKSet(new URL(`${origin}/.well-known/jwks.json`)), { issuer: 'tokengate', audience: up.url, typ: ASSERTION_TYP })
+  t.match(payload, { sub: 'u-2', token_jti: decodeJwt(token).jti })
 })
