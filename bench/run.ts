@@ -37,6 +37,16 @@ const PROFILE_DIR = process.env.BENCH_PROFILE
 /** The steady-load phase offers this share of the bare proxy's saturated req/s to every target; 0 skips it. */
 const PACED_SHARE = Number(process.env.BENCH_PACED_SHARE ?? 0.5)
 
+/**
+ * BENCH_BASELINE_BIN=/path/to/checkout/bin/gateway.js adds that checkout's bin
+ * (built, access log to a file) as the target gatewayBinBaseline: a change to
+ * the bin measured against the commit before it, paired round by round.
+ */
+const BASELINE_BIN = process.env.BENCH_BASELINE_BIN
+
+/** BENCH_SAMPLES=FILE writes every round's sample of every target there (JSON), for pairing rounds by hand. */
+const SAMPLES_FILE = process.env.BENCH_SAMPLES
+
 /** BENCH_ONLY=key,key measures only those targets (and the bare proxy, which every ratio needs); the keys are in `add(...)` calls below. */
 const ONLY = process.env.BENCH_ONLY === undefined ? null : new Set(['bare', ...process.env.BENCH_ONLY.split(',')])
 
@@ -50,6 +60,8 @@ interface Target {
   server: Server
   /** Redis-store gateways: Redis commands per request are counted (on every node of the cluster for 'cluster') */
   redis: false | 'single' | 'cluster'
+  /** the path loaded, when not /api/x */
+  path?: string
 }
 
 const RESULTS_START = '<!-- bench:start (written by npm run bench) -->'
@@ -136,7 +148,7 @@ async function main (): Promise<void> {
   writeFileSync(join(dir, 'users.yaml'), stringify({ users: [{ id: 'u-1', username: 'bench', passwordHash: await hashPassword('bench-password') }] }))
   const ports = {
     upstream: await freePort(), upstream2: await freePort(), bare: await freePort(), nginx: await freePort(), nginx2: await freePort(),
-    haproxy: await freePort(), redis: await freePort(), bin: await freePort(), binPipe: await freePort(), binQuiet: await freePort(), binLimited: await freePort(),
+    haproxy: await freePort(), redis: await freePort(), bin: await freePort(), binPipe: await freePort(), binQuiet: await freePort(), binBaseline: await freePort(), binLimited: await freePort(),
     workers: await freePort(), workersLimited: await freePort(), cluster: [await freePort(), await freePort(), await freePort()]
   }
   const upstream = `http://127.0.0.1:${ports.upstream}`
@@ -173,9 +185,12 @@ async function main (): Promise<void> {
     gatewayTwoTargets: { ...base, routes: [{ ...route, upstream: [upstream, upstream2] }] },
     gatewayTracing: { ...base, tracing: { enabled: true, otlp: { endpoint: `${upstream2}/v1/traces` } }, routes: [route] },
     // the bin as it ships, each on a store file of its own
-    gatewayBin: { ...base, server: { host: '127.0.0.1', port: ports.bin }, store: { file: './data/bin.db' }, routes: [route] },
+    // and a second route, the same but for its access line: the line's cost
+    // measured inside one process
+    gatewayBin: { ...base, server: { host: '127.0.0.1', port: ports.bin }, store: { file: './data/bin.db' }, routes: [route, { ...route, prefix: '/unlogged', accessLog: false }] },
     gatewayBinPipe: { ...base, server: { host: '127.0.0.1', port: ports.binPipe }, store: { file: './data/bin-pipe.db' }, routes: [route] },
     gatewayBinQuiet: { ...base, server: { host: '127.0.0.1', port: ports.binQuiet }, store: { file: './data/bin-quiet.db' }, routes: [route] },
+    gatewayBinBaseline: { ...base, server: { host: '127.0.0.1', port: ports.binBaseline }, store: { file: './data/bin-baseline.db' }, routes: [route] },
     gatewayBinLimited: { ...base, server: { host: '127.0.0.1', port: ports.binLimited }, store: { file: './data/bin-limited.db' }, routes: [limited] },
     // two workers under the supervisor (counters kept by the supervisor over IPC)
     gatewayWorkers: { ...base, server: { host: '127.0.0.1', port: ports.workers, workers: 2 }, store: { file: './data/workers.db' }, routes: [route] },
@@ -221,8 +236,11 @@ async function main (): Promise<void> {
     await add('gatewayTracing', 'gateway, embedded store, tracing on (OTLP export)', startRole(self, 'gateway', await freePort(), files.gatewayTracing, SERVER_CPU))
     const bin = join(__dirname, '..', '..', 'bin', 'gateway.js')
     await add('gatewayBin', 'gateway bin as shipped, access log on (to a file)', startBin('gateway bin', bin, files.gatewayBin, ports.bin, SERVER_CPU, 'info', join(dir, 'bin.log')))
+    const shipped = servers.at(-1) as Server
+    if (ONLY === null || ONLY.has('gatewayBinUnlogged')) targets.push({ key: 'gatewayBinUnlogged', label: 'the same bin, a route with accessLog: false', server: shipped, redis: false, path: '/unlogged/x' })
     await add('gatewayBinPipe', 'gateway bin, access log on (to a pipe)', startBin('gateway bin (pipe)', bin, files.gatewayBinPipe, ports.binPipe, SERVER_CPU, 'info', null))
     await add('gatewayBinQuiet', 'gateway bin, LOG_LEVEL=warn (no access lines)', startBin('gateway bin (warn)', bin, files.gatewayBinQuiet, ports.binQuiet, SERVER_CPU, 'warn', join(dir, 'bin-quiet.log')))
+    if (BASELINE_BIN !== undefined) await add('gatewayBinBaseline', `gateway bin of the baseline (${BASELINE_BIN}), access log on (to a file)`, startBin('gateway bin (baseline)', BASELINE_BIN, files.gatewayBinBaseline, ports.binBaseline, SERVER_CPU, 'info', join(dir, 'bin-baseline.log')))
     await add('gatewayBinLimited', 'gateway bin, access log on, rate limit on', startBin('gateway bin (limited)', bin, files.gatewayBinLimited, ports.binLimited, SERVER_CPU, 'info', join(dir, 'bin-limited.log')))
     await add('gatewayWorkers', 'gateway bin, workers: 2, access log on', startBin('gateway workers', bin, files.gatewayWorkers, ports.workers, SERVER_CPU, 'info', join(dir, 'workers.log')))
     await add('gatewayWorkersLimited', 'gateway bin, workers: 2, access log on, rate limit on (counted by the supervisor)', startBin('gateway workers (limited)', bin, files.gatewayWorkersLimited, ports.workersLimited, SERVER_CPU, 'info', join(dir, 'workers-limited.log')))
@@ -234,9 +252,10 @@ async function main (): Promise<void> {
     await add('gatewayAssertion', 'gateway, embedded store, identity assertion on', startRole(self, 'gateway', await freePort(), files.gatewayAssertion, SERVER_CPU, profile('gatewayAssertion')))
 
     const options: LoadOptions = { connections: CONNECTIONS, seconds: SECONDS, cpus: LOAD_CPUS }
-    const path = '/api/x'
+    const apiPath = '/api/x'
     const measure = async (target: Target, seconds = SECONDS, pacing?: { script: string, rate: number }): Promise<Sample> => {
       const pid = target.server.child.pid
+      const path = target.path ?? apiPath
       const cpuBefore = treeCpuSeconds(pid)
       const result = WRK
         ? await runWrk(`${target.server.url}${path}`, pacing?.script ?? script, { ...options, seconds })
@@ -270,6 +289,7 @@ async function main (): Promise<void> {
     }
     redisClient.disconnect()
     for (const c of clusterClients) c.disconnect()
+    if (SAMPLES_FILE !== undefined) writeFileSync(SAMPLES_FILE, JSON.stringify(Object.fromEntries(runs), null, 1))
 
     const s = new Map([...runs].map(([k, v]) => [k, summary(v)]))
     const bare = s.get('bare') as Sample
@@ -311,10 +331,10 @@ async function main (): Promise<void> {
       servers.push(server)
       // trip the circuit: ejectAfter timeouts on each target at once (one
       // after another, each ejection, 1 s, would be over before the next)
-      const call = async (n: number): Promise<number> => (await fetch(`${server.url}${path}`, { headers: { authorization: `Bearer ${tokens[n]}` } })).status
+      const call = async (n: number): Promise<number> => (await fetch(`${server.url}${apiPath}`, { headers: { authorization: `Bearer ${tokens[n]}` } })).status
       const tripped = await Promise.all(Array.from({ length: 6 }, (_, n) => call(n)))
       tripped.push(await call(6))
-      const one = await runWrk(`${server.url}${path}`, script, { ...options, connections: 1 })
+      const one = await runWrk(`${server.url}${apiPath}`, script, { ...options, connections: 1 })
       down = { sample: await measure({ key: 'gatewayDown', label: 'all targets down', server, redis: false }), one, tripped }
     }
     for (const socket of held) socket.destroy()
@@ -324,7 +344,7 @@ async function main (): Promise<void> {
     const workers = targets.find((t) => t.key === 'gatewayWorkers')
     const spread = workers === undefined
       ? null
-      : await revocationSpread(workers.server.url, path, signer.issue({ sub: 'bench-admin', sid: 's-admin', username: 'admin', roles: ['admin'], scopes: [] }).token,
+      : await revocationSpread(workers.server.url, apiPath, signer.issue({ sub: 'bench-admin', sid: 's-admin', username: 'admin', roles: ['admin'], scopes: [] }).token,
         () => signer.issue({ sub: 'bench-victim', sid: `s-victim-${randomUUID()}`, username: 'victim', roles: ['user'], scopes: ['bench:read'] }), SPREAD_TRIES)
 
     let memory: MemoryPhase[] = []
@@ -335,11 +355,11 @@ async function main (): Promise<void> {
       const signed = valid.slice(0, valid.lastIndexOf('.') + 1)
       const signatureLength = valid.length - signed.length
       memory = [
-        await memoryPhase('distinct invalid tokens (bad signatures)', server, path, MEMORY_CALLERS,
+        await memoryPhase('distinct invalid tokens (bad signatures)', server, apiPath, MEMORY_CALLERS,
           () => ({ authorization: `Bearer ${signed}${randomBytes(signatureLength).toString('base64url').slice(0, signatureLength)}` })),
-        await memoryPhase('distinct valid tokens', server, path, MEMORY_CALLERS,
+        await memoryPhase('distinct valid tokens', server, apiPath, MEMORY_CALLERS,
           (n) => ({ authorization: `Bearer ${issue(TOKENS + n)}` })),
-        await memoryPhase('distinct client addresses (no token)', server, path, MEMORY_CALLERS,
+        await memoryPhase('distinct client addresses (no token)', server, apiPath, MEMORY_CALLERS,
           (n) => ({ 'x-forwarded-for': `10.${(n >> 16) & 255}.${(n >> 8) & 255}.${n & 255}` }))
       ]
     }
@@ -396,20 +416,25 @@ async function main (): Promise<void> {
     // The access log's cost, round by round: each round measures the bin
     // with and without access lines within a minute of each other, so a
     // machine whose speed drifts moves both.
-    const logCost = [['gatewayBin', 'to a file'], ['gatewayBinPipe', 'to a pipe']].flatMap(([key, where]) => {
-      const on = runs.get(key as string)
-      const off = runs.get('gatewayBinQuiet')
-      if (on === undefined || off === undefined || on.length === 0 || on.length !== off.length) return []
+    const pairedRatios = (onKey: string, offKey: string): string | null => {
+      const on = runs.get(onKey)
+      const off = runs.get(offKey)
+      if (on === undefined || off === undefined || on.length === 0 || on.length !== off.length) return null
       const ratios = on.map((x, i) => x.cpuUs / (off[i] as Sample).cpuUs).sort((a, b) => a - b)
-      return [`${where}: median ${median(ratios).toFixed(3)} (rounds from ${(ratios[0] as number).toFixed(2)} to ${(ratios.at(-1) as number).toFixed(2)})`]
+      return `median ${median(ratios).toFixed(3)} (rounds from ${(ratios[0] as number).toFixed(2)} to ${(ratios.at(-1) as number).toFixed(2)})`
+    }
+    // In one process, a logged route against the same route unlogged: what
+    // the line costs, without the difference two processes make (heap, JIT,
+    // placement), which on a shared machine is larger than the line.
+    const inProcess = pairedRatios('gatewayBin', 'gatewayBinUnlogged')
+    const logCost = [['gatewayBin', 'to a file'], ['gatewayBinPipe', 'to a pipe'], ['gatewayBinBaseline', 'the baseline bin, to a file']].flatMap(([key, where]) => {
+      const ratio = pairedRatios(key as string, 'gatewayBinQuiet')
+      return ratio === null ? [] : [`${where as string}: ${ratio}`]
     })
-    if (logCost.length > 0) {
-      lines.push(
-        '## What the access log costs',
-        '',
-        `CPU per request of the bin writing an access line per request over the bin at \`LOG_LEVEL=warn\`, paired round by round (${ROUNDS} rounds): ${logCost.join('; ')}.`,
-        ''
-      )
+    if (inProcess !== null || logCost.length > 0) {
+      lines.push('## What the access log costs', '')
+      if (inProcess !== null) lines.push(`CPU per request of a route with its access line (to a file) over the same route with \`accessLog: false\`, in the same bin, paired round by round (${ROUNDS} rounds): ${inProcess}.`, '')
+      if (logCost.length > 0) lines.push(`CPU per request of the bin writing an access line per request over another bin at \`LOG_LEVEL=warn\`, paired round by round (${ROUNDS} rounds): ${logCost.join('; ')}.`, '')
     }
     if (down !== null) {
       lines.push(

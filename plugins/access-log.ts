@@ -14,9 +14,17 @@ import { accessLineWriter, type AccessLine } from '../src/ops/access-line.js'
 // Each route gets its own onResponse hook, made when the route is added, as
 // plugins/metrics.ts counts: the route's label and upstream are in the line
 // already, so a request does not build Fastify's routeOptions object to find
-// them. A route whose log level is above info (/healthz, /readyz, /metrics),
-// or every route when LOG_LEVEL is, gets no hook at all. Requests no route
+// them. A route whose log level is above info (/healthz, /readyz, /metrics)
+// or whose config says `accessLog: false`, or every route when LOG_LEVEL is
+// above info, gets no hook at all. Requests no route
 // matched are logged by one hook for the not-found handler.
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** false: no access line for this route's requests (routes[].accessLog) */
+    accessLog?: boolean
+  }
+}
 
 /** Longest URL an access line keeps: a client chooses it, so it is bounded. */
 export const MAX_LOGGED_URL = 512
@@ -42,7 +50,7 @@ async function accessLogPlugin (fastify: FastifyInstance): Promise<void> {
   const quiet = (level: string | undefined): boolean => (levels.values[level === undefined || level === '' ? fastify.log.level : level] ?? Infinity) > INFO
 
   fastify.addHook('onRoute', (route) => {
-    if (quiet(route.logLevel)) return
+    if (quiet(route.logLevel) || route.config?.accessLog === false) return
     const line = lineFor(route.config?.routePrefix ?? route.url ?? route.path, route.config?.upstream)
     const accessLog: onResponseHookHandler = function accessLog (request, reply, done) {
       write(line, request, reply)

@@ -132,7 +132,7 @@ function registerRoute (scope: FastifyInstance, config: GatewayConfig, route: Ro
   const loggedUpstream = upstreams.map((u) => u.replace(/^(https?:\/\/)[^@/]*@/, '$1')).join(',')
   // Resolved once; @fastify/cors (plugins/cors.ts) reads it from the route config.
   const corsPolicy = routeCorsPolicy(config, route)
-  const routeConfig = { routePrefix: route.prefix, upstream: loggedUpstream, cors: corsPolicy === null ? false as const : corsPolicy.options }
+  const routeConfig = { routePrefix: route.prefix, upstream: loggedUpstream, accessLog: route.accessLog, cors: corsPolicy === null ? false as const : corsPolicy.options }
 
   const authenticate = route.auth === 'none' ? null : scope.authenticateWith({ mode: route.auth, scopes: route.scopes, roles: route.roles, ...(route.issuers === undefined ? {} : { issuers: route.issuers }) })
   const limit = scope.routeRateLimit(route)

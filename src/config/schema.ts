@@ -233,7 +233,8 @@ export const RouteSchema = Type.Object({
   rateLimit: Type.Optional(RateLimitOrOff),
   cors: Type.Optional(RouteCorsSchema),
   issuers: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { description: 'issuers whose tokens this route accepts (tokens.issuer and/or tokens.trustedIssuers[].issuer); default: the gateway\'s own only' })),
-  assertion: Type.Optional(RouteAssertionSchema)
+  assertion: Type.Optional(RouteAssertionSchema),
+  accessLog: Type.Boolean({ default: true, description: 'one access line per request on this route; false for a route polled so often its lines would drown the rest (its errors are still logged)' })
 }, Strict)
 
 export const MetricsSchema = Type.Object({

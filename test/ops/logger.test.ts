@@ -145,6 +145,23 @@ t.test('every route has its line, whichever plugin added it; a gateway above inf
   t.notOk(raw.includes('request completed'), 'at warn, no access line')
 })
 
+t.test('a route with accessLog: false writes no access line; its errors and the other routes\' lines stay', async (t) => {
+  const up = await startUpstream(t)
+  const { app, lines } = await loggedGateway(t, {
+    routes: [
+      { prefix: '/poll', upstream: up.url, auth: 'none', accessLog: false },
+      { prefix: '/gone', upstream: `http://127.0.0.1:${await closedPort()}`, auth: 'none', accessLog: false },
+      { prefix: '/api', upstream: up.url, auth: 'none' }
+    ]
+  })
+  t.equal((await app.inject({ url: '/poll/x', headers: { 'x-request-id': 'poll-1' } })).statusCode, 200)
+  t.equal((await app.inject({ url: '/gone/x', headers: { 'x-request-id': 'gone-1' } })).statusCode, 503)
+  t.equal((await app.inject({ url: '/api/x', headers: { 'x-request-id': 'api-1' } })).statusCode, 200)
+  const access = lines().filter((l) => l.msg === 'request completed')
+  t.same(access.map((l) => l.reqId), ['api-1'], 'only the logged route has a line')
+  t.ok(lines().some((l) => l.reqId === 'gone-1' && l.level === 50), 'the unlogged route\'s upstream error is still logged')
+})
+
 t.test('health checks and metrics scrapes are not logged', async (t) => {
   const { app, lines } = await loggedGateway(t, {})
   const before = lines().length
