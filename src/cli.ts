@@ -8,6 +8,7 @@ import { editorJsonSchema } from './config/schema.js'
 import { ConfigError, formatIssue } from './config/yaml-source.js'
 import { hashPassword, MAX_PASSWORD_BYTES } from './users/password.js'
 import { startGateway } from './server.js'
+import { SqliteStore, StoreOpenError } from './sessions/sqlite-store.js'
 import { superviseWorkers, workerCount } from './supervisor.js'
 
 const USAGE = `usage:
@@ -116,6 +117,9 @@ export async function main (argv: string[]): Promise<number> {
         const text = readConfigText(rest[0])
         const loaded = loadConfig(rest[0], process.env, text)
         if (workerCount(loaded.config.server.workers) > 1 && text !== undefined) {
+          // Each worker would fail on a store file that cannot be used and be
+          // started again after a back-off, for ever: try the file once here.
+          if (loaded.redisTarget === null) await new SqliteStore({ file: loaded.config.store.file }).close()
           superviseWorkers(rest[0], loaded, text)
           return -1
         }
@@ -124,6 +128,10 @@ export async function main (argv: string[]): Promise<number> {
         if (err instanceof ConfigError) {
           console.error(`refusing to start: ${err.issues.length} problem(s) in the configuration`)
           for (const issue of err.issues) console.error(formatIssue(issue))
+          return 1
+        }
+        if (err instanceof StoreOpenError) {
+          console.error(`refusing to start: ${err.message}`)
           return 1
         }
         throw err

@@ -151,11 +151,19 @@ export class RedisStore implements SessionStore {
     return live ? session : null
   }
 
-  async endUserSessions (sub: string): Promise<string[]> {
-    const sids = await this.#run('endUserSessions', (r) => r.zrange(this.#keys.user(sub), 0, -1))
+  async endUser (sub: string, before: number, expiresAt: number): Promise<DenyEntry[]> {
+    const entries: DenyEntry[] = [{ kind: 'sub', value: sub, before, expiresAt }]
+    await this.revoke(entries[0])
+    const sids = await this.#run('endUser', (r) => r.zrange(this.#keys.user(sub), 0, -1))
     // one script per session, each in its own slot, all at once
     const ended = await Promise.all(sids.map(async (sid) => (await this.endSession(sid)) === null ? null : sid))
-    return ended.filter((sid): sid is string => sid !== null)
+    for (const sid of ended) {
+      if (sid === null) continue
+      const entry: DenyEntry = { kind: 'sid', value: sid, expiresAt }
+      await this.revoke(entry)
+      entries.push(entry)
+    }
+    return entries
   }
 
   async listSessions (sub: string, now: number): Promise<SessionInfo[]> {

@@ -30,9 +30,12 @@ export class Revoker {
   async endUser (sub: string, now = Date.now()): Promise<string[]> {
     // `before` has one-second resolution (iat); the sid entries cover tokens
     // issued earlier in this same second, so a login right after still works.
-    await this.deny({ kind: 'sub', value: sub, before: Math.floor(now / 1000), expiresAt: now + this.horizonMs })
-    const sids = await this.store.endUserSessions(sub)
-    for (const sid of sids) await this.deny({ kind: 'sid', value: sid, expiresAt: now + this.horizonMs })
+    const entries = await this.store.endUser(sub, Math.floor(now / 1000), now + this.horizonMs)
+    const sids: string[] = []
+    for (const entry of entries) {
+      this.mirror.apply(entry)
+      if (entry.kind === 'sid') sids.push(entry.value)
+    }
     return sids
   }
 

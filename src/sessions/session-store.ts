@@ -80,8 +80,17 @@ export interface SessionStore {
   findByRefresh (refreshHash: string, now: number): Promise<SessionInfo | null>
   /** Ends one session (its whole refresh family). Returns it, or null when it was not live. */
   endSession (sid: string): Promise<SessionInfo | null>
-  /** Ends every session of a user; returns the sids that were live. */
-  endUserSessions (sub: string): Promise<string[]>
+  /**
+   * Logout-all: denies every token of `sub` issued before `before` (seconds
+   * since the epoch), ends every session of that user and denies the sid of
+   * each one that was live, all until `expiresAt`. Returns the entries
+   * written, the sub entry first. The embedded store does it in one
+   * transaction. On Redis the sessions live in other slots than the
+   * denylist, so the sub entry is written (and confirmed) before any session
+   * ends: a failure part-way leaves sessions whose access tokens are already
+   * refused, and the client, answered 503, can try again.
+   */
+  endUser (sub: string, before: number, expiresAt: number): Promise<DenyEntry[]>
   listSessions (sub: string, now: number): Promise<SessionInfo[]>
 
   /** Writes a denylist entry and tells every instance (pub/sub for Redis). */

@@ -172,13 +172,20 @@ export class SqliteStore implements SessionStore {
     })
   }
 
-  async endUserSessions (sub: string): Promise<string[]> {
-    return this.#write(() => {
+  async endUser (sub: string, before: number, expiresAt: number): Promise<DenyEntry[]> {
+    // One transaction: a crash cannot leave the user denied but a session
+    // still able to refresh, nor a session ended without its sid denied.
+    const written = this.#write(() => {
       const now = Date.now()
-      const rows = this.#stmts.sessionsOf.all(sub) as unknown as SessionRow[]
-      for (const row of rows) this.#dropSession(row.sid)
-      return rows.filter((row) => isLive(row, now)).map((row) => row.sid)
+      const entries = [this.#writeDeny({ kind: 'sub', value: sub, before, expiresAt })]
+      for (const row of this.#stmts.sessionsOf.all(sub) as unknown as SessionRow[]) {
+        this.#dropSession(row.sid)
+        if (isLive(row, now)) entries.push(this.#writeDeny({ kind: 'sid', value: row.sid, expiresAt }))
+      }
+      return entries
     })
+    for (const entry of written) this.#publish(entry)
+    return written
   }
 
   async listSessions (sub: string, now: number): Promise<SessionInfo[]> {

@@ -202,17 +202,23 @@ export function storeContract (t: Test, makeStore: MakeStore): void {
     t.same(await store.loadDenylist(Date.now()), [])
   })
 
-  t.test('endUserSessions ends every session of that user only', async (t) => {
+  t.test('endUser denies the user, ends every session of that user only and denies their sids', async (t) => {
     const store = await makeStore(t)
     const a1 = await login(store)
     const a2 = await login(store, { sub: a1.sub, now: a1.input.now + 1 })
     const b = await login(store)
-    t.same((await store.endUserSessions(a1.sub)).sort(), [a1.sid, a2.sid].sort())
-    t.same(await store.endUserSessions(a1.sub), [], 'nothing left the second time')
+    const before = Math.floor(Date.now() / 1000)
+    const expiresAt = Date.now() + MINUTE
+    const entries = await store.endUser(a1.sub, before, expiresAt)
+    t.same(entries[0], { kind: 'sub', value: a1.sub, before, expiresAt }, 'the user first')
+    t.same(entries.slice(1).map((e) => e.value).sort(), [a1.sid, a2.sid].sort())
+    t.ok(entries.slice(1).every((e) => e.kind === 'sid' && e.expiresAt === expiresAt))
     t.same(await store.listSessions(a1.sub, Date.now()), [])
     t.same(await store.rotate(rotation(a2.token, Date.now()).input), { kind: 'invalid' })
     t.same((await store.listSessions(b.sub, Date.now())).map((s) => s.sid), [b.sid], 'another user keeps theirs')
-    t.same(await store.loadDenylist(Date.now()), [])
+    const denied = await store.loadDenylist(Date.now())
+    t.same(denied.map((e) => `${e.kind}:${e.value}`).sort(), entries.map((e) => `${e.kind}:${e.value}`).sort(), 'every entry is in the denylist')
+    t.same((await store.endUser(a1.sub, before, expiresAt)).map((e) => e.kind), ['sub'], 'no session left the second time')
   })
 
   t.test('listSessions shows live sessions, oldest first', async (t) => {

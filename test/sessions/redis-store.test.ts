@@ -112,7 +112,7 @@ t.test('a dead Redis makes every method fail with StoreUnavailableError, and the
     ['rotate', () => store.rotate(rotation(a.token, now).input)],
     ['findByRefresh', () => store.findByRefresh(a.input.refreshHash, now)],
     ['endSession', () => store.endSession(a.sid)],
-    ['endUserSessions', () => store.endUserSessions(a.sub)],
+    ['endUser', () => store.endUser(a.sub, Math.floor(now / 1000), now + 1000)],
     ['listSessions', () => store.listSessions(a.sub, now)],
     ['revoke', () => store.revoke({ kind: 'jti', value: 'j', expiresAt: now + 1000 })],
     ['loadDenylist', () => store.loadDenylist(now)],
