@@ -46,7 +46,7 @@ async function authenticatePlugin (fastify: FastifyInstance): Promise<void> {
     const authorize = scopes.length > 0 || roles.length > 0
     const issuers: ReadonlySet<string> = new Set(policy.issuers ?? [fastify.accessTokens.issuer])
     const metrics = fastify.metrics
-    // Claims are cached and frozen per token (src/access-token.ts): this
+    // Claims are cached and frozen per token (src/tokens/access-token.ts): this
     // route's verdict on a token is worked out on its first request only.
     const verdicts = new WeakMap<AccessClaims, boolean>()
     const allows = (claims: AccessClaims): boolean => {

@@ -264,7 +264,7 @@ function registerRoute (scope: FastifyInstance, config: GatewayConfig, route: Ro
     httpMethods: methods,
     config: routeConfig,
     // @fastify/http-proxy has matched the route, rewritten the path and refused
-    // traversal out of rewritePrefix; the hop itself is ours (src/upstream-forwarder.ts).
+    // traversal out of rewritePrefix; the hop itself is ours (src/proxy/upstream-forwarder.ts).
     // The upstream's answer is written straight to the socket: headers set on
     // the reply before (request id, rate-limit headers) go with it, onResponse
     // hooks run, onSend hooks do not.

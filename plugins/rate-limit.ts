@@ -19,7 +19,7 @@ import type { RouteSeries } from '../src/ops/gateway-metrics.js'
 // shares one budget), and in process memory otherwise. The limiting is @fastify/rate-limit's, used
 // through `createRateLimit`, so this gateway decides the key, the headers,
 // the error shape and what happens when Redis fails. Its local store counts
-// in memory; in Redis the counting is ours (src/redis-rate-counter.ts), which
+// in memory; in Redis the counting is ours (src/limits/redis-rate-counter.ts), which
 // sends the counts of one event-loop turn in one script call.
 
 declare module 'fastify' {

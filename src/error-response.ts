@@ -109,8 +109,9 @@ export function bearerChallenge (error: FastifyError): string | undefined {
  * route (a path that does not decode, such as `/x/%zz`) get our body too.
  */
 export function answerFrameworkError (error: FastifyError, _request: FastifyRequest, reply: FastifyReply): FastifyReply {
-  reply.log.info({ code: 'TG_BAD_REQUEST', cause: error.code }, 'request refused')
-  return sendError(reply, toGatewayError(error))
+  const mapped = toGatewayError(error)
+  reply.log.info({ code: mapped.code, cause: error.code }, 'request refused')
+  return sendError(reply, mapped)
 }
 
 export function sendError (reply: FastifyReply, error: FastifyError): FastifyReply {

@@ -1,5 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
+import { DatabaseSync } from 'node:sqlite'
 import { join } from 'node:path'
 import { request } from 'node:http'
 import t from 'tap'
@@ -33,6 +34,33 @@ t.test('--config with a bad config refuses to start with the same messages', asy
   t.equal(run.status, 1)
   t.match(run.stderr, 'refusing to start')
   t.match(run.stderr, new RegExp(`${file}:\\d+:\\d+ tokens\\.secret must be at least 32 bytes`))
+})
+
+t.test('--config refuses to start on a store file it cannot use, naming the file, with one worker or several', async (t) => {
+  const { dir } = await writeTestConfig()
+  const newer = join(dir, 'newer.db')
+  const db = new DatabaseSync(newer)
+  db.exec('PRAGMA user_version = 99')
+  db.close()
+  const corrupt = join(dir, 'corrupt.db')
+  writeFileSync(corrupt, 'not a database file '.repeat(500))
+  const blocker = join(dir, 'a-file')
+  writeFileSync(blocker, '')
+  const cases = [
+    { file: newer, says: 'written by a newer tokengate' },
+    { file: corrupt, says: 'not a usable tokengate store' },
+    { file: join(blocker, 'sub', 'tokengate.db'), says: 'its directory cannot be created' }
+  ]
+  for (const workers of [1, 2]) {
+    for (const { file: storeFile, says } of cases) {
+      const { file } = await writeTestConfig({ store: { file: storeFile }, server: { workers } })
+      // A supervisor that restarted failing workers for ever would hit this timeout instead of exiting.
+      const run = spawnSync(process.execPath, [BIN, '--config', file], { encoding: 'utf8', timeout: 20_000 })
+      t.equal(run.status, 1, `workers: ${workers}, ${says}: exit 1`)
+      t.match(run.stderr, `refusing to start: store.file ${storeFile}: ${says}`)
+      t.notMatch(run.stderr, /\n\s+at /, 'no stack trace')
+    }
+  }
 })
 
 t.test('hash-password prints an argon2id hash with OWASP parameters', async (t) => {

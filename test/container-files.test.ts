@@ -49,6 +49,11 @@ t.test('the example config is valid with the environment compose gives it', asyn
 
 t.test('the image is multi-stage, runs as non-root with production dependencies, and starts like npm start', async (t) => {
   t.equal(dockerfile.match(/^FROM /gm)?.length, 2)
+  // bin/gateway.js refuses Node before 22.13, so an older base image would build a container that never starts.
+  const ciLines = /lines=\$\{TOKENGATE_CI_NODE_LINES:-([\d ]+)\}/.exec(readFileSync(join(ROOT, '.ci', 'run'), 'utf8'))?.[1].split(' ') ?? []
+  const bases = [...dockerfile.matchAll(/^FROM node:(\d+)-/gm)].map((m) => m[1])
+  t.same(bases, [ciLines[0], ciLines[0]], 'both stages run the newest line CI tests on')
+  t.ok(Number(ciLines[0]) >= 22 && Number(ciLines.at(-1)) >= 22, 'CI tests supported lines only')
   t.match(dockerfile, /npm ci --omit=dev/)
   t.match(dockerfile, /^USER node$/m)
   const entrypoint = JSON.parse(/^ENTRYPOINT (.*)$/m.exec(dockerfile)?.[1] ?? '[]') as string[]

@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { closedPort } from './helpers/upstream.js'
@@ -60,4 +60,21 @@ t.test('the README walk-through works as written', async (t) => {
   const other = await fetch(`http://127.0.0.1:${appPort}/app/`)
   t.equal(other.status, 200, 'the example app is served on its own origin')
   t.match(other.headers.get('content-security-policy'), `connect-src 'self' http://localhost:${port};`, 'its page may connect to the gateway')
+})
+
+t.test('the README\'s Layout names every folder and top-level file of src/ and every plugin', async (t) => {
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
+  const layout = readme.slice(readme.indexOf('## Layout'), readme.indexOf('## Status'))
+  t.ok(layout.length > 100, 'the README has a Layout section before Status')
+  for (const entry of readdirSync(join(ROOT, 'src'), { withFileTypes: true })) {
+    const name = entry.isDirectory() ? `\`${entry.name}/\`` : `\`${entry.name}\``
+    t.ok(layout.includes(name), `Layout names src/${entry.name}`)
+  }
+  for (const folder of [...layout.matchAll(/^ {2}- `([a-z]+)\/`/gm)].map((m) => m[1])) {
+    t.ok(existsSync(join(ROOT, 'src', folder)), `src/${folder}/ exists`)
+  }
+  const plugins = layout.slice(layout.indexOf('`plugins/`'), layout.indexOf('`bin/gateway.js`')).replace(/\s+/g, ' ')
+  for (const file of readdirSync(join(ROOT, 'plugins'))) {
+    t.ok(plugins.includes(file.replace(/\.ts$/, '').replaceAll('-', ' ').replace(/^cors$/, 'CORS').replace(/^oauth /, 'OAuth ')), `Layout names plugins/${file}`)
+  }
 })

@@ -50,7 +50,7 @@ export function compileIdentityHeaders (headers: Record<string, IdentityClaim>, 
   // alsoStripped: the signed assertion's header names, dropped even where the assertion is off.
   const stripped = new Set([...ALWAYS_STRIPPED, ...identity.map(([name]) => name), ...alsoStripped.map(normaliseHeaderName)])
   const ownCookies = new Set(gatewayCookieNames)
-  // Claims are cached and frozen per token (src/access-token.ts), so the
+  // Claims are cached and frozen per token (src/tokens/access-token.ts), so the
   // identity headers of a token are computed on its first request only.
   const identityOf = new WeakMap<AccessClaims, ReadonlyArray<readonly [string, string]>>()
   const identityHeaders = (claims: AccessClaims): ReadonlyArray<readonly [string, string]> => {

@@ -411,7 +411,11 @@ function openDatabase (file: string, busyTimeoutMs: number): DatabaseSync {
   try {
     db.exec(`PRAGMA busy_timeout = ${busyTimeoutMs}`)
     if (!memory) db.exec('PRAGMA journal_mode = WAL')
-    db.exec('PRAGMA synchronous = NORMAL')
+    // FULL: a commit is on disk before the client hears of it, so an answered
+    // logout or revocation survives a power cut too, not only a crash (NORMAL
+    // in WAL mode may lose the last commits then). Only logins, refreshes and
+    // revocations write; a proxied request never does.
+    db.exec('PRAGMA synchronous = FULL')
     migrate(db, file)
     // A write proves the file is writable now rather than at the first login.
     db.exec('BEGIN IMMEDIATE; COMMIT')

@@ -163,7 +163,7 @@ async function startRecordingGateway (t: Test, overrides: ConfigOverrides, prepa
   t.teardown(() => app.close())
   const answers: GatewayAnswer[] = []
   // The gateway's own JSON errors pass through onSend; proxied answers are
-  // written straight to the socket (src/upstream-forwarder.ts), so every
+  // written straight to the socket (src/proxy/upstream-forwarder.ts), so every
   // answer is recorded once it has gone out, in onResponse.
   const codes = new WeakMap<FastifyRequest, string>()
   app.addHook('onSend', async (request, reply, payload) => {

@@ -6,7 +6,7 @@ import { startGateway } from '../helpers/gateway.js'
 import { startUpstream } from '../helpers/upstream.js'
 import { waitFor } from '../helpers/wait-for.js'
 
-// The HTTP hop to an upstream (src/upstream-forwarder.ts) over real sockets on
+// The HTTP hop to an upstream (src/proxy/upstream-forwarder.ts) over real sockets on
 // both sides: what the client sees of the upstream's answer, what the upstream
 // sees of the client's request, and what happens when either side stops
 // reading, goes away or is not HTTP at all.

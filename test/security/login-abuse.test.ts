@@ -12,6 +12,7 @@ t.test('a huge password is refused before hashing, without a 500', async (t) => 
   t.match(res.json(), { code: 'TG_VALIDATION' })
   const bigger = await app.inject({ method: 'POST', url: '/auth/login', payload: { username: 'alice', password: 'x'.repeat(200_000) } })
   t.equal(bigger.statusCode, 413)
+  t.match(bigger.json(), { statusCode: 413, code: 'TG_BODY_TOO_LARGE' }, 'our body, not the framework\'s')
 })
 
 t.test('operator objects, arrays and __proto__ in the body are 400, never a login', async (t) => {
