@@ -244,7 +244,9 @@ export const MetricsSchema = Type.Object({
 }, { ...Strict, default: {}, description: 'the Prometheus endpoint; unauthenticated and open to every address unless restricted here' })
 
 export const TracingSchema = Type.Object({
-  enabled: Type.Boolean({ default: false, description: 'W3C trace context to upstreams and OpenTelemetry spans; false does no tracing work at all' }),
+  // No default: unset, tracing follows otlp.endpoint (see tracingEnabled), so
+  // naming where spans go is enough to send them there.
+  enabled: Type.Optional(Type.Boolean({ description: 'W3C trace context to upstreams and OpenTelemetry spans; false does no tracing work at all, even with otlp.endpoint set; default: true when otlp.endpoint is set, false otherwise' })),
   trustIncoming: Type.Boolean({ default: false, description: 'continue the trace of a client\'s traceparent/tracestate; false starts a new trace per request' }),
   userId: Type.Union([Type.Literal('hash'), Type.Literal('omit')], { default: 'hash', description: 'the server span\'s user id: a SHA-256 prefix of the token subject, or none' }),
   serviceName: Type.String({ minLength: 1, default: 'tokengate' }),
