@@ -187,8 +187,8 @@ export const HealthCheckSchema = Type.Object({
   path: Type.String({ pattern: '^/', description: 'probed with GET on each target; a 2xx or 3xx answer is healthy' }),
   interval: Duration('between probes of one target', '5s'),
   timeout: Duration('one probe', '2s'),
-  healthyAfter: Type.Integer({ minimum: 1, default: 2, description: 'passing probes in a row that bring an ejected target back' }),
-  unhealthyAfter: Type.Integer({ minimum: 1, default: 3, description: 'failing probes in a row that eject a target' })
+  healthyAfter: Type.Integer({ minimum: 1, default: 2, description: 'passing probes in a row that bring an ejected or unhealthy target back' }),
+  unhealthyAfter: Type.Integer({ minimum: 1, default: 3, description: 'failing probes in a row (no answer within timeout counts) that take a target out until healthyAfter passing ones; passive trials do not bring it back' })
 }, { ...Strict, description: 'active health checks from the gateway to every target of the route' })
 const HeaderName = Type.String({ pattern: '^[A-Za-z0-9!#$%&\'*+.^_`|~-]+$' })
 
