@@ -181,7 +181,8 @@ export const BALANCE_MODES = ['round-robin', 'least-request'] as const
 
 // The URL's form is checked by load-config (UPSTREAM_URL), item by item: a
 // pattern inside this union would only say "must be a string or an array".
-const UpstreamUrl = Type.String({ minLength: 1, description: 'an http(s)://host[:port] URL with no path' })
+// The title names the item in messages about the list ("must list at least one target").
+const UpstreamUrl = Type.String({ minLength: 1, title: 'target', description: 'an http(s)://host[:port] URL with no path' })
 
 export const HealthCheckSchema = Type.Object({
   path: Type.String({ pattern: '^/', description: 'probed with GET on each target; a 2xx or 3xx answer is healthy' }),
