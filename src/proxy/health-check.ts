@@ -50,7 +50,7 @@ export function startHealthChecks (targets: TargetSet, config: HealthCheckConfig
       passes.set(target, 0)
       const n = (fails.get(target) ?? 0) + 1
       fails.set(target, n)
-      if (n >= config.unhealthyAfter) targets.markUnhealthy(target, readmitAt(0))
+      if (n >= config.unhealthyAfter || target.unhealthy) targets.markUnhealthy(target, readmitAt(0))
     }
   }
 
