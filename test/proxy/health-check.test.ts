@@ -46,7 +46,7 @@ t.test('a target the check found unhealthy gets no request until the check sees 
   // ejectFor is left at its default (1s), shorter than the interval: a passive
   // trial would be due long before the next probe.
   const { port, up } = await gatewayPort(t, { upstream: [a.url, b.url], healthCheck: { path: '/health', interval: '1500ms', unhealthyAfter: 1, healthyAfter: 2 } })
-  await waitFor('the check holds the failing target out', async () => await up(a.url) === 0)
+  await waitFor('the check holds the failing target out', async () => await up(a.url) === 0, 200, 50)
 
   const from = probes()
   const statuses = new Set<number>()
