@@ -2,7 +2,7 @@ import fp from 'fastify-plugin'
 import type { Span } from '@opentelemetry/api'
 import type { FastifyInstance } from 'fastify'
 import type { TracingConfig } from '../src/config/schema.js'
-import { GatewayTracing } from '../src/ops/tracing.js'
+import { GatewayTracing, tracingEnabled } from '../src/ops/tracing.js'
 
 // Tracing for proxied routes: a server span from onRequest to onResponse.
 // With tracing off this plugin registers no hook at all, so the hot path does
@@ -24,7 +24,7 @@ export interface TracingPluginOptions {
 }
 
 async function tracingPlugin (fastify: FastifyInstance, { config }: TracingPluginOptions): Promise<void> {
-  if (!config.enabled) {
+  if (!tracingEnabled(config)) {
     fastify.decorate('tracing', null)
     fastify.decorateRequest('serverSpan', null)
     return

@@ -181,14 +181,15 @@ export const BALANCE_MODES = ['round-robin', 'least-request'] as const
 
 // The URL's form is checked by load-config (UPSTREAM_URL), item by item: a
 // pattern inside this union would only say "must be a string or an array".
-const UpstreamUrl = Type.String({ minLength: 1, description: 'an http(s)://host[:port] URL with no path' })
+// The title names the item in messages about the list ("must list at least one target").
+const UpstreamUrl = Type.String({ minLength: 1, title: 'target', description: 'an http(s)://host[:port] URL with no path' })
 
 export const HealthCheckSchema = Type.Object({
   path: Type.String({ pattern: '^/', description: 'probed with GET on each target; a 2xx or 3xx answer is healthy' }),
   interval: Duration('between probes of one target', '5s'),
   timeout: Duration('one probe', '2s'),
-  healthyAfter: Type.Integer({ minimum: 1, default: 2, description: 'passing probes in a row that bring an ejected target back' }),
-  unhealthyAfter: Type.Integer({ minimum: 1, default: 3, description: 'failing probes in a row that eject a target' })
+  healthyAfter: Type.Integer({ minimum: 1, default: 2, description: 'passing probes in a row that bring an ejected or unhealthy target back' }),
+  unhealthyAfter: Type.Integer({ minimum: 1, default: 3, description: 'failing probes in a row (no answer within timeout counts) that take a target out until healthyAfter passing ones; passive trials do not bring it back' })
 }, { ...Strict, description: 'active health checks from the gateway to every target of the route' })
 const HeaderName = Type.String({ pattern: '^[A-Za-z0-9!#$%&\'*+.^_`|~-]+$' })
 
@@ -244,7 +245,9 @@ export const MetricsSchema = Type.Object({
 }, { ...Strict, default: {}, description: 'the Prometheus endpoint; unauthenticated and open to every address unless restricted here' })
 
 export const TracingSchema = Type.Object({
-  enabled: Type.Boolean({ default: false, description: 'W3C trace context to upstreams and OpenTelemetry spans; false does no tracing work at all' }),
+  // No default: unset, tracing follows otlp.endpoint (see tracingEnabled), so
+  // naming where spans go is enough to send them there.
+  enabled: Type.Optional(Type.Boolean({ description: 'W3C trace context to upstreams and OpenTelemetry spans; false does no tracing work at all, even with otlp.endpoint set; default: true when otlp.endpoint is set, false otherwise' })),
   trustIncoming: Type.Boolean({ default: false, description: 'continue the trace of a client\'s traceparent/tracestate; false starts a new trace per request' }),
   userId: Type.Union([Type.Literal('hash'), Type.Literal('omit')], { default: 'hash', description: 'the server span\'s user id: a SHA-256 prefix of the token subject, or none' }),
   serviceName: Type.String({ minLength: 1, default: 'tokengate' }),

@@ -146,6 +146,13 @@ export class YamlSource {
       case 'anyOf':
         message = `must be ${describeAlternatives(err.parentSchema)}`
         break
+      case 'minItems': {
+        // The items' title names what the list holds (`upstream: []` must list at least one target).
+        const limit = (err.params as { limit: number }).limit
+        const noun = (err.parentSchema as SchemaShape | undefined)?.items?.title ?? 'item'
+        message = limit === 1 ? `must list at least one ${noun}` : `must list at least ${limit} ${noun}s`
+        break
+      }
       case 'type':
         message = `must be ${withArticle(String((err.params as { type: string }).type))}`
         break
@@ -210,27 +217,29 @@ function unescapePointer (part: string): string {
 
 /**
  * Ajv reports every failed branch of a union; the union's own error says it
- * better, except where the value is an object and one branch alone is: that
- * branch's errors name the very key (`redis.tls.verify is not a known key`).
+ * better, except where the value is an object or a list and one branch alone
+ * is: that branch's errors name the very key or item (`redis.tls.verify is
+ * not a known key`, `routes[0].upstream must list at least one target`).
  */
 function relevantErrors (errors: ErrorObject[]): ErrorObject[] {
-  const unions = errors.filter((e) => e.keyword === 'anyOf').map((e) => ({ error: e, path: `${e.schemaPath}/`, kept: objectBranch(e) }))
+  const unions = errors.filter((e) => e.keyword === 'anyOf').map((e) => ({ error: e, path: `${e.schemaPath}/`, kept: sameKindBranch(e) }))
   return errors.filter((e) => {
     if (e.keyword === 'anyOf' && unions.some((u) => u.error === e && u.kept !== undefined)) return false
     return !unions.some((u) => e.schemaPath.startsWith(u.path) && (u.kept === undefined || !e.schemaPath.startsWith(`${u.path}${u.kept}/`)))
   })
 }
 
-/** The index of a union's only object branch, when the value given is an object. */
-function objectBranch (union: ErrorObject): number | undefined {
+/** The index of a union's only object branch when the value given is an object, or its only array branch when it is a list. */
+function sameKindBranch (union: ErrorObject): number | undefined {
   const data: unknown = union.data
-  if (data === null || typeof data !== 'object' || Array.isArray(data)) return undefined
+  if (data === null || typeof data !== 'object') return undefined
+  const kind = Array.isArray(data) ? 'array' : 'object'
   const branches = (union.parentSchema as SchemaShape | undefined)?.anyOf ?? []
-  const objects = branches.flatMap((b, i) => b.type === 'object' ? [i] : [])
-  return objects.length === 1 ? objects[0] : undefined
+  const same = branches.flatMap((b, i) => b.type === kind ? [i] : [])
+  return same.length === 1 ? same[0] : undefined
 }
 
-interface SchemaShape { const?: unknown, type?: string, description?: string, anyOf?: SchemaShape[], required?: string[], properties?: Record<string, SchemaShape> }
+interface SchemaShape { const?: unknown, type?: string, title?: string, description?: string, anyOf?: SchemaShape[], items?: SchemaShape, required?: string[], properties?: Record<string, SchemaShape> }
 
 function describeAlternatives (schema: unknown): string {
   const branches = (schema as SchemaShape).anyOf ?? []

@@ -212,7 +212,7 @@ export class GatewayMetrics {
     const ups = this.#targetUp
     new Gauge({
       name: `${METRIC_PREFIX}upstream_target_up`,
-      help: '1 while an upstream target takes traffic, 0 while it is ejected, by route and target',
+      help: '1 while an upstream target takes traffic, 0 while it is ejected or held out by the active health check, by route and target',
       labelNames: ['route', 'target'],
       registers,
       // With server.workers each worker checks its targets: 1 only while every worker sends to it.

@@ -18,6 +18,17 @@ const headerGetter = {
   get: (carrier: IncomingHttpHeaders, key: string) => carrier[key]
 }
 
+/**
+ * Whether tracing is on. Unset, it follows `otlp.endpoint`: an operator who
+ * names where spans go expects them to be sent there. An explicit `false`
+ * wins over an endpoint, so tracing can be switched off (`enabled:
+ * ${TRACING:-true}`) without deleting the endpoint from the config; `true`
+ * without an endpoint propagates traceparent with no exporter.
+ */
+export function tracingEnabled (config: TracingConfig): boolean {
+  return config.enabled ?? config.otlp !== undefined
+}
+
 export class GatewayTracing {
   readonly #provider: BasicTracerProvider
   readonly #tracer: Tracer

@@ -5,8 +5,11 @@ import type { TargetSet, UpstreamTarget } from './upstream-targets.js'
 
 // Active health checks: every `interval`, each target of a route gets a GET
 // on `path` through its own pool. `unhealthyAfter` failing probes in a row
-// eject it (as passive failures do); `healthyAfter` passing probes in a row
-// bring an ejected one back before its back-off is over.
+// hold it out, and only `healthyAfter` passing probes in a row let it back:
+// passive trials do not, or with ejectFor shorter than interval a failing
+// target would take traffic between every two probes. Those passes also bring
+// back a target ejected by passive failures before its back-off is over. A
+// probe that does not answer within `timeout` fails.
 
 export interface HealthChecks {
   stop (): void
@@ -35,16 +38,19 @@ export function startHealthChecks (targets: TargetSet, config: HealthCheckConfig
       running.delete(target)
     }
     if (stopped) return
+    // When the check could let a held-out target back at the earliest: the route's Retry-After.
+    const readmitAt = (passed: number): number => performance.now() + (config.healthyAfter - passed) * interval
     if (ok) {
       fails.set(target, 0)
       const n = (passes.get(target) ?? 0) + 1
       passes.set(target, n)
       if (target.ejectedUntil !== 0 && n >= config.healthyAfter) targets.restore(target)
+      else if (target.unhealthy) targets.markUnhealthy(target, readmitAt(n))
     } else {
       passes.set(target, 0)
       const n = (fails.get(target) ?? 0) + 1
       fails.set(target, n)
-      if (target.ejectedUntil === 0 && n >= config.unhealthyAfter) targets.eject(target, performance.now())
+      if (n >= config.unhealthyAfter || target.unhealthy) targets.markUnhealthy(target, readmitAt(0))
     }
   }
 

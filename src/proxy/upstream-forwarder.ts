@@ -214,13 +214,14 @@ class Exchange implements Dispatcher.DispatchHandler {
   /**
    * Sends the request again to another target, and says so, when that cannot
    * make the upstream act twice: the connection to the first was never made,
-   * or the method is idempotent and the request had no body (a streamed body
-   * is gone once sent, and is never buffered to make a retry possible). A
-   * request that waited out its timeout is not retried, and every retry is
-   * within the route's budget.
+   * or the method is idempotent and the connection was reset; in both cases
+   * only while its body, if any, is untouched (a streamed body is gone once
+   * read, and is never buffered to make a retry possible). A request that
+   * waited out its timeout is not retried, and every retry is within the
+   * route's budget.
    */
   private retryable (code: string, now: number): boolean {
-    if (code === '' || this.attempt >= this.plan.retries || this.options.body !== null || this.res.destroyed) return false
+    if (code === '' || this.attempt >= this.plan.retries || !bodyUntouched(this.options.body as ForwardBody /* as forward() set it */) || this.res.destroyed) return false
     if (!CONNECT_FAILURES.has(code) && (TIMEOUTS.has(code) || !IDEMPOTENT.has(this.request.method))) return false
     const next = this.plan.targets.pick(now, this.target)
     if (next === null) return false
@@ -234,6 +235,17 @@ class Exchange implements Dispatcher.DispatchHandler {
     this.send()
     return true
   }
+}
+
+/**
+ * True when no byte of the body has been taken from the stream, so the next
+ * attempt can send all of it. undici reads the body only once connected and
+ * destroys it when that attempt fails, so a connection that was refused
+ * leaves it untouched. An empty body that was read to its end emitted no
+ * data, hence the readableEnded check.
+ */
+function bodyUntouched (body: ForwardBody): boolean {
+  return body === null || (!body.readableDidRead && !body.readableEnded && !body.destroyed)
 }
 
 const PERCENT_ESCAPE = /%([0-9a-fA-F]{2})/g

@@ -31,6 +31,11 @@ export class UpstreamTarget {
   level = 0
   /** a trial request after an ejection is in flight: no other request goes here until it ends */
   probing = false
+  /**
+   * the active health check found it failing: it stays out, with no passive
+   * trial, until the check sees it pass `healthyAfter` times (restore)
+   */
+  unhealthy = false
   observer: TargetObserver = SILENT
 
   constructor (url: string) {
@@ -38,7 +43,7 @@ export class UpstreamTarget {
     this.pool = new Pool(this.origin)
   }
 
-  /** 1 when the target takes traffic, 0 while it is ejected (a trial may be running). */
+  /** 1 when the target takes traffic, 0 while it is ejected or held out by the health check (a trial may be running). */
   get up (): number {
     return this.ejectedUntil === 0 ? 1 : 0
   }
@@ -69,8 +74,9 @@ export class TargetSet {
    * The target for the next attempt, or null when none may be tried now (the
    * circuit is open: every target is ejected, or on trial with a request
    * already). A target whose ejection is over gets exactly one trial request
-   * when its turn comes, so a recovered target comes back by itself. `exclude` is the target a retry
-   * comes from.
+   * when its turn comes, so a recovered target comes back by itself; one the
+   * health check holds out gets none (its probes decide). `exclude` is the
+   * target a retry comes from.
    */
   pick (now: number, exclude: UpstreamTarget | null = null): UpstreamTarget | null {
     const targets = this.targets
@@ -82,7 +88,7 @@ export class TargetSet {
       const target = targets[(this.#next + k) % count]
       if (target === exclude) continue
       if (target.ejectedUntil !== 0) {
-        if (target.probing || target.ejectedUntil > now) continue
+        if (target.unhealthy || target.probing || target.ejectedUntil > now) continue
         target.probing = true
         best = target
         break
@@ -98,9 +104,18 @@ export class TargetSet {
     return best
   }
 
-  /** The target answered (its headers arrived): it is healthy again. */
+  /**
+   * The target answered (its headers arrived): it is healthy again, unless the
+   * health check holds it out. Its probe path is what the operator chose to
+   * judge it by: a request sent before the verdict, answered after, must not
+   * overturn it (an app that answers / but fails /healthz is out).
+   */
   succeeded (target: UpstreamTarget): void {
     target.failuresInRow = 0
+    if (target.unhealthy) {
+      target.probing = false
+      return
+    }
     if (target.ejectedUntil !== 0 || target.probing) {
       target.probing = false
       target.ejectedUntil = 0
@@ -112,7 +127,10 @@ export class TargetSet {
   failed (target: UpstreamTarget, now: number): void {
     target.observer.failure()
     target.failuresInRow++
-    if (target.probing) {
+    if (target.unhealthy) {
+      // Out already, for as long as the health check says.
+      target.probing = false
+    } else if (target.probing) {
       // The trial failed: out again, for twice as long as last time.
       target.probing = false
       this.eject(target, now)
@@ -133,8 +151,20 @@ export class TargetSet {
     target.observer.ejection()
   }
 
-  /** An active health check saw the target pass often enough: back in at once. */
+  /**
+   * The active health check saw the target fail `unhealthyAfter` times: out
+   * until restore. `until` is when the check could first bring it back, only
+   * for Retry-After; pick does not look at it.
+   */
+  markUnhealthy (target: UpstreamTarget, until: number): void {
+    if (target.ejectedUntil === 0) target.observer.ejection()
+    target.unhealthy = true
+    target.ejectedUntil = until
+  }
+
+  /** An active health check saw the target pass often enough: back in at once, whatever took it out. */
   restore (target: UpstreamTarget): void {
+    target.unhealthy = false
     this.succeeded(target)
   }
 

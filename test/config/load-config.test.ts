@@ -136,3 +136,22 @@ t.test('a missing file or broken YAML is a clear error', async (t) => {
   t.match(formatIssue(checkConfig(file, {}).issues[0]), /gateway\.config\.yaml:\d+:\d+ is not valid YAML/)
   t.throws(() => loadConfig(file, {}), { name: 'ConfigError' })
 })
+
+t.test('an empty upstream list says a route needs a target, at file:line:col', async (t) => {
+  const dir = configDir()
+  const file = write(dir, [
+    `tokens: { algorithm: HS256, secret: ${HS_SECRET} }`,
+    'auth: { users: { file: ./users.yaml } }',
+    'routes:',
+    '  - prefix: /api',
+    '    upstream: []',
+    '  - prefix: /b',
+    '    upstream: [http://127.0.0.1:1, 3002]',
+    ''
+  ].join('\n'))
+  const lines = checkConfig(file, {}).issues.map(formatIssue)
+  t.same(lines, [
+    `${file}:5:15 routes[0].upstream must list at least one target`,
+    `${file}:7:36 routes[1].upstream[1] must be a string`
+  ], 'each names the list or the item, not "a string or an array"')
+})

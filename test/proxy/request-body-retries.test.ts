@@ -3,14 +3,15 @@ import { createServer, request as httpRequest, type IncomingMessage, type Server
 import type { AddressInfo } from 'node:net'
 import t, { type Test } from 'tap'
 import { startGateway } from '../helpers/gateway.js'
-import { startUpstream } from '../helpers/upstream.js'
+import { closedPort, startUpstream } from '../helpers/upstream.js'
 import { waitFor } from '../helpers/wait-for.js'
 
 // On a route with several targets and retries on, a request body is still
 // streamed to the upstream as it arrives, never held back so that it could be
 // sent again: a body that reached a target is never retried, whatever the
 // method, and the upstream sees the first bytes before the client has sent
-// the last.
+// the last. A body no byte of which was read yet (the first target refused
+// the connection) goes whole to the next target, still streamed.
 
 async function gatewayPort (t: Test, upstream: string[]): Promise<number> {
   const { app } = await startGateway(t, { routes: [{ prefix: '/svc', upstream, auth: 'none', rateLimit: false, retries: 2, ejectAfter: 100 }] })
@@ -62,3 +63,46 @@ for (const method of ['PUT', 'DELETE', 'POST']) {
     t.equal(good.seen.length, 0, 'the body was not sent again to the other target (it was not kept)')
   })
 }
+
+for (const method of ['POST', 'PUT', 'PATCH']) {
+  t.test(`a ${method} with a body whose first target refused the connection goes whole to the other`, async (t) => {
+    const dead = await closedPort()
+    const live = await startUpstream(t)
+    // Round-robin starts at the first target: the refused one.
+    const port = await gatewayPort(t, [`http://127.0.0.1:${dead}`, live.url])
+    const req = httpRequest({ host: '127.0.0.1', port, path: '/svc/thing', method, agent: false, headers: { 'content-type': 'text/plain', 'content-length': '9' } })
+    const answered = once(req, 'response') as Promise<[IncomingMessage]>
+    req.end('some body')
+    const [res] = await answered
+    res.resume()
+    t.equal(res.statusCode, 200, 'nothing of it reached the refused target, so it was retried')
+    t.equal(live.seen.length, 1)
+    t.equal(live.seen[0].body, 'some body', 'the whole body, once')
+  })
+}
+
+t.test('a body retried after a refused connection is still streamed, not held back', async (t) => {
+  const received: string[] = []
+  let finish: (res: ServerResponse) => void = () => {}
+  const server = createServer((req: IncomingMessage, res) => {
+    req.on('data', (c: Buffer) => received.push(String(c)))
+    req.on('end', () => finish(res))
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()) }))
+  const dead = await closedPort()
+  const port = await gatewayPort(t, [`http://127.0.0.1:${dead}`, `http://127.0.0.1:${(server.address() as AddressInfo).port}`])
+  finish = (res) => res.end(`got ${received.join('')}`)
+
+  const req = httpRequest({ host: '127.0.0.1', port, path: '/svc/upload', method: 'POST', agent: false, headers: { 'content-type': 'application/octet-stream', 'transfer-encoding': 'chunked' } })
+  const answered = once(req, 'response') as Promise<[IncomingMessage]>
+  req.write('first chunk;')
+  await waitFor('the second target has the first chunk while the client holds the rest', () => received.join('').includes('first chunk;'))
+  t.notOk(received.join('').includes('second'), 'the rest has not been sent yet')
+  req.end('second chunk')
+  const [res] = await answered
+  let body = ''
+  for await (const c of res) body += String(c)
+  t.equal(res.statusCode, 200)
+  t.equal(body, 'got first chunk;second chunk')
+})

@@ -221,7 +221,7 @@ t.test('active health checks eject a failing target before any request hits it, 
     res.end('a')
   })
   const b = await startUpstream(t)
-  const { port } = await gatewayPort(t, { upstream: [a.url, b.url], ejectFor: '60s', healthCheck: { path: '/health', interval: '50ms', timeout: '1s', healthyAfter: 1, unhealthyAfter: 2 } })
+  const { port } = await gatewayPort(t, { upstream: [a.url, b.url], healthCheck: { path: '/health', interval: '50ms', timeout: '1s', healthyAfter: 1, unhealthyAfter: 2 } })
   while (a.seen.filter((r) => r.url === '/health').length < 3) await sleep(20)
   for (let i = 0; i < 4; i++) t.equal((await send(port, '/svc/x')).status, 200)
   t.equal(a.seen.filter((r) => r.url !== '/health').length, 0, 'the unhealthy target got no traffic')

@@ -96,10 +96,33 @@ t.test('trustIncoming continues the client\'s trace; a retry is a second client 
   t.equal(Number(attribute(clients[1], 'tokengate.retry')), 1)
 })
 
-t.test('tracing off: the client\'s traceparent passes through untouched and nothing is exported', async (t) => {
+t.test('the config of DESIGN.md (an endpoint, no enabled key) exports spans', async (t) => {
   const receiver = await startReceiver(t)
   const upstream = await startUpstream(t)
+  const { app } = await startGateway(t, {
+    tracing: { otlp: { endpoint: receiver.url }, trustIncoming: false },
+    routes: [{ prefix: '/svc', upstream: upstream.url, auth: 'none', rateLimit: false }]
+  })
+  t.equal((await app.inject({ method: 'GET', url: '/svc/x' })).statusCode, 200)
+  await app.close()
+  const server = receiver.spans.find((s) => s.kind === 2)
+  t.equal(server?.traceId, String(upstream.seen[0].headers.traceparent).split('-')[1], 'the receiver has the trace the upstream saw')
+  t.ok(receiver.spans.some((s) => s.kind === 3), 'and the attempt\'s client span')
+})
+
+t.test('no tracing key at all: tracing is off', async (t) => {
+  const upstream = await startUpstream(t)
   const { app } = await startGateway(t, { routes: [{ prefix: '/svc', upstream: upstream.url, auth: 'none', rateLimit: false }] })
+  t.equal(app.tracing, null)
+})
+
+t.test('enabled: false beside an endpoint: the client\'s traceparent passes through untouched and nothing is exported', async (t) => {
+  const receiver = await startReceiver(t)
+  const upstream = await startUpstream(t)
+  const { app } = await startGateway(t, {
+    tracing: { enabled: false, otlp: { endpoint: receiver.url } },
+    routes: [{ prefix: '/svc', upstream: upstream.url, auth: 'none', rateLimit: false }]
+  })
   t.equal(app.tracing, null)
   const sent = `00-${CLIENT_TRACE}-${CLIENT_PARENT}-01`
   t.equal((await app.inject({ method: 'GET', url: '/svc/x', headers: { traceparent: sent } })).statusCode, 200)
