@@ -91,6 +91,15 @@ export class WebSocketSessions {
   }
 
   /**
+   * Ends a link whose token was revoked before it could be tracked (the
+   * revocation landed while its upstream side was opening); counted as revoked.
+   */
+  refuse (sockets: WebSocket[]): void {
+    this.#end(sockets)
+    this.#opts.onClosed?.('revoked')
+  }
+
+  /**
    * Closes every link whose token a denylist entry matches. The rule is the
    * mirror's own (entryRefuses), so a socket ends exactly when authenticate
    * would refuse its token.
@@ -137,12 +146,16 @@ export class WebSocketSessions {
   #close (held: Held, reason: SocketCloseReason): void {
     if (!this.#held.has(held)) return
     this.#forget(held)
-    for (const socket of held.sockets) {
+    this.#end(held.sockets)
+    this.#opts.onClosed?.(reason)
+  }
+
+  #end (sockets: WebSocket[]): void {
+    for (const socket of sockets) {
       if (socket.readyState === socket.CONNECTING) socket.terminate()
       else socket.close(POLICY_VIOLATION, SESSION_ENDED)
       // A peer that never answers the close frame is cut off.
       setTimeout(() => { if (socket.readyState !== socket.CLOSED) socket.terminate() }, 2000).unref()
     }
-    this.#opts.onClosed?.(reason)
   }
 }
