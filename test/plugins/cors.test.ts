@@ -171,7 +171,9 @@ t.test('cors unset: no CORS headers anywhere, the upstream\'s pass through', asy
 })
 
 t.test('cors.origins count as trusted for the refresh cookie\'s CSRF check; others stay refused', async (t) => {
-  const { app } = await startGateway(t, { cors })
+  const up = await startUpstream(t)
+  const routeOnly = 'https://admin.example.com'
+  const { app } = await startGateway(t, { cors, routes: [{ prefix: '/admin-ui', upstream: up.url, auth: 'none', cors: { origins: [routeOnly] } }] })
   const res = await app.inject({ method: 'POST', url: '/auth/login', headers: { origin: APP }, payload: { username: 'alice', password: 'alice-test-password' } })
   t.equal(res.statusCode, 200)
   const cookie = String(res.headers['set-cookie']).split(';')[0]
@@ -179,6 +181,9 @@ t.test('cors.origins count as trusted for the refresh cookie\'s CSRF check; othe
   const stranger = await app.inject({ method: 'POST', url: '/auth/refresh', headers: { origin: 'https://evil.test', cookie } })
   t.equal(stranger.statusCode, 403)
   t.equal(stranger.headers['access-control-allow-origin'], undefined)
+  const fromRoute = await app.inject({ method: 'POST', url: '/auth/refresh', headers: { origin: routeOnly, cookie } })
+  t.equal(fromRoute.statusCode, 403, 'an origin listed only in a route\'s cors is not trusted with the cookie')
+  t.match(fromRoute.json(), { code: 'TG_CSRF' })
   const refreshed = await app.inject({ method: 'POST', url: '/auth/refresh', headers: { origin: APP, cookie } })
   t.equal(refreshed.statusCode, 200, 'the trusted app refreshes, and the foreign attempt did not end the session')
   t.equal(refreshed.headers['access-control-allow-origin'], APP)
