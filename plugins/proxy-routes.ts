@@ -185,7 +185,14 @@ function registerRoute (scope: FastifyInstance, config: GatewayConfig, route: Ro
     onConnect: (_context: unknown, source: WebSocket, target: WebSocket) => {
       const raw = (source as unknown as { _socket?: Socket })._socket
       const claims = raw === undefined ? undefined : openedWith.get(raw)
-      if (claims !== undefined && link !== null) link.sockets.add(claims, [source, target], { route: link.route, owner: link.owner, closeOnExpiry: link.closeOnExpiry })
+      if (claims === undefined || link === null) return
+      // A revocation that landed after authenticate let the upgrade in, while
+      // the upstream side was opening, found no link to close. This runs
+      // before the messages the client sent meanwhile are relayed (their
+      // writes wait on the same 'open', queued after this hook), so nothing
+      // of theirs reaches the upstream.
+      if (scope.denylist.isRevoked(claims, Date.now())) link.sockets.refuse([source, target])
+      else link.sockets.add(claims, [source, target], { route: link.route, owner: link.owner, closeOnExpiry: link.closeOnExpiry })
     }
   }
   // A WebSocket upgrade takes its target from the balancer, once it is

@@ -48,6 +48,9 @@ t.test('the README walk-through works as written', async (t) => {
   t.match(out, '"active":true', 'the client introspected alice\'s token')
   t.match(out, /204\n401\n/)
   t.match(out, '"code":"TG_CSRF"')
+  // "Browser apps on another origin": the example config's origin is approved, an unlisted one is not.
+  t.match(out, new RegExp(`HTTP/1\\.1 204 No Content\\r?\\naccess-control-allow-origin: http://localhost:${appPort}\\r?\\nHTTP/1\\.1 404 Not Found\\r?\\n`, 'i'), 'a preflight from the listed origin is approved, from https://app.example.com it is not')
+  t.notMatch(out, 'access-control-allow-origin: https://app.example.com', 'the unlisted origin is never allowed')
   t.notMatch(logs, /alice-demo-password|bob-demo-password/)
 
   // "Example browser app": the page the README tells people to open.

@@ -194,7 +194,7 @@ export const HealthCheckSchema = Type.Object({
 const HeaderName = Type.String({ pattern: '^[A-Za-z0-9!#$%&\'*+.^_`|~-]+$' })
 
 const CorsFields = {
-  origins: Type.Array(Type.String({ minLength: 1 }), { description: 'browser origins allowed to read answers: exact (https://app.example.com) or whole leftmost labels (https://*.example.com); they also count as trusted for the cookie endpoints\' CSRF check' }),
+  origins: Type.Array(Type.String({ minLength: 1 }), { description: 'browser origins allowed to read answers: exact (https://app.example.com) or whole leftmost labels (https://*.example.com); the exact ones also count as trusted for the cookie endpoints\' CSRF check' }),
   credentials: Type.Boolean({ default: false, description: 'send Access-Control-Allow-Credentials: true (cookies with credentials: include); refused with "*"' }),
   maxAge: Duration('how long a browser may cache a preflight answer', '10m'),
   allowHeaders: Type.Array(HeaderName, { default: ['Authorization', 'Content-Type'], description: 'request headers a page may send' }),
@@ -207,7 +207,9 @@ export const CorsSchema = Type.Object(CorsFields, { ...Strict, description: 'COR
 export const RouteCorsSchema = Type.Union([
   Type.Literal(false),
   Type.Object({
-    origins: Type.Optional(CorsFields.origins),
+    // Not the top-level description: only top-level origins are trusted for
+    // the cookie endpoints (src/tokens/browser-origins.ts), which no route serves.
+    origins: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { description: 'browser origins allowed to read this route\'s answers, in place of the top-level cors.origins (same forms); not trusted for the cookie endpoints\' CSRF check (that trusts the gateway\'s own origin, auth.allowedOrigins and the exact top-level cors.origins only)' })),
     credentials: Type.Optional(Type.Boolean()),
     maxAge: Type.Optional(Duration('preflight cache')),
     allowHeaders: Type.Optional(Type.Array(HeaderName)),

@@ -1,5 +1,6 @@
 import type WebSocket from 'ws'
 import type { DenyEntry } from '../sessions/session-store.js'
+import { entryRefuses, type RevocableClaims } from '../sessions/denylist-mirror.js'
 
 // Every proxied WebSocket remembers the access token it was opened with, so
 // the socket ends when that token does: revoked (logout, logout-all, reuse,
@@ -13,13 +14,8 @@ import type { DenyEntry } from '../sessions/session-store.js'
 // ones whose route it changed or dropped are closed. So the registry lives as
 // long as the process (src/server.ts), not as long as one gateway.
 
-/** What the registry needs of a token. */
-export interface SocketClaims {
-  jti: string
-  sid: string
-  sub: string
-  /** seconds since the epoch */
-  iat: number
+/** What the registry needs of a token: what the denylist matches, and when it expires. */
+export interface SocketClaims extends RevocableClaims {
   /** seconds since the epoch */
   exp: number
 }
@@ -94,17 +90,22 @@ export class WebSocketSessions {
     for (const socket of sockets) socket.once('close', () => this.#forget(held))
   }
 
-  /** Closes every link whose token a denylist entry matches, as authenticate would refuse it. */
-  revoke (entry: DenyEntry): void {
-    for (const held of this.#held) {
-      const c = held.claims
-      const matches = entry.kind === 'jti'
-        ? c.jti === entry.value
-        : entry.kind === 'sid'
-          ? c.sid === entry.value
-          : c.sub === entry.value && c.iat < entry.before
-      if (matches) this.#close(held, 'revoked')
-    }
+  /**
+   * Ends a link whose token was revoked before it could be tracked (the
+   * revocation landed while its upstream side was opening); counted as revoked.
+   */
+  refuse (sockets: WebSocket[]): void {
+    this.#end(sockets)
+    this.#opts.onClosed?.('revoked')
+  }
+
+  /**
+   * Closes every link whose token a denylist entry matches. The rule is the
+   * mirror's own (entryRefuses), so a socket ends exactly when authenticate
+   * would refuse its token.
+   */
+  revoke (entry: DenyEntry, now = Date.now()): void {
+    for (const held of this.#held) if (entryRefuses(entry, held.claims, now)) this.#close(held, 'revoked')
   }
 
   /**
@@ -145,12 +146,16 @@ export class WebSocketSessions {
   #close (held: Held, reason: SocketCloseReason): void {
     if (!this.#held.has(held)) return
     this.#forget(held)
-    for (const socket of held.sockets) {
+    this.#end(held.sockets)
+    this.#opts.onClosed?.(reason)
+  }
+
+  #end (sockets: WebSocket[]): void {
+    for (const socket of sockets) {
       if (socket.readyState === socket.CONNECTING) socket.terminate()
       else socket.close(POLICY_VIOLATION, SESSION_ENDED)
       // A peer that never answers the close frame is cut off.
       setTimeout(() => { if (socket.readyState !== socket.CLOSED) socket.terminate() }, 2000).unref()
     }
-    this.#opts.onClosed?.(reason)
   }
 }

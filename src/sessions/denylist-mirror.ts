@@ -44,6 +44,33 @@ export interface RevocableClaims {
 
 interface SubEntry { before: number, expiresAt: number }
 
+/**
+ * Whether a user's "revoked before" cut-off refuses a token. iat has
+ * one-second resolution. Our tokens issued earlier in the revocation's own
+ * second are caught by their sessions' sid entries, so one issued after it (a
+ * login right after) still works. A token with no session (an outside
+ * issuer's) has nothing else to catch it: from that second it is refused,
+ * including one minted later in the second.
+ */
+function cutOffRefuses (before: number, c: RevocableClaims): boolean {
+  return c.iat < before || (c.sid === '' && c.iat === before)
+}
+
+/**
+ * Whether one entry, still in force at `now`, refuses a token: the rule
+ * isRevoked applies, for one entry rather than the whole mirror, for whoever
+ * must act on an entry as it arrives (the WebSocket registry closing the
+ * sockets it matches).
+ */
+export function entryRefuses (entry: DenyEntry, c: RevocableClaims, now: number): boolean {
+  if (entry.expiresAt <= now) return false
+  switch (entry.kind) {
+    case 'jti': return c.jti === entry.value
+    case 'sid': return c.sid === entry.value
+    case 'sub': return c.sub === entry.value && cutOffRefuses(entry.before, c)
+  }
+}
+
 export class DenylistMirror {
   readonly #store: SessionStore
   readonly #opts: DenylistMirrorOptions
@@ -146,12 +173,7 @@ export class DenylistMirror {
     }
     const sub = this.#sub.get(c.sub)
     if (sub !== undefined) {
-      // iat has one-second resolution. Our tokens issued earlier in the
-      // revocation's own second are caught by their sessions' sid entries, so
-      // one issued after it (a login right after) still works. A token with
-      // no session (an outside issuer's) has nothing else to catch it: from
-      // that second it is refused, including one minted later in the second.
-      if (sub.expiresAt > now) return c.iat < sub.before || (c.sid === '' && c.iat === sub.before)
+      if (sub.expiresAt > now) return cutOffRefuses(sub.before, c)
       this.#sub.delete(c.sub)
     }
     return false

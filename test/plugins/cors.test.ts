@@ -81,6 +81,24 @@ t.test('actual answers carry the headers, also 401, 404 and 429, and expose the 
   t.equal(up.seen.length, 0)
 })
 
+t.test('403 for a missing scope is readable by a trusted page: our JSON body and the CORS headers', async (t) => {
+  const up = await startUpstream(t)
+  const { app } = await startGateway(t, { cors, routes: [{ prefix: '/api/orders', upstream: up.url, scopes: ['orders:write'] }] })
+  // bob holds orders:read only.
+  const bob = await app.inject({ method: 'POST', url: '/auth/login', headers: { origin: APP }, payload: { username: 'bob', password: 'bob-test-password', transport: 'body' } })
+  t.equal(bob.statusCode, 200)
+  const res = await app.inject({ method: 'POST', url: '/api/orders', headers: { origin: APP, authorization: `Bearer ${(bob.json() as { access_token: string }).access_token}` } })
+  t.equal(res.statusCode, 403)
+  t.match(res.headers['content-type'], /^application\/json/)
+  t.match(res.json(), { statusCode: 403, code: 'TG_INSUFFICIENT_SCOPE', error: 'insufficient_scope', message: String })
+  t.match(res.headers['www-authenticate'], /insufficient_scope/)
+  t.equal(res.headers['access-control-allow-origin'], APP)
+  t.equal(res.headers['access-control-allow-credentials'], 'true')
+  t.match(res.headers.vary, /Origin/)
+  t.match(String(res.headers['access-control-expose-headers']).toLowerCase(), 'www-authenticate', 'the page can read why')
+  t.equal(up.seen.length, 0, 'the upstream never saw it')
+})
+
 t.test('credentials off: no Allow-Credentials header', async (t) => {
   const up = await startUpstream(t)
   const { app } = await startGateway(t, { cors: { origins: [APP] }, routes: [{ prefix: '/api', upstream: up.url, auth: 'none' }] })
@@ -153,7 +171,9 @@ t.test('cors unset: no CORS headers anywhere, the upstream\'s pass through', asy
 })
 
 t.test('cors.origins count as trusted for the refresh cookie\'s CSRF check; others stay refused', async (t) => {
-  const { app } = await startGateway(t, { cors })
+  const up = await startUpstream(t)
+  const routeOnly = 'https://admin.example.com'
+  const { app } = await startGateway(t, { cors, routes: [{ prefix: '/admin-ui', upstream: up.url, auth: 'none', cors: { origins: [routeOnly] } }] })
   const res = await app.inject({ method: 'POST', url: '/auth/login', headers: { origin: APP }, payload: { username: 'alice', password: 'alice-test-password' } })
   t.equal(res.statusCode, 200)
   const cookie = String(res.headers['set-cookie']).split(';')[0]
@@ -161,6 +181,9 @@ t.test('cors.origins count as trusted for the refresh cookie\'s CSRF check; othe
   const stranger = await app.inject({ method: 'POST', url: '/auth/refresh', headers: { origin: 'https://evil.test', cookie } })
   t.equal(stranger.statusCode, 403)
   t.equal(stranger.headers['access-control-allow-origin'], undefined)
+  const fromRoute = await app.inject({ method: 'POST', url: '/auth/refresh', headers: { origin: routeOnly, cookie } })
+  t.equal(fromRoute.statusCode, 403, 'an origin listed only in a route\'s cors is not trusted with the cookie')
+  t.match(fromRoute.json(), { code: 'TG_CSRF' })
   const refreshed = await app.inject({ method: 'POST', url: '/auth/refresh', headers: { origin: APP, cookie } })
   t.equal(refreshed.statusCode, 200, 'the trusted app refreshes, and the foreign attempt did not end the session')
   t.equal(refreshed.headers['access-control-allow-origin'], APP)

@@ -10,12 +10,21 @@ import { storeConfig, type StoreKind } from '../helpers/lifecycle.js'
 // is revoked (on whichever instance) or expires, both the browser's side and
 // the upstream's side are closed with 1008 and a reason that names nothing.
 
-interface Upstream { url: string, closes: Array<{ code: number, reason: string }>, received: string[] }
+interface Upstream {
+  url: string
+  closes: Array<{ code: number, reason: string }>
+  received: string[]
+  /** with holdAccepts: each upgrade the upstream has heard but not yet accepted; call one to accept it */
+  held: Array<() => void>
+}
 
-async function wsUpstream (t: Test): Promise<Upstream> {
+async function wsUpstream (t: Test, holdAccepts = false): Promise<Upstream> {
   const closes: Upstream['closes'] = []
   const received: string[] = []
-  const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' })
+  const held: Upstream['held'] = []
+  // ws's two-argument verifyClient keeps the handshake waiting until it answers.
+  const hold = holdAccepts ? { verifyClient: (_info: unknown, accept: (ok: boolean) => void) => { held.push(() => accept(true)) } } : {}
+  const wss = new WebSocketServer({ port: 0, host: '127.0.0.1', ...hold })
   wss.on('connection', (socket) => {
     socket.on('message', (data) => {
       received.push(String(data))
@@ -25,7 +34,7 @@ async function wsUpstream (t: Test): Promise<Upstream> {
   })
   await new Promise<void>((resolve) => wss.once('listening', () => resolve()))
   t.teardown(() => new Promise<void>((resolve) => { for (const c of wss.clients) c.terminate(); wss.close(() => resolve()) }))
-  return { url: `http://127.0.0.1:${(wss.address() as AddressInfo).port}`, closes, received }
+  return { url: `http://127.0.0.1:${(wss.address() as AddressInfo).port}`, closes, received, held }
 }
 
 interface Client { ws: WebSocket, closed: Promise<{ code: number, reason: string }> }
@@ -43,8 +52,8 @@ async function open (t: Test, app: FastifyInstance, token: string): Promise<Clie
   return { ws, closed }
 }
 
-async function gateways (t: Test, kind: StoreKind, count: number, extra: Record<string, unknown> = {}): Promise<{ apps: FastifyInstance[], up: Upstream }> {
-  const up = await wsUpstream(t)
+async function gateways (t: Test, kind: StoreKind, count: number, extra: Record<string, unknown> = {}, holdAccepts = false): Promise<{ apps: FastifyInstance[], up: Upstream }> {
+  const up = await wsUpstream(t, holdAccepts)
   const loaded = await testConfig(mergeConfig({ ...storeConfig(t, kind, 'ws'), routes: [{ prefix: '/ws', upstream: up.url, websocket: true }] }, extra))
   const apps = await startGateways(t, loaded, count)
   for (const app of apps) await app.listen({ host: '127.0.0.1', port: 0 })
@@ -85,37 +94,20 @@ t.test('logout closes the socket opened with the session\'s token [sqlite]', asy
   t.equal(await metric(app, 'revoked'), 1)
 })
 
-t.test('another user\'s socket stays open when one user logs out [sqlite]', async (t) => {
-  const { apps: [app] } = await gateways(t, 'sqlite', 1)
+t.test('logout-all closes the user\'s socket, not another user\'s [sqlite]', async (t) => {
+  const { apps: [app], up } = await gateways(t, 'sqlite', 1)
   const alice = await login(app, 'alice')
   const bob = await login(app, 'bob')
   const aliceSocket = await open(t, app, alice.access_token)
   const bobSocket = await open(t, app, bob.access_token)
-  await app.inject({ method: 'POST', url: '/auth/logout-all', headers: { authorization: `Bearer ${alice.access_token}` } })
-  t.equal((await aliceSocket.closed).code, 1008)
+  const res = await app.inject({ method: 'POST', url: '/auth/logout-all', headers: { authorization: `Bearer ${alice.access_token}` } })
+  t.ok(res.statusCode < 300, `logout-all answered ${res.statusCode}`)
+  await closedByPolicy(t, aliceSocket, up)
+  await nothingRelayedAfter(t, aliceSocket, up)
   const echoed = new Promise<string>((resolve) => bobSocket.ws.once('message', (d) => resolve(String(d))))
   bobSocket.ws.send('still here')
   t.equal(await echoed, 'echo:still here')
-})
-
-t.test('logout on one instance closes the socket held by the other [redis]', async (t) => {
-  const { apps: [a, b], up } = await gateways(t, 'redis', 2)
-  const { access_token: token } = await login(a, 'alice')
-  const client = await open(t, b, token)
-  const res = await a.inject({ method: 'POST', url: '/auth/logout', headers: { authorization: `Bearer ${token}` } })
-  t.ok(res.statusCode < 300)
-  await closedByPolicy(t, client, up)
-  t.equal(await metric(b, 'revoked'), 1)
-})
-
-t.test('admin revocation by sub closes the user\'s socket [redis]', async (t) => {
-  const { apps: [a, b], up } = await gateways(t, 'redis', 2)
-  const admin = await login(a, 'alice')
-  const bob = await login(a, 'bob')
-  const client = await open(t, b, bob.access_token)
-  const res = await a.inject({ method: 'POST', url: '/admin/revoke', headers: { authorization: `Bearer ${admin.access_token}` }, payload: { sub: 'u-2' } })
-  t.ok(res.statusCode < 300, `revoke answered ${res.statusCode}`)
-  await closedByPolicy(t, client, up)
+  t.equal(up.closes.length, 1, 'only alice\'s upstream side was closed')
 })
 
 t.test('the socket closes when its token expires', async (t) => {
@@ -160,6 +152,52 @@ async function closeCounts (app: FastifyInstance): Promise<Record<string, number
 }
 
 for (const kind of ['sqlite', 'redis'] as const) {
+  t.test(`logout on one instance closes the socket held by the other [${kind}]`, async (t) => {
+    const { apps: [a, b], up } = await gateways(t, kind, 2)
+    const { access_token: token } = await login(a, 'alice')
+    const client = await open(t, b, token)
+    const res = await a.inject({ method: 'POST', url: '/auth/logout', headers: { authorization: `Bearer ${token}` } })
+    t.ok(res.statusCode < 300, `logout answered ${res.statusCode}`)
+    await closedByPolicy(t, client, up)
+    await nothingRelayedAfter(t, client, up)
+    t.equal(await metric(b, 'revoked'), 1, 'counted on the instance holding it')
+  })
+
+  t.test(`admin revocation by sub closes the user's socket [${kind}]`, async (t) => {
+    const { apps: [a, b], up } = await gateways(t, kind, 2)
+    const admin = await login(a, 'alice')
+    const bob = await login(a, 'bob')
+    const client = await open(t, b, bob.access_token)
+    const res = await a.inject({ method: 'POST', url: '/admin/revoke', headers: { authorization: `Bearer ${admin.access_token}` }, payload: { sub: 'u-2' } })
+    t.ok(res.statusCode < 300, `revoke answered ${res.statusCode}`)
+    await closedByPolicy(t, client, up)
+    await nothingRelayedAfter(t, client, up)
+  })
+
+  t.test(`a revocation landing while the upstream side is opening closes the socket once it opens [${kind}]`, async (t) => {
+    const { apps: [a, b], up } = await gateways(t, kind, 2, {}, true)
+    const { access_token: token } = await login(a, 'alice')
+    const port = (b.server.address() as AddressInfo).port
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/ws/chat`, { headers: { authorization: `Bearer ${token}` } })
+    t.teardown(() => ws.terminate())
+    const closed = new Promise<{ code: number, reason: string }>((resolve) => ws.once('close', (code, reason) => resolve({ code, reason: String(reason) })))
+    await new Promise<void>((resolve, reject) => { ws.once('open', () => resolve()); ws.once('error', reject) })
+    // The gateway let the upgrade in (the token was good) and is now waiting
+    // for the upstream to accept its side.
+    await waitFor('the upstream heard the gateway\'s upgrade', () => up.held.length === 1)
+    const res = await a.inject({ method: 'POST', url: '/auth/logout', headers: { authorization: `Bearer ${token}` } })
+    t.ok(res.statusCode < 300, `logout answered ${res.statusCode}`)
+    await waitFor('the instance holding the socket refuses the token', async () => (await b.inject({ method: 'GET', url: '/ws/chat', headers: { authorization: `Bearer ${token}` } })).statusCode === 401)
+    ws.send('sent while the upstream side was opening')
+    const echoed = new Promise<string>((resolve) => ws.once('message', (d) => resolve(`relayed: ${String(d)}`)))
+    up.held[0]()
+    if (!t.equal(await Promise.race([closed.then(() => 'closed'), echoed]), 'closed', 'closed before anything was relayed')) return
+    await closedByPolicy(t, { ws, closed }, up)
+    t.same(up.received, [], 'the upstream never received what the client sent')
+    await nothingRelayedAfter(t, { ws, closed }, up)
+    t.same(await closeCounts(b), { revoked: 1, expired: 0, route_changed: 0, shutdown: 0 }, 'counted as revoked on the instance holding it')
+  })
+
   t.test(`refresh-token reuse closes the socket opened in the session [${kind}]`, async (t) => {
     const { apps: [a, b], up } = await gateways(t, kind, 2, { tokens: { reuseGrace: '0s' } })
     const first = await login(a, 'alice')
@@ -211,14 +249,3 @@ for (const kind of ['sqlite', 'redis'] as const) {
     t.equal(await metric(b, 'revoked'), 1)
   })
 }
-
-t.test('admin revocation by sub closes the user\'s socket [sqlite]', async (t) => {
-  const { apps: [a, b], up } = await gateways(t, 'sqlite', 2)
-  const admin = await login(a, 'alice')
-  const bob = await login(a, 'bob')
-  const client = await open(t, b, bob.access_token)
-  const res = await a.inject({ method: 'POST', url: '/admin/revoke', headers: { authorization: `Bearer ${admin.access_token}` }, payload: { sub: 'u-2' } })
-  t.ok(res.statusCode < 300, `revoke answered ${res.statusCode}`)
-  await closedByPolicy(t, client, up)
-  await nothingRelayedAfter(t, client, up)
-})

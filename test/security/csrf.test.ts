@@ -36,3 +36,29 @@ for (const [name, url, headers, payload, status, code] of attacks) {
     t.equal(still.statusCode, 200, 'the victim\'s refresh token was not burned')
   })
 }
+
+// Login CSRF: a foreign page logging the victim's browser into the attacker's
+// account (its refresh cookie then rides on every later request). /auth/login
+// checks no Origin; its defence is its JSON-only body: the bodies a page can
+// send cross-site without a preflight (a form, text/plain) are refused before
+// any login, and a JSON body needs a preflight, which an unlisted origin does
+// not get approved.
+t.test('login as a cross-site simple request sets no cookie', async (t) => {
+  const { app } = await startGateway(t, { cors: { origins: ['https://app.example.com'], credentials: true }, auth: { loginRateLimit: { max: 1000, timeWindow: '1m' } } })
+  const json = JSON.stringify({ username: 'bob', password: PASSWORDS.bob })
+  const simple: Array<[string, string, number]> = [
+    ['application/x-www-form-urlencoded', `username=bob&password=${PASSWORDS.bob}`, 415],
+    ['multipart/form-data; boundary=b', `--b\r\ncontent-disposition: form-data; name="username"\r\n\r\nbob\r\n--b--\r\n`, 415],
+    ['text/plain', json, 400]
+  ]
+  for (const [type, payload, status] of simple) {
+    const res = await app.inject({ method: 'POST', url: '/auth/login', headers: { origin: 'https://evil.example', 'sec-fetch-site': 'cross-site', 'content-type': type }, payload })
+    t.equal(res.statusCode, status, type)
+    t.equal(res.headers['set-cookie'], undefined, `${type}: no refresh cookie`)
+    t.notMatch(res.body, 'access_token', `${type}: no token`)
+  }
+  const preflight = await app.inject({ method: 'OPTIONS', url: '/auth/login', headers: { origin: 'https://evil.example', 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type' } })
+  t.not(preflight.statusCode, 204, 'the JSON login\'s preflight is not approved for an unlisted origin')
+  t.equal(preflight.headers['access-control-allow-origin'], undefined)
+  t.equal(preflight.headers['access-control-allow-headers'], undefined)
+})

@@ -35,6 +35,8 @@ t.test('an access token is revoked by its jti, its sid, or its user before a tim
   t.ok(mirror.isRevoked(claims({ sid: 's-1' }), now))
   t.ok(mirror.isRevoked(claims({ sub: 'u-1', iat: 1_999 }), now), 'issued before the cut-off')
   t.notOk(mirror.isRevoked(claims({ sub: 'u-1', iat: 2_000 }), now), 'issued at or after the cut-off')
+  t.ok(mirror.isRevoked(claims({ sub: 'u-1', sid: '', iat: 2_000 }), now), 'a sessionless token (an outside issuer\'s) issued in the cut-off\'s own second')
+  t.notOk(mirror.isRevoked(claims({ sub: 'u-1', sid: '', iat: 2_001 }), now), 'a sessionless token issued after it')
   t.notOk(mirror.isRevoked(claims(), now), 'nothing matches')
 
   mirror.apply({ kind: 'sub', value: 'u-1', before: 1_500, expiresAt: now + 500 })
