@@ -22,6 +22,8 @@ export class Revoker {
 
   /** Ends one session and denies its access tokens. Returns it, or null if it was not live. */
   async endSession (sid: string, now = Date.now()): Promise<SessionInfo | null> {
+    // '' is the sid of every outside issuer's token: it names no session.
+    if (sid === '') return null
     await this.deny({ kind: 'sid', value: sid, expiresAt: now + this.horizonMs })
     return await this.store.endSession(sid)
   }
@@ -39,7 +41,9 @@ export class Revoker {
     return sids
   }
 
+  /** A token without a jti ('', as an outside issuer's may be) cannot be revoked alone: nothing is written. */
   async revokeJti (jti: string, now = Date.now()): Promise<void> {
+    if (jti === '') return
     await this.deny({ kind: 'jti', value: jti, expiresAt: now + this.horizonMs })
   }
 
