@@ -66,8 +66,8 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
   const graceMs = parseDuration(config.tokens.reuseGrace)
   const trustedOrigins = trustedBrowserOrigins(config)
   const revoker = fastify.revoker
-  // A session revoked for reuse stays on the denylist as long as any other revocation.
-  const denyHorizonMs = revoker.horizonMs
+  // A session revoked for reuse stays on the denylist as long as any other sid entry.
+  const denyHorizonMs = revoker.horizons.sessionMs
 
   const issueTokens = (reply: FastifyReply, user: SourceUser, sid: string, refreshToken: string, transport: 'cookie' | 'body', sessionExpiresAt: number): Static<typeof TokenResponse> => {
     const access = fastify.accessTokens.issue({

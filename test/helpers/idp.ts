@@ -20,6 +20,7 @@ export interface TestIdp {
   kid: string
   /** Replaces the signing key with a fresh one under a new kid (the old one leaves the JWKS). */
   rotate (): void
+  /** Signs with the current key; a claim given as undefined is left out (`iat: undefined` too, which fast-jwt would otherwise fill in). */
   mint (claims: Record<string, unknown>, header?: { alg?: 'ES256' | 'RS256', kid?: string }): string
   close (): Promise<void>
 }
@@ -49,7 +50,8 @@ export async function startIdp (t: Test, audience = 'api'): Promise<TestIdp> {
         key: key.privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
         algorithm: header.alg ?? 'ES256',
         kid: header.kid ?? key.kid,
-        header: { alg: header.alg ?? 'ES256', typ: 'JWT' }
+        header: { alg: header.alg ?? 'ES256', typ: 'JWT' },
+        noTimestamp: 'iat' in claims && claims.iat === undefined
       })
       return sign({ iss: idp.issuer, aud: audience, sub: 'ext-user-1', iat: now, exp: now + 300, jti: `j-${Math.random()}`, ...claims })
     },

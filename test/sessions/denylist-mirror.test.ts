@@ -75,7 +75,7 @@ t.test('an empty sid or jti is never written nor matched: an outside issuer\'s t
     if (name === 'sqlite') t.teardown(() => store.close())
     const mirror = openMirror(t, store)
     await mirror.start()
-    const revoker = new Revoker(store, mirror, 60_000, 0)
+    const revoker = new Revoker(store, mirror, { sessionMs: 60_000, tokenMs: 60_000 })
     t.equal(await revoker.endSession(''), null, `${name}: no session is named ''`)
     await revoker.revokeJti('')
     await store.revoke({ kind: 'sid', value: '', expiresAt: Date.now() + 60_000 })
