@@ -28,7 +28,7 @@ t.test('trusted-issuer config mistakes are refused with their position', async (
   t.notMatch(issues, /issuers\[0\]/, 'our own issuer is always known')
 })
 
-t.test('a maxTokenLifetime under a second is refused with its position', async (t) => {
+t.test('a maxTokenLifetime under a second, and a trusted issuer named like our own, are refused with their position', async (t) => {
   const { dir } = await writeTestConfig()
   const file = join(dir, 'lifetime.yaml')
   writeFileSync(file, [
@@ -37,8 +37,11 @@ t.test('a maxTokenLifetime under a second is refused with its position', async (
     '  keys: [{ kid: k, privateKey: ./signing.pem }]',
     '  trustedIssuers:',
     '    - { issuer: "https://idp.example", discovery: true, audience: api, algorithms: [RS256], maxTokenLifetime: 0s }',
+    '    - { issuer: tokengate, discovery: true, audience: api, algorithms: [RS256] }',
     'auth: { users: { file: ./users.yaml } }',
     ''
   ].join('\n'))
-  t.match(checkConfig(file, {}).issues.map(formatIssue).join('\n'), new RegExp(`${file}:5:\\d+ tokens\\.trustedIssuers\\[0\\]\\.maxTokenLifetime must be at least 1s`))
+  const issues = checkConfig(file, {}).issues.map(formatIssue).join('\n')
+  t.match(issues, new RegExp(`${file}:5:\\d+ tokens\\.trustedIssuers\\[0\\]\\.maxTokenLifetime must be at least 1s`))
+  t.match(issues, new RegExp(`${file}:6:\\d+ tokens\\.trustedIssuers\\[1\\]\\.issuer is the gateway's own tokens\\.issuer`))
 })
