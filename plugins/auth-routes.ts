@@ -66,8 +66,8 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
   const graceMs = parseDuration(config.tokens.reuseGrace)
   const trustedOrigins = trustedBrowserOrigins(config)
   const revoker = fastify.revoker
-  // A session revoked for reuse stays on the denylist as long as any other revocation.
-  const denyHorizonMs = revoker.horizonMs
+  // A session revoked for reuse stays on the denylist as long as any other sid entry.
+  const denyHorizonMs = revoker.horizons.sessionMs
 
   const issueTokens = (reply: FastifyReply, user: SourceUser, sid: string, refreshToken: string, transport: 'cookie' | 'body', sessionExpiresAt: number): Static<typeof TokenResponse> => {
     const access = fastify.accessTokens.issue({
@@ -236,9 +236,13 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
     let bearerRefused: Error | undefined = bearer === null ? new ERR_TOKEN_INVALID() : undefined
     if (typeof bearer === 'string') {
       try {
-        sids.add(fastify.accessTokens.verify(bearer, Date.now(), request).sid)
+        sids.add(fastify.accessTokens.verifyOwn(bearer, Date.now(), request).sid)
       } catch (err) {
-        // An expired or foreign access token ends nothing; the refresh token may.
+        // An expired or foreign access token ends nothing; the refresh token
+        // may. A trusted issuer's token is foreign here: its session lives at
+        // its IdP, and it is answered as on a route that does not list that
+        // issuer (401 TG_TOKEN_INVALID).
+        if (err instanceof TokenRejected) request.log.info({ reason: err.reason, detail: err.message }, 'logout: the access token names no session')
         bearerRefused = err instanceof TokenRejected ? rejectionError(err) : new ERR_TOKEN_INVALID()
       }
     }

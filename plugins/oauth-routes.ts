@@ -83,12 +83,17 @@ async function oauthRoutesPlugin (fastify: FastifyInstance, { loaded }: OAuthRou
     return client
   }
 
-  /** The claims of one of our live access tokens; null for anything expired, revoked, malformed or foreign. */
+  /**
+   * The claims of one of our live access tokens; null for anything expired,
+   * revoked, malformed or foreign, a trusted issuer's token included: this
+   * gateway did not issue it, so it is not active here (RFC 7662 §2.2) and
+   * revoking it is a no-op answered 200 (RFC 7009 §2.2).
+   */
   const liveClaims = (token: string, request: FastifyRequest): AccessClaims | null => {
     const now = Date.now()
     let claims: AccessClaims
     try {
-      claims = fastify.accessTokens.verify(token, now, request)
+      claims = fastify.accessTokens.verifyOwn(token, now, request)
     } catch {
       return null
     }

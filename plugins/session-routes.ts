@@ -22,7 +22,9 @@ const SessionParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 6
 // typed from the schemas as plugins/auth-routes.ts explains
 async function sessionRoutesPlugin (instance: FastifyInstance): Promise<void> {
   const fastify = instance.withTypeProvider<TypeBoxTypeProvider>()
-  const authenticated = fastify.authenticateWith({ mode: 'required', scopes: [], roles: [] })
+  // The gateway's own tokens only: a trusted issuer's token names no session
+  // here (401 TG_TOKEN_INVALID, as on a route that does not list its issuer).
+  const authenticated = fastify.authenticateWith({ mode: 'required', scopes: [], roles: [], issuers: [fastify.accessTokens.issuer] })
 
   fastify.get('/auth/sessions', {
     onRequest: authenticated,
@@ -69,5 +71,5 @@ async function sessionRoutesPlugin (instance: FastifyInstance): Promise<void> {
 export default fp(sessionRoutesPlugin, {
   name: 'tokengate-session-routes',
   fastify: '5.x',
-  dependencies: ['tokengate-metrics', 'tokengate-authenticate', 'tokengate-store']
+  dependencies: ['tokengate-metrics', 'tokengate-tokens', 'tokengate-authenticate', 'tokengate-store']
 })

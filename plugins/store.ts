@@ -4,7 +4,7 @@ import type { LoadedConfig } from '../src/config/load-config.js'
 import { parseDuration } from '../src/config/duration.js'
 import { DenylistMirror } from '../src/sessions/denylist-mirror.js'
 import { openStore } from '../src/sessions/open-store.js'
-import { Revoker } from '../src/sessions/revoker.js'
+import { denyHorizons, Revoker } from '../src/sessions/revoker.js'
 import type { SessionStore } from '../src/sessions/session-store.js'
 
 declare module 'fastify' {
@@ -29,7 +29,7 @@ async function storePlugin (fastify: FastifyInstance, opts: StorePluginOptions):
   const denylist = new DenylistMirror(store, { maxStalenessMs: parseDuration(config.denylist.maxStaleness), log: fastify.log })
   fastify.decorate('store', store)
   fastify.decorate('denylist', denylist)
-  fastify.decorate('revoker', new Revoker(store, denylist, parseDuration(config.tokens.accessTtl), parseDuration(config.tokens.clockSkew)))
+  fastify.decorate('revoker', new Revoker(store, denylist, denyHorizons(config.tokens, parseDuration)))
   fastify.metrics.trackDenylist(() => denylist.size)
   fastify.addHook('onReady', async () => {
     // A store that is down at start is not fatal: protected routes answer 503

@@ -2,8 +2,9 @@
 import { createServer } from 'node:http'
 import { createRemoteJWKSet, jwtVerify } from 'jose'
 
+const port = Number(process.env.PORT ?? 3100) // npm start's demo upstream has 3001
 const jwks = createRemoteJWKSet(new URL(process.env.JWKS_URL ?? 'http://127.0.0.1:8080/.well-known/jwks.json'))
-const audience = process.env.AUDIENCE ?? 'http://127.0.0.1:3001' // the route's upstream origin
+const audience = process.env.AUDIENCE ?? `http://127.0.0.1:${port}` // the route's upstream origin: this server
 
 createServer(async (req, res) => {
   try {
@@ -14,4 +15,4 @@ createServer(async (req, res) => {
   } catch {
     res.writeHead(401).end()
   }
-}).listen(Number(process.env.PORT ?? 3001), '127.0.0.1')
+}).listen(port, '127.0.0.1')

@@ -121,6 +121,7 @@ function checkTrustedIssuers (config: GatewayConfig, source: YamlSource): void {
   config.tokens.trustedIssuers.forEach((x, i) => {
     if ((x.jwksUri === undefined) === (x.discovery !== true)) source.report(['tokens', 'trustedIssuers', i], 'needs exactly one of jwksUri or discovery: true')
     if (x.issuer === config.tokens.issuer) source.report(['tokens', 'trustedIssuers', i, 'issuer'], 'is the gateway\'s own tokens.issuer')
+    if (x.maxTokenLifetime !== undefined && parseDuration(x.maxTokenLifetime) < 1000) source.report(['tokens', 'trustedIssuers', i, 'maxTokenLifetime'], 'must be at least 1s')
   })
 }
 

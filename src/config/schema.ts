@@ -91,7 +91,8 @@ export const TrustedIssuerSchema = Type.Object({
     username: Type.Optional(Type.String()), email: Type.Optional(Type.String()), name: Type.Optional(Type.String())
   }, Strict)),
   jwksRefresh: Type.Optional(Duration('re-fetch the JWKS this often (default: the JWKS Cache-Control max-age, else 10m)')),
-  jwksMinRefetch: Type.Optional(Duration('an unknown kid re-fetches at most once per this (default 30s)'))
+  jwksMinRefetch: Type.Optional(Duration('an unknown kid re-fetches at most once per this (default 30s)')),
+  maxTokenLifetime: Type.Optional(Duration('longest exp - iat accepted (tokens without iat are refused); revocations by sub or jti are kept this long (default 24h)'))
 }, Strict)
 
 export const TokensSchema = Type.Object({

@@ -100,7 +100,7 @@ export class RouteSeries {
 }
 
 /** Why a trusted issuer's token was refused: a fixed set, so no label comes from a token. */
-export const ISSUER_REFUSALS = ['alg', 'no_kid', 'unknown_kid', 'not_ready', 'signature', 'expired', 'typ', 'audience', 'claims'] as const
+export const ISSUER_REFUSALS = ['alg', 'no_kid', 'unknown_kid', 'not_ready', 'signature', 'expired', 'typ', 'audience', 'claims', 'lifetime'] as const
 export type IssuerRefusalReason = typeof ISSUER_REFUSALS[number]
 
 /** What one trusted issuer reports; its label is the configured issuer, never a token's iss. */

@@ -1,4 +1,4 @@
-import type { DenyEntry, SessionStore } from './session-store.js'
+import { namesNothing, type DenyEntry, type SessionStore } from './session-store.js'
 
 // Every instance keeps the whole denylist in memory so that checking a token
 // costs a Map lookup, never a Redis round trip. The store's feed keeps it
@@ -135,8 +135,9 @@ export class DenylistMirror {
     return () => { this.#appliedListeners.delete(listener) }
   }
 
-  /** Applies an entry locally at once; never narrows an entry already held. */
+  /** Applies an entry locally at once; never narrows an entry already held. One that namesNothing is dropped. */
   apply (entry: DenyEntry): void {
+    if (namesNothing(entry)) return
     this.#record(entry)
     for (const listener of this.#appliedListeners) listener(entry)
   }
@@ -161,12 +162,14 @@ export class DenylistMirror {
   }
 
   isRevoked (c: RevocableClaims, now: number): boolean {
-    const jti = this.#jti.get(c.jti)
+    // An outside issuer's token has no sid ('') and may have no jti: '' is
+    // never looked up, so nothing can ever match every such token.
+    const jti = c.jti === '' ? undefined : this.#jti.get(c.jti)
     if (jti !== undefined) {
       if (jti > now) return true
       this.#jti.delete(c.jti)
     }
-    const sid = this.#sid.get(c.sid)
+    const sid = c.sid === '' ? undefined : this.#sid.get(c.sid)
     if (sid !== undefined) {
       if (sid > now) return true
       this.#sid.delete(c.sid)

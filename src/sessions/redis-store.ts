@@ -15,6 +15,7 @@ import { asArray, asString, asTime, ms, parseDenyMessage, parseReply, parseRotat
 import { keySlot } from './redis-slot.js'
 import { StoreKeys, withScripts, type ScriptedPipeline, type ScriptedRedis } from './redis-scripts.js'
 import {
+  namesNothing,
   StoreUnavailableError,
   type CreateSessionInput,
   type DenyEntry,
@@ -184,6 +185,7 @@ export class RedisStore implements SessionStore {
   }
 
   async revoke (entry: DenyEntry): Promise<void> {
+    if (namesNothing(entry)) return
     const before = entry.kind === 'sub' ? entry.before : 0
     const [, confirmed] = await this.#write('revoke', (p) => p.tgRevoke(this.#keys.deny, this.#keys.denyBefore, entry.kind, entry.value,
       ms(entry.expiresAt), ms(before), Date.now(), this.#sharded ? 'SPUBLISH' : 'PUBLISH', this.#keys.channel))
@@ -195,12 +197,12 @@ export class RedisStore implements SessionStore {
     // primary holds all of it: no walk over every node.
     const reply = await this.#run('loadDenylist', (r) => r.tgLoadDenylist(this.#keys.deny, this.#keys.denyBefore, ms(now)))
     const entries = parseDenyEntries(reply)
-    if (this.#sharded) return entries
+    if (this.#sharded) return entries.filter((e) => !namesNothing(e))
     // A single node or Sentinel may still hold the denylist of the version
     // before this key layout (Cluster was refused then): its revocations
     // stay in force until they expire, so an upgrade forgets none of them.
     const legacy = await this.#run('loadDenylist', (r) => r.tgLoadDenylist(`${this.#opts.keyPrefix}deny`, `${this.#opts.keyPrefix}deny:before`, ms(now)))
-    return [...parseDenyEntries(legacy), ...entries]
+    return [...parseDenyEntries(legacy), ...entries].filter((e) => !namesNothing(e))
   }
 
   /**

@@ -71,6 +71,16 @@ export type DenyEntry =
   /** every token of `value` issued (iat) before `before` (seconds since the epoch) */
   | { kind: 'sub', value: string, before: number, expiresAt: number }
 
+/**
+ * An entry with an empty value names nothing: an outside issuer's token has
+ * no sid, and may have no jti, so an entry for '' would refuse every such
+ * token. Stores neither write nor load one, and the mirror ignores one (an
+ * older version could write it).
+ */
+export function namesNothing (entry: DenyEntry): boolean {
+  return entry.value === ''
+}
+
 export interface SessionStore {
   readonly kind: 'sqlite' | 'redis'
 
@@ -93,7 +103,7 @@ export interface SessionStore {
   endUser (sub: string, before: number, expiresAt: number): Promise<DenyEntry[]>
   listSessions (sub: string, now: number): Promise<SessionInfo[]>
 
-  /** Writes a denylist entry and tells every instance (pub/sub for Redis). */
+  /** Writes a denylist entry and tells every instance (pub/sub for Redis); one that namesNothing is not written. */
   revoke (entry: DenyEntry): Promise<void>
   /** Every denylist entry still in force, to fill an instance's mirror. */
   loadDenylist (now: number): Promise<DenyEntry[]>

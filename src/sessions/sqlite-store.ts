@@ -2,6 +2,7 @@ import { chmodSync, closeSync, mkdirSync, openSync, statSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { DatabaseSync, type StatementSync } from 'node:sqlite'
 import {
+  namesNothing,
   StoreUnavailableError,
   type CreateSessionInput,
   type DenyEntry,
@@ -196,12 +197,13 @@ export class SqliteStore implements SessionStore {
   }
 
   async revoke (entry: DenyEntry): Promise<void> {
+    if (namesNothing(entry)) return
     const stored = this.#write(() => this.#writeDeny(entry))
     this.#publish(stored)
   }
 
   async loadDenylist (now: number): Promise<DenyEntry[]> {
-    return this.#read(() => (this.#stmts.liveDeny.all(now) as unknown as DenyRow[]).map(toEntry))
+    return this.#read(() => (this.#stmts.liveDeny.all(now) as unknown as DenyRow[]).map(toEntry).filter((e) => !namesNothing(e)))
   }
 
   /**

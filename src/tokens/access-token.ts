@@ -225,6 +225,18 @@ export class AccessTokens {
   }
 
   /**
+   * One of the gateway's own tokens, or TokenRejected: what the session
+   * endpoints (logout, introspection, revocation) act on. An outside
+   * issuer's token names no session of ours (its sid is '', its jti may be
+   * ''), and ending "its session" would deny what every such token shares.
+   */
+  verifyOwn (token: string, now = Date.now(), context?: unknown): AccessClaims {
+    const claims = this.verify(token, now, context)
+    if (claims.iss !== this.options.issuer) throw new TokenRejected('invalid', `a token of ${claims.iss} names no session of this gateway`)
+    return claims
+  }
+
+  /**
    * The key a token is checked with, from its unverified header and
    * payload: the unverified iss only picks whose keys to try; after the
    * signature, iss is checked exactly (`verifyUncached`), so a token signed

@@ -3,10 +3,12 @@ import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
 import type { Algorithm, GatewayConfig } from '../config/schema.js'
 import type { KeyPath } from '../config/yaml-source.js'
+import { weakSecretReason } from './secret-strength.js'
 
 // Key material for access tokens, loaded once per config. Asymmetric keys come
 // from PEM files listed in `tokens.keys`: the first signs, all verify, each by
-// its kid. An HS256 secret must be at least 32 bytes (RFC 7518 §3.2).
+// its kid. An HS256 secret must be at least 32 bytes (RFC 7518 §3.2) and not
+// guessable (secret-strength.ts).
 
 export const MIN_HS256_SECRET_BYTES = 32
 const MIN_RSA_BITS = 2048
@@ -22,32 +24,6 @@ export interface TokenKeys {
   algorithm: Algorithm
   signing: { kid: string | undefined, key: string }
   verifying: VerifyKey[]
-}
-
-/**
- * Why a secret is guessable, or null. A length check alone accepts
- * "my-super-secret-jwt-key-12345678" from published lists of JWT secrets, and
- * one captured token lets an attacker try such lists offline. We estimate the
- * entropy from the character classes and the distinct characters used, and
- * refuse repeated or word-like text; a generated 32-byte value (base64 or
- * hex) passes easily.
- */
-export function weakSecretReason (secret: string): string | null {
-  const distinct = new Set(secret).size
-  if (distinct < 16) return `has too little entropy (only ${distinct} distinct characters)`
-  if (/(.{2,})\1{2,}/.test(secret)) return 'has too little entropy (repeated text)'
-  const words = secret.toLowerCase().match(/[a-z]{4,}/g) ?? []
-  const wordy = words.reduce((n, w) => n + w.length, 0)
-  if (wordy / secret.length > 0.5) return 'looks like words, not a random value'
-  if (/(secret|password|changeme|jwt|token|key)/i.test(secret) && wordy / secret.length > 0.25) return 'looks like a dictionary secret'
-  let pool = 0
-  if (/[a-z]/.test(secret)) pool += 26
-  if (/[A-Z]/.test(secret)) pool += 26
-  if (/[0-9]/.test(secret)) pool += 10
-  if (/[^a-zA-Z0-9]/.test(secret)) pool += 32
-  const bits = Math.min(secret.length * Math.log2(pool), distinct * secret.length / 4 * Math.log2(pool))
-  if (bits < 128) return `has too little entropy (about ${Math.floor(bits)} bits)`
-  return null
 }
 
 type Report = (path: KeyPath, message: string) => void

@@ -25,8 +25,17 @@ import type { TrustedIssuerConfig } from '../config/schema.js'
 // interval at all and forgets keys an outage outlasts (2 × ttl), so it could
 // give neither property.
 
+/** How long an outside token may live (exp - iat) unless its issuer's config says: Entra ID issues 60-90 min, Auth0 24 h by default. */
+export const DEFAULT_MAX_TOKEN_LIFETIME = '24h'
+
+/** An issuer's maxTokenLifetime in milliseconds. */
+export function maxTokenLifetimeMs (config: TrustedIssuerConfig, parse: (d: string) => number): number {
+  return parse(config.maxTokenLifetime ?? DEFAULT_MAX_TOKEN_LIFETIME)
+}
+
 export interface IssuerOptions {
   clockSkewMs: number
+  maxLifetimeMs: number
   refreshMs: number
   minRefetchMs: number
   fetchTimeoutMs?: number
@@ -206,6 +215,7 @@ export class TrustedIssuer {
       if (payload.iss !== this.issuer) throw new IssuerRejected('invalid', 'claims', 'iss differs')
       if (!audienceIncludes(payload.aud, this.config.audience)) throw new IssuerRejected('invalid', 'audience', 'aud is not ours')
       const claims = this.mapClaims(payload)
+      this.checkLifetime(payload.iat, claims.exp, Date.now())
       this.stats.verified++
       this.observer?.accepted()
       return claims
@@ -216,6 +226,27 @@ export class TrustedIssuer {
       this.observer?.refused(refusal)
       throw err
     }
+  }
+
+  /**
+   * A revocation by sub or jti is kept maxTokenLifetime (+ skew, see
+   * Revoker), so a token that could live longer would work again once its
+   * entry expires. The bound is on exp - iat, and iat is required: a sub
+   * entry refuses tokens issued before the revocation, and exp - iat <= max
+   * makes each of them expire by revocation + max, whenever it is presented.
+   * exp - now alone would not do: a token minted for 30 days and kept unused
+   * passes it on day 29, long after any entry is gone. Where iat is ahead of
+   * now (an IdP clock ahead, within the skew) exp - now is the stricter, so
+   * the lifetime counts from the earlier of the two; beyond the skew such a
+   * token is refused, as it would slip past a sub entry (its iat looks newer
+   * than the revocation).
+   */
+  private checkLifetime (iat: unknown, exp: number, nowMs: number): void {
+    // mapClaims has checked that an iat present is a finite number.
+    if (typeof iat !== 'number') throw new IssuerRejected('invalid', 'lifetime', 'no iat: its lifetime cannot be bounded')
+    if (iat * 1000 > nowMs + this.options.clockSkewMs) throw new IssuerRejected('invalid', 'lifetime', 'iat is in the future')
+    const lifetimeMs = exp * 1000 - Math.min(iat * 1000, nowMs)
+    if (lifetimeMs > this.options.maxLifetimeMs) throw new IssuerRejected('invalid', 'lifetime', `lives ${Math.round(lifetimeMs / 1000)}s, more than maxTokenLifetime`)
   }
 
   /** The IdP's claims under our names, with the same type and header-safety checks ours get. */
@@ -247,7 +278,8 @@ export class TrustedIssuer {
       // IdP tokens carry no gateway session: sid is empty and never matches a revoked sid.
       sid: '',
       jti: jti as string,
-      iat: (c.iat as number | undefined) ?? 0,
+      // Required by checkLifetime, which refuses the token when it is absent.
+      iat: c.iat as number,
       exp: c.exp as number,
       scope: scope as string,
       roles: Object.freeze([...(roles as string[])]) as string[],
@@ -267,6 +299,7 @@ export class TrustedIssuers {
     for (const c of configs) {
       this.byIssuer.set(c.issuer, new TrustedIssuer(c, {
         clockSkewMs: defaults.clockSkewMs,
+        maxLifetimeMs: maxTokenLifetimeMs(c, parse),
         refreshMs: parse(c.jwksRefresh ?? '10m'),
         minRefetchMs: parse(c.jwksMinRefetch ?? '30s')
       }))

@@ -7,6 +7,8 @@ import { createSigner } from 'fast-jwt'
 // A real HTTP server playing an OpenID provider: a discovery document, a JWKS
 // of keys it can rotate, and a switch that makes it answer 503 (down). It
 // counts JWKS requests so a test can see how often the gateway fetched.
+// It signs ES256 with an EC key; with `rsa: true` its JWKS also holds an RSA
+// key (kid `<kid>-rsa`) that RS256 tokens are signed with.
 
 export interface TestIdp {
   issuer: string
@@ -20,7 +22,8 @@ export interface TestIdp {
   kid: string
   /** Replaces the signing key with a fresh one under a new kid (the old one leaves the JWKS). */
   rotate (): void
-  mint (claims: Record<string, unknown>, header?: { alg?: 'ES256' | 'RS256', kid?: string }): string
+  /** Signs with the current key; a claim given as undefined is left out (`iat: undefined` too, which fast-jwt would otherwise fill in). */
+  mint (claims: Record<string, unknown>, header?: { alg?: 'ES256' | 'RS256', kid?: string, typ?: string }): string
   close (): Promise<void>
 }
 
@@ -31,9 +34,15 @@ function newKey (kid: string): Key {
   return { kid, privateKey, publicKey }
 }
 
-export async function startIdp (t: Test, audience = 'api'): Promise<TestIdp> {
+export interface IdpOptions {
+  /** publish an RSA key beside the EC one, for RS256 tokens */
+  rsa?: boolean
+}
+
+export async function startIdp (t: Test, audience = 'api', options: IdpOptions = {}): Promise<TestIdp> {
   let generation = 1
   let key = newKey('idp-1')
+  const rsa = options.rsa === true ? { kid: 'idp-1-rsa', ...generateKeyPairSync('rsa', { modulusLength: 2048 }) } : undefined
   const idp: TestIdp = {
     issuer: '',
     jwksUri: '',
@@ -45,11 +54,14 @@ export async function startIdp (t: Test, audience = 'api'): Promise<TestIdp> {
     rotate () { key = newKey(`idp-${++generation}`) },
     mint (claims, header = {}) {
       const now = Math.floor(Date.now() / 1000)
+      const alg = header.alg ?? 'ES256'
+      const signing = alg === 'RS256' && rsa !== undefined ? rsa : key
       const sign = createSigner({
-        key: key.privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
-        algorithm: header.alg ?? 'ES256',
-        kid: header.kid ?? key.kid,
-        header: { alg: header.alg ?? 'ES256', typ: 'JWT' }
+        key: signing.privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
+        algorithm: alg,
+        kid: header.kid ?? signing.kid,
+        header: { alg, typ: header.typ ?? 'JWT' },
+        noTimestamp: 'iat' in claims && claims.iat === undefined
       })
       return sign({ iss: idp.issuer, aud: audience, sub: 'ext-user-1', iat: now, exp: now + 300, jti: `j-${Math.random()}`, ...claims })
     },
@@ -65,9 +77,10 @@ export async function startIdp (t: Test, audience = 'api'): Promise<TestIdp> {
     if (req.url === '/jwks') {
       idp.jwksRequests++
       if (idp.redirectJwksTo !== undefined) { res.writeHead(302, { location: idp.redirectJwksTo }).end(); return }
-      const jwk = { ...key.publicKey.export({ format: 'jwk' }), kid: key.kid, alg: 'ES256', use: 'sig' }
+      const keys = [{ ...key.publicKey.export({ format: 'jwk' }), kid: key.kid, alg: 'ES256', use: 'sig' }]
+      if (rsa !== undefined) keys.push({ ...rsa.publicKey.export({ format: 'jwk' }), kid: rsa.kid, alg: 'RS256', use: 'sig' })
       res.writeHead(200, { 'content-type': 'application/json', ...(idp.cacheControl === undefined ? {} : { 'cache-control': idp.cacheControl }) })
-      res.end(JSON.stringify({ keys: [jwk] }))
+      res.end(JSON.stringify({ keys }))
       return
     }
     res.writeHead(404).end()

@@ -40,7 +40,8 @@ t.test('identity assertion', async (t) => {
   const gateway = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`
 
   const backend = spawn(process.execPath, [EXAMPLE], {
-    env: { ...process.env, PORT: String(backendPort), JWKS_URL: `${gateway}/.well-known/jwks.json`, AUDIENCE: backendUrl },
+    // No AUDIENCE: the example's default, its own origin, is the route's upstream origin.
+    env: { ...process.env, PORT: String(backendPort), JWKS_URL: `${gateway}/.well-known/jwks.json` },
     stdio: 'inherit'
   })
   t.teardown(() => { backend.kill() })
@@ -145,6 +146,9 @@ t.test('the README shows the backend the test runs, as it is', async (t) => {
   const section = readme.slice(readme.indexOf('### A signed identity for upstreams'))
   const block = /```js\n([\s\S]*?)```/.exec(section)?.[1]
   t.equal(block, readFileSync(EXAMPLE, 'utf8'))
+  // Its default port is not the one npm start's demo upstream takes.
+  const demoPort = /DEMO_PORT:-(\d+)/.exec(readFileSync(join(__dirname, '../../gateway.config.yaml'), 'utf8'))?.[1]
+  t.ok(demoPort !== undefined && !readFileSync(EXAMPLE, 'utf8').includes(`PORT ?? ${demoPort})`), `not the demo upstream's port ${String(demoPort)}`)
   // and its config example is a valid config (with a users file added)
   const yaml = /```yaml\n([\s\S]*?)```/.exec(section)?.[1] ?? ''
   const { dir } = await writeTestConfig()

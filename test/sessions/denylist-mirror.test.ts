@@ -1,6 +1,7 @@
 import t from 'tap'
 import type { Test } from 'tap'
 import { DenylistMirror } from '../../src/sessions/denylist-mirror.js'
+import { Revoker } from '../../src/sessions/revoker.js'
 import { SqliteStore } from '../../src/sessions/sqlite-store.js'
 import { RedisStore } from '../../src/sessions/redis-store.js'
 import { StoreUnavailableError, type DenyEntry, type SessionStore } from '../../src/sessions/session-store.js'
@@ -69,6 +70,22 @@ t.test('on the embedded store the mirror is trusted once started and sees revoca
   t.ok(mirror.isRevoked(claims({ jti: 'j-before-start' }), Date.now()), 'loaded at start')
   await store.revoke({ kind: 'sid', value: 's-live', expiresAt: Date.now() + 60_000 })
   t.ok(mirror.isRevoked(claims({ sid: 's-live' }), Date.now()), 'delivered before revoke() resolved')
+})
+
+t.test('an empty sid or jti is never written nor matched: an outside issuer\'s token has no sid and may have no jti', async (t) => {
+  for (const [name, store] of [['sqlite', new SqliteStore({ file: ':memory:' })], ['redis', openRedisStore(t, SHARED_REDIS_URL, sharedPrefix(t, 'mirror-empty'))]] as const) {
+    if (name === 'sqlite') t.teardown(() => store.close())
+    const mirror = openMirror(t, store)
+    await mirror.start()
+    const revoker = new Revoker(store, mirror, { sessionMs: 60_000, tokenMs: 60_000 })
+    t.equal(await revoker.endSession(''), null, `${name}: no session is named ''`)
+    await revoker.revokeJti('')
+    await store.revoke({ kind: 'sid', value: '', expiresAt: Date.now() + 60_000 })
+    mirror.apply({ kind: 'jti', value: '', expiresAt: Date.now() + 60_000 })
+    t.same(await store.loadDenylist(Date.now()), [], `${name}: nothing was written`)
+    t.equal(mirror.size, 0, `${name}: nothing was mirrored`)
+    t.notOk(mirror.isRevoked(claims({ sid: '', jti: '' }), Date.now()), `${name}: a token without sid and jti is not refused`)
+  }
 })
 
 t.test('a revocation on one Redis instance reaches the mirror of another', async (t) => {

@@ -27,3 +27,21 @@ t.test('trusted-issuer config mistakes are refused with their position', async (
   t.match(issues, new RegExp(`${file}:8:\\d+ routes\\[0\\]\\.issuers\\[1\\] "https://nobody.example" is neither`))
   t.notMatch(issues, /issuers\[0\]/, 'our own issuer is always known')
 })
+
+t.test('a maxTokenLifetime under a second, and a trusted issuer named like our own, are refused with their position', async (t) => {
+  const { dir } = await writeTestConfig()
+  const file = join(dir, 'lifetime.yaml')
+  writeFileSync(file, [
+    'tokens:',
+    '  algorithm: ES256',
+    '  keys: [{ kid: k, privateKey: ./signing.pem }]',
+    '  trustedIssuers:',
+    '    - { issuer: "https://idp.example", discovery: true, audience: api, algorithms: [RS256], maxTokenLifetime: 0s }',
+    '    - { issuer: tokengate, discovery: true, audience: api, algorithms: [RS256] }',
+    'auth: { users: { file: ./users.yaml } }',
+    ''
+  ].join('\n'))
+  const issues = checkConfig(file, {}).issues.map(formatIssue).join('\n')
+  t.match(issues, new RegExp(`${file}:5:\\d+ tokens\\.trustedIssuers\\[0\\]\\.maxTokenLifetime must be at least 1s`))
+  t.match(issues, new RegExp(`${file}:6:\\d+ tokens\\.trustedIssuers\\[1\\]\\.issuer is the gateway's own tokens\\.issuer`))
+})
