@@ -54,7 +54,7 @@ export const RedisTlsSchema = Type.Object({
 }, Strict)
 
 export const RedisSchema = Type.Object({
-  url: Type.String({ default: '', description: 'redis:// or rediss:// URL; empty for the embedded store (store.file)' }),
+  url: Type.String({ default: '', description: 'one Redis node: redis:// or rediss:// URL; with none of url, sentinels, cluster the embedded store (store.file) is used' }),
   sentinels: Type.Optional(Type.Array(Type.String(), { description: 'Sentinel: the sentinels as "host:port" (instead of url); needs masterName' })),
   masterName: Type.Optional(Type.String({ minLength: 1, description: 'Sentinel: the name the sentinels monitor the primary under' })),
   sentinelPassword: Type.Optional(Type.String({ description: 'Sentinel: the sentinels\' own password, when they have one (use ${VAR})' })),
@@ -70,7 +70,7 @@ export const RedisSchema = Type.Object({
 }, { ...Strict, default: {} })
 
 export const StoreSchema = Type.Object({
-  file: Type.String({ default: './data/tokengate.db', minLength: 1, description: 'the embedded SQLite store used when redis.url is empty, relative to this config file; ":memory:" keeps nothing' })
+  file: Type.String({ default: './data/tokengate.db', minLength: 1, description: 'the embedded SQLite store, used when none of redis.url, redis.sentinels, redis.cluster is set; relative to this config file; ":memory:" keeps nothing' })
 }, { ...Strict, default: {} })
 
 export const KeySchema = Type.Object({
