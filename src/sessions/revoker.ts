@@ -1,5 +1,5 @@
 import type { DenylistMirror } from './denylist-mirror.js'
-import type { DenyEntry, SessionInfo, SessionStore } from './session-store.js'
+import { StoreUnconfirmedError, UnconfirmedWrites, type DenyEntry, type SessionInfo, type SessionStore } from './session-store.js'
 
 // Ending sessions and revoking access tokens, the same way from every entry
 // point (logout, session list, reuse, admin). A denylist entry lives as long
@@ -22,8 +22,13 @@ export class Revoker {
 
   /** Ends one session and denies its access tokens. Returns it, or null if it was not live. */
   async endSession (sid: string, now = Date.now()): Promise<SessionInfo | null> {
-    await this.deny({ kind: 'sid', value: sid, expiresAt: now + this.horizonMs })
-    return await this.store.endSession(sid)
+    // A revocation the replicas were slow to confirm is in force on the
+    // primary: the session is ended all the same, then the client hears 503.
+    const writes = new UnconfirmedWrites()
+    await writes.run(() => this.deny({ kind: 'sid', value: sid, expiresAt: now + this.horizonMs }))
+    const ended = await writes.run(() => this.store.endSession(sid))
+    writes.settle()
+    return ended ?? null
   }
 
   /** Ends every session of a user and denies every access token issued before now. */
@@ -45,7 +50,13 @@ export class Revoker {
 
   /** Applied to this instance's mirror at once, so the next request here already sees it. */
   private async deny (entry: DenyEntry): Promise<void> {
-    await this.store.revoke(entry)
+    try {
+      await this.store.revoke(entry)
+    } catch (err) {
+      // written but not confirmed: in force all the same, here too
+      if (err instanceof StoreUnconfirmedError) this.mirror.apply(entry)
+      throw err
+    }
     this.mirror.apply(entry)
   }
 }
