@@ -62,8 +62,8 @@ export const RedisSchema = Type.Object({
   username: Type.Optional(Type.String({ minLength: 1, description: 'ACL user, for url, sentinels or cluster' })),
   password: Type.Optional(Type.String({ description: 'password (use ${VAR}), for url, sentinels or cluster' })),
   tls: Type.Optional(Type.Union([Type.Boolean(), RedisTlsSchema], { description: 'TLS to Redis, the sentinels and every cluster node; implied by a rediss:// url. true: certificates checked against the public CAs; an object: TLS with the files it names. Certificates are always verified' })),
-  waitReplicas: Type.Optional(Type.Integer({ minimum: 0, description: 'a revocation or rotation is answered only once this many replicas confirm it (WAIT), else 503; default 1 with sentinels or cluster, 0 otherwise' })),
-  waitTimeout: Type.Optional(Duration('how long a revocation waits for its replicas; shorter than commandTimeout; default 250ms')),
+  waitReplicas: Type.Optional(Type.Integer({ minimum: 0, description: 'a revocation, rotation or login is answered only once this many replicas confirm it (WAIT), else 503; default 1 with sentinels or cluster, 0 otherwise' })),
+  waitTimeout: Type.Optional(Duration('how long a revocation, rotation or login waits for its replicas; shorter than commandTimeout; default 250ms')),
   keyPrefix: Type.String({ default: 'tg:', minLength: 1 }),
   connectTimeout: Duration('connecting', '2s'),
   commandTimeout: Duration('one command', '500ms')

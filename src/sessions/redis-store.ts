@@ -60,7 +60,7 @@ export interface RedisStoreOptions {
    * that never saw it; 0 (the default) does not wait.
    */
   waitReplicas?: number
-  /** how long WAIT may take before the revocation counts as unconfirmed (503) */
+  /** how long WAIT may take before the write counts as unconfirmed (503) */
   waitTimeoutMs?: number
   /** Called for each command that failed (for a metric); never with anything secret. */
   onCommandError?: (what: string) => void
