@@ -84,6 +84,12 @@ t.test('waitReplicas: 1 with the replica down: logins and revocations answer 503
   await waitFor('the replica is back in sync', () => replicaInSync(primary), 200, 50)
   await retried(t, app, 'the logout retried', { method: 'POST', url: '/auth/logout', headers: bearer(bob.access_token), payload: { refresh_token: bob.refresh_token ?? '' } }, 204)
   t.equal((await refreshWithBody(app, bob.refresh_token ?? '')).statusCode, 401, 'and bob\'s refresh token is dead')
+  await retried(t, app, 'the admin revoke retried', { method: 'POST', url: '/admin/revoke', headers: bearer(admin.access_token), payload: { jti } }, 200)
+  // logout-all's own token is refused once its first try is in force
+  const again = await app.inject({ method: 'POST', url: '/auth/logout-all', headers: bearer(carol.access_token) })
+  t.equal(again.statusCode, 401, 'the logout-all retried answers 401: its token is revoked already')
+  t.equal(again.json().code, 'TG_TOKEN_REVOKED')
+  t.equal((await refreshWithBody(app, carol.refresh_token ?? '')).statusCode, 401, 'and carol\'s session was ended by the first try')
   await retried(t, app, 'the login retried', { method: 'POST', url: '/auth/login', payload: { username: 'carol', password: PASSWORDS.carol, transport: 'body' } }, 200)
 })
 
