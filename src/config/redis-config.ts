@@ -45,7 +45,7 @@ export function checkRedisConfig (redis: GatewayConfig['redis'], report: Report)
 export const DEFAULT_WAIT_TIMEOUT = '250ms'
 
 /**
- * Replicas a revocation waits for: what the config says, else 1 where the
+ * Replicas a revocation, rotation or login waits for: what the config says, else 1 where the
  * topology has replicas (Sentinel and Cluster exist to fail over to one).
  */
 export function waitReplicasOf (redis: GatewayConfig['redis']): number {

@@ -54,7 +54,7 @@ export const RedisTlsSchema = Type.Object({
 }, Strict)
 
 export const RedisSchema = Type.Object({
-  url: Type.String({ default: '', description: 'redis:// or rediss:// URL; empty for the embedded store (store.file)' }),
+  url: Type.String({ default: '', description: 'one Redis node: redis:// or rediss:// URL; with none of url, sentinels, cluster the embedded store (store.file) is used' }),
   sentinels: Type.Optional(Type.Array(Type.String(), { description: 'Sentinel: the sentinels as "host:port" (instead of url); needs masterName' })),
   masterName: Type.Optional(Type.String({ minLength: 1, description: 'Sentinel: the name the sentinels monitor the primary under' })),
   sentinelPassword: Type.Optional(Type.String({ description: 'Sentinel: the sentinels\' own password, when they have one (use ${VAR})' })),
@@ -62,15 +62,15 @@ export const RedisSchema = Type.Object({
   username: Type.Optional(Type.String({ minLength: 1, description: 'ACL user, for url, sentinels or cluster' })),
   password: Type.Optional(Type.String({ description: 'password (use ${VAR}), for url, sentinels or cluster' })),
   tls: Type.Optional(Type.Union([Type.Boolean(), RedisTlsSchema], { description: 'TLS to Redis, the sentinels and every cluster node; implied by a rediss:// url. true: certificates checked against the public CAs; an object: TLS with the files it names. Certificates are always verified' })),
-  waitReplicas: Type.Optional(Type.Integer({ minimum: 0, description: 'a revocation or rotation is answered only once this many replicas confirm it (WAIT), else 503; default 1 with sentinels or cluster, 0 otherwise' })),
-  waitTimeout: Type.Optional(Duration('how long a revocation waits for its replicas; shorter than commandTimeout; default 250ms')),
+  waitReplicas: Type.Optional(Type.Integer({ minimum: 0, description: 'a revocation, rotation or login is answered only once this many replicas confirm it (WAIT), else 503; default 1 with sentinels or cluster, 0 otherwise' })),
+  waitTimeout: Type.Optional(Duration('how long a revocation, rotation or login waits for its replicas; shorter than commandTimeout; default 250ms')),
   keyPrefix: Type.String({ default: 'tg:', minLength: 1 }),
   connectTimeout: Duration('connecting', '2s'),
   commandTimeout: Duration('one command', '500ms')
 }, { ...Strict, default: {} })
 
 export const StoreSchema = Type.Object({
-  file: Type.String({ default: './data/tokengate.db', minLength: 1, description: 'the embedded SQLite store used when redis.url is empty, relative to this config file; ":memory:" keeps nothing' })
+  file: Type.String({ default: './data/tokengate.db', minLength: 1, description: 'the embedded SQLite store, used when none of redis.url, redis.sentinels, redis.cluster is set; relative to this config file; ":memory:" keeps nothing' })
 }, { ...Strict, default: {} })
 
 export const KeySchema = Type.Object({

@@ -184,6 +184,8 @@ export function watchOutages (client: RedisClient, onDown: (err: Error) => void,
 
 /** OpenSSL's verify results for a certificate chain the gateway does not trust. */
 const UNTRUSTED_CHAIN = /^(SELF_SIGNED_CERT_IN_CHAIN|DEPTH_ZERO_SELF_SIGNED_CERT|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT(_LOCALLY)?|CERT_UNTRUSTED|CERT_SIGNATURE_FAILURE)$/
+const CREDENTIALS_REFUSED = /^(WRONGPASS|NOAUTH)|Last error: (WRONGPASS|NOAUTH)/
+const SENTINELS_UNREACHABLE = /^All sentinels are unreachable/
 /** ioredis' Sentinel folds the last error into its own message, without the code. */
 const UNTRUSTED_CHAIN_TEXT = /self[- ]signed certificate|unable to verify the first certificate|unable to get (local )?issuer certificate/
 
@@ -197,13 +199,19 @@ export function outageMessage (name: string, err: Error): string {
 }
 
 function outageHint (err: Error): string | undefined {
+  // A Cluster client that no seed answered says only "Failed to refresh
+  // slots cache."; the reason is the last node's error.
+  const nodeError = (err as { lastNodeError?: unknown }).lastNodeError
+  if (nodeError instanceof Error) return outageHint(nodeError)
+  // ioredis folds a sentinel's refusal into "All sentinels are unreachable … Last error: WRONGPASS …"
+  if (SENTINELS_UNREACHABLE.test(err.message) && CREDENTIALS_REFUSED.test(err.message)) return 'the sentinels refused the credentials: check redis.sentinelPassword'
   const code = (err as NodeJS.ErrnoException).code ?? ''
   if (UNTRUSTED_CHAIN.test(code) || UNTRUSTED_CHAIN_TEXT.test(err.message)) return 'Redis\'s TLS certificate is not signed by a CA the gateway trusts: name that CA in redis.tls.ca'
   if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') return 'Redis\'s TLS certificate does not carry the name connected to: connect by a name it carries, or set redis.tls.servername'
   if (code === 'CERT_HAS_EXPIRED' || code === 'CERT_NOT_YET_VALID') return 'Redis\'s TLS certificate is outside its validity dates'
   if (code === 'ERR_SSL_WRONG_VERSION_NUMBER') return 'Redis does not speak TLS on that port: use redis:// without redis.tls, or its tls-port'
   if (/^ERR_SSL_.*ALERT/.test(code)) return 'Redis refused the TLS handshake: it may not accept the client certificate (redis.tls.cert, redis.tls.key)'
-  if (/^(WRONGPASS|NOAUTH)/.test(err.message)) return 'Redis refused the credentials: check redis.username and redis.password'
+  if (CREDENTIALS_REFUSED.test(err.message)) return 'Redis refused the credentials: check redis.username and redis.password'
   return undefined
 }
 

@@ -17,6 +17,8 @@ import { StoreKeys, withScripts, type ScriptedPipeline, type ScriptedRedis } fro
 import {
   namesNothing,
   StoreUnavailableError,
+  StoreUnconfirmedError,
+  UnconfirmedWrites,
   type CreateSessionInput,
   type DenyEntry,
   type RotateInput,
@@ -53,13 +55,13 @@ export interface RedisStoreOptions {
    */
   heartbeatIntervalMs?: number
   /**
-   * A revocation (revoke, endSession, endUserSessions, a rotation) is
-   * answered only once this many replicas have it (WAIT, on the primary
+   * A revocation (revoke, endSession, endUser, a rotation) and a login
+   * (createSession) are answered only once this many replicas have them (WAIT, on the primary
    * that holds the key written), so that a failover cannot promote a replica
    * that never saw it; 0 (the default) does not wait.
    */
   waitReplicas?: number
-  /** how long WAIT may take before the revocation counts as unconfirmed (503) */
+  /** how long WAIT may take before the write counts as unconfirmed (503) */
   waitTimeoutMs?: number
   /** Called for each command that failed (for a metric); never with anything secret. */
   onCommandError?: (what: string) => void
@@ -107,10 +109,18 @@ export class RedisStore implements SessionStore {
 
   async createSession (input: CreateSessionInput): Promise<void> {
     const hash = tokenHash(input.sid, input.refreshHash)
-    // Indexed under its user first: a session that exists is always found by logout-all.
-    await this.#run('createSession', (r) => r.tgIndexSession(this.#keys.user(input.sub), input.sid, ms(input.expiresAt), ms(input.now)))
-    await this.#run('createSession', (r) => r.tgCreateSession(this.#keys.session(input.sid), input.sid, input.sub, hash,
+    // Indexed under its user first: a session that exists is always found by
+    // logout-all. Both writes are confirmed like a revocation: a login
+    // answered and then lost in a failover would leave the client a refresh
+    // token that answers 401, and an index lost while its session survives
+    // would hide that session from logout-all. On one node or Sentinel both
+    // go to the same primary, and the second WAIT covers the first; on
+    // Cluster the index is on another shard and waits for its own replicas.
+    const [, indexed] = await this.#write('createSession', (p) => p.tgIndexSession(this.#keys.user(input.sub), input.sid, ms(input.expiresAt), ms(input.now)), this.#sharded)
+    indexed()
+    const [, created] = await this.#write('createSession', (p) => p.tgCreateSession(this.#keys.session(input.sid), input.sid, input.sub, hash,
       ms(input.now), ms(input.expiresAt), ms(input.idleTimeoutMs), input.userAgent, input.address))
+    created()
   }
 
   async rotate (input: RotateInput): Promise<RotateOutcome> {
@@ -125,9 +135,12 @@ export class RedisStore implements SessionStore {
     // a rotated-out token must stay so across a failover
     if (outcome.kind === 'rotated') confirmed()
     if (outcome.kind === 'reuse') {
-      // the revocation first, in {deny}; the session is ended only once it holds
-      await this.revoke({ kind: 'sid', value: outcome.sid, expiresAt: ms(input.now + input.accessTtlMs) })
-      await this.endSession(outcome.sid)
+      // the revocation first, in {deny}; the session is ended only once it
+      // is written (a replica slow to confirm it does not keep the family alive)
+      const writes = new UnconfirmedWrites()
+      await writes.run(() => this.revoke({ kind: 'sid', value: outcome.sid, expiresAt: ms(input.now + input.accessTtlMs) }))
+      await writes.run(() => this.endSession(outcome.sid))
+      writes.settle()
     }
     return outcome
   }
@@ -154,16 +167,25 @@ export class RedisStore implements SessionStore {
 
   async endUser (sub: string, before: number, expiresAt: number): Promise<DenyEntry[]> {
     const entries: DenyEntry[] = [{ kind: 'sub', value: sub, before, expiresAt }]
-    await this.revoke(entries[0])
+    // Every write is made even when one is not confirmed in time: each is in
+    // force on its primary, and the sid entries cover tokens of this very
+    // second, which the sub entry does not.
+    const writes = new UnconfirmedWrites()
+    await writes.run(() => this.revoke(entries[0]))
     const sids = await this.#run('endUser', (r) => r.zrange(this.#keys.user(sub), 0, -1))
-    // one script per session, each in its own slot, all at once
-    const ended = await Promise.all(sids.map(async (sid) => (await this.endSession(sid)) === null ? null : sid))
+    // one script per session, each in its own slot, all at once; an
+    // unconfirmed end (undefined) counts as a live session ended: its sid is denied
+    const ended = await Promise.all(sids.map(async (sid) => {
+      const row = await writes.run(() => this.endSession(sid))
+      return row === null ? null : sid
+    }))
     for (const sid of ended) {
       if (sid === null) continue
       const entry: DenyEntry = { kind: 'sid', value: sid, expiresAt }
-      await this.revoke(entry)
+      await writes.run(() => this.revoke(entry))
       entries.push(entry)
     }
+    writes.settle()
     return entries
   }
 
@@ -285,11 +307,13 @@ export class RedisStore implements SessionStore {
    * replicas have acknowledged every write that connection made so far.
    * Returns the script's reply and `confirmed`, which throws (503: it may or
    * may not have landed) when fewer replicas had it in time — a failover
-   * now could lose it — for the caller to call where the outcome is a
-   * revocation.
+   * now could lose it — for the caller to call where the outcome must
+   * survive a failover (a revocation, a rotation, a login). `wait: false`
+   * sends the script alone, for a write whose WAIT the next one on the same
+   * connection gives.
    */
-  async #write (what: string, build: (p: ScriptedPipeline) => unknown): Promise<[unknown, () => void]> {
-    const replicas = this.#opts.waitReplicas ?? 0
+  async #write (what: string, build: (p: ScriptedPipeline) => unknown, wait = true): Promise<[unknown, () => void]> {
+    const replicas = wait ? this.#opts.waitReplicas ?? 0 : 0
     const results = await this.#run(what, async (r) => {
       const pipeline = r.pipeline() as ScriptedPipeline
       build(pipeline)
@@ -305,7 +329,7 @@ export class RedisStore implements SessionStore {
       const [err, acked] = results.wait ?? [null, 0]
       if (err !== null || typeof acked !== 'number' || acked < replicas) {
         this.#opts.onCommandError?.(`${what} WAIT`)
-        throw new StoreUnavailableError(`Redis ${what} not confirmed on ${replicas} replica(s) in time`, { cause: err })
+        throw new StoreUnconfirmedError(`Redis ${what} not confirmed on ${replicas} replica(s) in time`, { cause: err })
       }
     }
     return [results.reply, confirmed]

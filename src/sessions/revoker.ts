@@ -1,7 +1,7 @@
 import type { GatewayConfig } from '../config/schema.js'
 import { maxTokenLifetimeMs } from '../tokens/trusted-issuers.js'
 import type { DenylistMirror } from './denylist-mirror.js'
-import type { DenyEntry, SessionInfo, SessionStore } from './session-store.js'
+import { StoreUnconfirmedError, UnconfirmedWrites, type DenyEntry, type SessionInfo, type SessionStore } from './session-store.js'
 
 // Ending sessions and revoking access tokens, the same way from every entry
 // point (logout, session list, reuse, admin). A denylist entry lives as long
@@ -50,8 +50,13 @@ export class Revoker {
   async endSession (sid: string, now = Date.now()): Promise<SessionInfo | null> {
     // '' is the sid of every outside issuer's token: it names no session.
     if (sid === '') return null
-    await this.deny({ kind: 'sid', value: sid, expiresAt: now + this.horizons.sessionMs })
-    return await this.store.endSession(sid)
+    // A revocation the replicas were slow to confirm is in force on the
+    // primary: the session is ended all the same, then the client hears 503.
+    const writes = new UnconfirmedWrites()
+    await writes.run(() => this.deny({ kind: 'sid', value: sid, expiresAt: now + this.horizons.sessionMs }))
+    const ended = await writes.run(() => this.store.endSession(sid))
+    writes.settle()
+    return ended ?? null
   }
 
   /** Ends every session of a user and denies every access token issued before now. */
@@ -60,7 +65,17 @@ export class Revoker {
     // issued earlier in this same second, so a login right after still works.
     // One expiry for all: the sub entry needs the token horizon, and the sid
     // entries merely outlive their tokens by the difference.
-    const entries = await this.store.endUser(sub, Math.floor(now / 1000), now + this.horizons.tokenMs)
+    const before = Math.floor(now / 1000)
+    const expiresAt = now + this.horizons.tokenMs
+    let entries: DenyEntry[]
+    try {
+      entries = await this.store.endUser(sub, before, expiresAt)
+    } catch (err) {
+      // written but not confirmed: in force all the same, here at once too
+      // (the sid entries, for tokens of this very second, come by the feed)
+      if (err instanceof StoreUnconfirmedError) this.mirror.apply({ kind: 'sub', value: sub, before, expiresAt })
+      throw err
+    }
     const sids: string[] = []
     for (const entry of entries) {
       this.mirror.apply(entry)
@@ -77,7 +92,13 @@ export class Revoker {
 
   /** Applied to this instance's mirror at once, so the next request here already sees it. */
   private async deny (entry: DenyEntry): Promise<void> {
-    await this.store.revoke(entry)
+    try {
+      await this.store.revoke(entry)
+    } catch (err) {
+      // written but not confirmed: in force all the same, here too
+      if (err instanceof StoreUnconfirmedError) this.mirror.apply(entry)
+      throw err
+    }
     this.mirror.apply(entry)
   }
 }

@@ -96,9 +96,11 @@ export interface SessionStore {
    * each one that was live, all until `expiresAt`. Returns the entries
    * written, the sub entry first. The embedded store does it in one
    * transaction. On Redis the sessions live in other slots than the
-   * denylist, so the sub entry is written (and confirmed) before any session
-   * ends: a failure part-way leaves sessions whose access tokens are already
-   * refused, and the client, answered 503, can try again.
+   * denylist, so the sub entry is written before any session ends: a
+   * failure part-way leaves sessions whose access tokens are already
+   * refused, and the client, answered 503, can try again. A write the
+   * replicas did not confirm in time does not stop the rest (each is in
+   * force on the primary); it is thrown (StoreUnconfirmedError) at the end.
    */
   endUser (sub: string, before: number, expiresAt: number): Promise<DenyEntry[]>
   listSessions (sub: string, now: number): Promise<SessionInfo[]>
@@ -129,5 +131,41 @@ export class StoreUnavailableError extends Error {
   constructor (message: string, options?: { cause: unknown }) {
     super(message, options)
     this.name = 'StoreUnavailableError'
+  }
+}
+
+/**
+ * A write the primary made but too few replicas confirmed in time (Redis
+ * WAIT): in force now, yet a failover could still undo it. Still a 503 for
+ * the client; callers that make several writes go on with the rest first,
+ * so that a revocation is never left half done because a replica lagged.
+ */
+export class StoreUnconfirmedError extends StoreUnavailableError {
+  constructor (message: string, options?: { cause: unknown }) {
+    super(message, options)
+    this.name = 'StoreUnconfirmedError'
+  }
+}
+
+/**
+ * Collects unconfirmed writes: `run` awaits a write and notes a
+ * StoreUnconfirmedError instead of throwing it; `settle` throws the first
+ * one noted, once every write has been made.
+ */
+export class UnconfirmedWrites {
+  #first: StoreUnconfirmedError | undefined
+
+  async run<T> (write: () => Promise<T>): Promise<T | undefined> {
+    try {
+      return await write()
+    } catch (err) {
+      if (!(err instanceof StoreUnconfirmedError)) throw err
+      this.#first ??= err
+      return undefined
+    }
+  }
+
+  settle (): void {
+    if (this.#first !== undefined) throw this.#first
   }
 }

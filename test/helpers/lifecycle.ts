@@ -4,7 +4,7 @@ import { once } from 'node:events'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import type { Test } from 'tap'
 import type { LoadedConfig } from '../../src/config/load-config.js'
-import { login, mergeConfig, startGateways, testConfig, type ConfigOverrides } from './gateway.js'
+import { login, mergeConfig, PASSWORDS, startGateways, testConfig, type ConfigOverrides } from './gateway.js'
 
 export { mergeConfig }
 import { sharedPrefix, SHARED_REDIS_URL } from './redis-server.js'
@@ -207,7 +207,8 @@ export async function startNetworkLink (t: Test, target: { host: string, port: n
 }
 
 /**
- * Logs in on `login` and out on `logout` until a logout is confirmed (204).
+ * Logs in on `login` and out on `logout` until a logout is confirmed (204); a
+ * login answered 503 (a login waits for a replica too) is tried again.
  * Right after a failover the restored node may still be resyncing: a
  * revocation then cannot be confirmed on a replica and answers 503, which
  * tells the client it may not have landed. Such a session is not used for a
@@ -215,7 +216,14 @@ export async function startNetworkLink (t: Test, target: { host: string, port: n
  */
 export async function confirmedLogout (loginOn: FastifyInstance, logoutOn: FastifyInstance, username: 'alice' | 'bob' | 'carol', attempts = 60): Promise<{ session: { access_token: string, refresh_token?: string }, unconfirmed: number }> {
   for (let unconfirmed = 0; unconfirmed < attempts; unconfirmed++) {
-    const session = await login(loginOn, username)
+    // a login waits for a replica too: 503 while the restored node resyncs
+    const signIn = await loginOn.inject({ method: 'POST', url: '/auth/login', payload: { username, password: PASSWORDS[username], transport: 'body' } })
+    if (signIn.statusCode === 503) {
+      await new Promise((resolve) => setTimeout(resolve, 500))
+      continue
+    }
+    if (signIn.statusCode !== 200) throw new Error(`login answered ${signIn.statusCode}: ${signIn.body}`)
+    const session = signIn.json() as { access_token: string, refresh_token?: string }
     const out = await logoutOn.inject({ method: 'POST', url: '/auth/logout', headers: { authorization: `Bearer ${session.access_token}` } })
     if (out.statusCode === 204) return { session, unconfirmed }
     if (out.statusCode !== 503) throw new Error(`logout answered ${out.statusCode}: ${out.body}`)

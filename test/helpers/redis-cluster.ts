@@ -4,7 +4,7 @@ import { promisify } from 'node:util'
 import type { Redis } from 'ioredis'
 import type { Test } from 'tap'
 import { keySlot } from '../../src/sessions/redis-slot.js'
-import { freePort, PLAIN_TCP, redisProcessGroup, waitForPing, withNode, type RedisTransport } from './redis-server.js'
+import { dataNodeAuthArgs, freePort, PLAIN_TCP, redisProcessGroup, waitForPing, withNode, withPassword, type RedisAuth, type RedisTransport } from './redis-server.js'
 import { waitFor } from './wait-for.js'
 
 // A real Redis Cluster from the redis-server binary: three primaries with one
@@ -41,6 +41,8 @@ export interface ClusterTopologyOptions {
   transport?: RedisTransport
   /** the nodes name themselves by this hostname in the slot table (cluster-preferred-endpoint-type hostname), as managed clusters do */
   announceHostname?: string
+  /** the password every node requires (replicas use it too), an ACL user; none by default (sentinelPassword does not apply) */
+  auth?: RedisAuth
 }
 
 interface Node { port: number, proc: ChildProcess }
@@ -58,7 +60,8 @@ const run = promisify(execFile)
 export async function startClusterTopology (t: Test, opts: ClusterTopologyOptions = {}): Promise<ClusterTopology> {
   const group = redisProcessGroup<Node>(t, 'cluster')
   const { dir, nodes, thawFrozen } = group
-  const transport = opts.transport ?? PLAIN_TCP
+  // admin connections and redis-cli authenticate as the default user
+  const transport = withPassword(opts.transport ?? PLAIN_TCP, opts.auth?.password)
   const admin = <T>(port: number, use: (r: Redis) => Promise<T>): Promise<T> => withNode(transport, port, use)
 
   const start = async (port: number): Promise<Node> => {
@@ -67,7 +70,7 @@ export async function startClusterTopology (t: Test, opts: ClusterTopologyOption
       '--cluster-node-timeout', String(opts.nodeTimeoutMs ?? 1000),
       ...(opts.announceHostname === undefined ? [] : ['--cluster-announce-hostname', opts.announceHostname, '--cluster-preferred-endpoint-type', 'hostname']),
       // a replica (re)joining syncs at once, not after the default 5 s wait for company
-      '--repl-diskless-sync-delay', '0'], { stdio: 'ignore' })
+      '--repl-diskless-sync-delay', '0', ...dataNodeAuthArgs(opts.auth)], { stdio: 'ignore' })
     const node = { port, proc }
     nodes.push(node)
     await waitForPing(port, proc, transport)

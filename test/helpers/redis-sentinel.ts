@@ -4,7 +4,7 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Redis } from 'ioredis'
 import type { Test } from 'tap'
-import { freePort, PLAIN_TCP, redisProcessGroup, waitForPing, withNode, type RedisTransport } from './redis-server.js'
+import { dataNodeAuthArgs, freePort, PLAIN_TCP, redisProcessGroup, waitForPing, withNode, withPassword, type RedisAuth, type RedisTransport } from './redis-server.js'
 import { waitFor } from './wait-for.js'
 
 // A real Sentinel topology from the redis-server binary: one primary, one
@@ -37,6 +37,8 @@ export interface SentinelTopologyOptions {
   downAfterMs?: number
   /** every node and sentinel TLS only (tlsTransport); plain TCP by default */
   transport?: RedisTransport
+  /** passwords the data nodes and the sentinels require, an ACL user on the data nodes; none by default */
+  auth?: RedisAuth
 }
 
 interface Node { port: number, proc: ChildProcess, args: string[] }
@@ -45,7 +47,8 @@ export async function startSentinelTopology (t: Test, opts: SentinelTopologyOpti
   const group = redisProcessGroup<Node>(t, 'sentinel')
   const { dir, nodes, thawFrozen } = group
   const transport = opts.transport ?? PLAIN_TCP
-  const admin = <T>(port: number, use: (r: Redis) => Promise<T>): Promise<T> => withNode(transport, port, use)
+  const admin = <T>(port: number, use: (r: Redis) => Promise<T>): Promise<T> => withNode(withPassword(transport, opts.auth?.password), port, use)
+  const adminSentinel = <T>(port: number, use: (r: Redis) => Promise<T>): Promise<T> => withNode(withPassword(transport, opts.auth?.sentinelPassword), port, use)
 
   const start = async (args: string[], port?: number): Promise<Node> => {
     port ??= await freePort()
@@ -61,7 +64,7 @@ export async function startSentinelTopology (t: Test, opts: SentinelTopologyOpti
   // where every later redis-server would load it at start.
   // A replica (re)joining syncs at once, not after the default 5 s wait for company.
   const dataNode = (extra: string[]): string[] => ['--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--dbfilename', 'dump-{port}.rdb',
-    '--repl-diskless-sync-delay', '0', ...extra]
+    '--repl-diskless-sync-delay', '0', ...dataNodeAuthArgs(opts.auth), ...extra]
 
   const primary = await start(dataNode([]))
   await start(dataNode(['--replicaof', '127.0.0.1', String(primary.port)]))
@@ -74,14 +77,17 @@ export async function startSentinelTopology (t: Test, opts: SentinelTopologyOpti
     const file = join(dir, `sentinel-${i}.conf`)
     // a sentinel rewrites its config file, so each gets its own
     writeFileSync(file, '')
-    const node = await start([file, '--sentinel', '--bind', '127.0.0.1'])
-    await admin(node.port, async (r) => {
+    const ownPassword = opts.auth?.sentinelPassword === undefined ? [] : ['--requirepass', opts.auth.sentinelPassword]
+    const node = await start([file, '--sentinel', '--bind', '127.0.0.1', ...ownPassword])
+    await adminSentinel(node.port, async (r) => {
       await r.call('SENTINEL', 'MONITOR', MASTER_NAME, '127.0.0.1', String(primary.port), '2')
       await r.call('SENTINEL', 'SET', MASTER_NAME, 'down-after-milliseconds', String(opts.downAfterMs ?? 1000), 'failover-timeout', '3000')
+      // the sentinels log in to the data nodes as their default user
+      if (opts.auth !== undefined) await r.call('SENTINEL', 'SET', MASTER_NAME, 'auth-pass', opts.auth.password)
     })
     sentinels.push(node)
   }
-  const asSentinel = <T>(use: (r: Redis) => Promise<T>): Promise<T> => admin(sentinels[0].port, use)
+  const asSentinel = <T>(use: (r: Redis) => Promise<T>): Promise<T> => adminSentinel(sentinels[0].port, use)
   await asSentinel(async (r) => {
     await waitFor('the sentinels know the replica and each other', async () => {
       const replicas = await r.call('SENTINEL', 'REPLICAS', MASTER_NAME) as unknown[]
@@ -122,7 +128,7 @@ export async function startSentinelTopology (t: Test, opts: SentinelTopologyOpti
       // and every sentinel counts it as a healthy replica again, so that the
       // next kill has a replica to promote
       for (const sentinel of sentinels) {
-        await admin(sentinel.port, async (r) => {
+        await adminSentinel(sentinel.port, async (r) => {
           await waitFor('the sentinels see the restored replica', async () => {
             const replicas = await r.call('SENTINEL', 'REPLICAS', MASTER_NAME) as string[][]
             return replicas.some((fields) => {

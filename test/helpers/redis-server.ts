@@ -108,6 +108,33 @@ export function tlsTransport (ca: ThrowawayCa, opts: { authClients?: boolean } =
   }
 }
 
+/**
+ * What a test topology's nodes require of their clients: the default
+ * user's password (the helpers' admin connections, replication), an ACL
+ * user for the gateway, and on Sentinel the sentinels' own password.
+ */
+export interface RedisAuth {
+  /** requirepass of every data node; replicas authenticate with it (masterauth) */
+  password: string
+  /** an ACL user with every right on every key and channel, as a gateway would be given */
+  user?: { name: string, password: string }
+  /** requirepass of every sentinel, which they also use between themselves */
+  sentinelPassword?: string
+}
+
+/** redis-server arguments that make a data node require `auth`. */
+export function dataNodeAuthArgs (auth: RedisAuth | undefined): string[] {
+  if (auth === undefined) return []
+  const user = auth.user === undefined ? [] : ['--user', auth.user.name, 'on', `>${auth.user.password}`, '~*', '&*', '+@all']
+  return ['--requirepass', auth.password, '--masterauth', auth.password, ...user]
+}
+
+/** `transport` for admin connections that authenticate as the default user with `password`. */
+export function withPassword (transport: RedisTransport, password: string | undefined): RedisTransport {
+  if (password === undefined) return transport
+  return { ...transport, client: { ...transport.client, password }, cli: [...transport.cli, '-a', password, '--no-auth-warning'] }
+}
+
 /** An admin connection to the node on `port`, for `use`. */
 export function withNode<T> (transport: RedisTransport, port: number, use: (redis: Redis) => Promise<T>): Promise<T> {
   return withRedis(transport.url(port), use, transport.client)

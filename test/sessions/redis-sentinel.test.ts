@@ -3,7 +3,7 @@ import type { Test } from 'tap'
 import { parseNode, type RedisNode } from '../../src/config/redis-config.js'
 import { DenylistMirror } from '../../src/sessions/denylist-mirror.js'
 import { RedisStore } from '../../src/sessions/redis-store.js'
-import { StoreUnavailableError } from '../../src/sessions/session-store.js'
+import { StoreUnconfirmedError } from '../../src/sessions/session-store.js'
 import { hashRefreshToken } from '../../src/tokens/refresh-token.js'
 import { startSentinelTopology, type SentinelTopology } from '../helpers/redis-sentinel.js'
 import { uniquePrefix } from '../helpers/redis-server.js'
@@ -57,7 +57,7 @@ t.test('Sentinel', async (t) => {
     await waitFor('the store reaches the new primary', async () => { await store.ping(); return true }, 400, 50)
     // The new primary has no replica left (the old primary is dead): a
     // revocation cannot be confirmed, so it is refused, never falsely "done".
-    await t.rejects(store.revoke({ kind: 'jti', value: 'j-unconfirmed', expiresAt: Date.now() + 60_000 }), StoreUnavailableError)
+    await t.rejects(store.revoke({ kind: 'jti', value: 'j-unconfirmed', expiresAt: Date.now() + 60_000 }), StoreUnconfirmedError)
 
     const checker = openStore(t, topology, 'tg:', 0)
     const denied = await checker.loadDenylist(Date.now())
