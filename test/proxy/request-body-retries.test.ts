@@ -19,29 +19,41 @@ async function gatewayPort (t: Test, upstream: string[]): Promise<number> {
   return (app.server.address() as AddressInfo).port
 }
 
-t.test('a streamed body reaches the upstream while the client is still sending it', async (t) => {
-  const received: string[] = []
-  let finish: (res: ServerResponse) => void = () => {}
-  const server = createServer((req: IncomingMessage, res) => {
-    req.on('data', (c: Buffer) => received.push(String(c)))
-    req.on('end', () => finish(res))
+/** An upstream that records each chunk as it arrives and answers with `answer(everything received)` once the body ends. */
+async function startChunkRecorder (t: Test, answer: (body: string) => string): Promise<{ url: string, received: () => string }> {
+  const chunks: string[] = []
+  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    req.on('data', (c: Buffer) => chunks.push(String(c)))
+    req.on('end', () => res.end(answer(chunks.join(''))))
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   t.teardown(() => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()) }))
-  const other = await startUpstream(t)
-  const port = await gatewayPort(t, [`http://127.0.0.1:${(server.address() as AddressInfo).port}`, other.url])
-  finish = (res) => res.end(`got ${received.join('').length} bytes`)
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, received: () => chunks.join('') }
+}
 
-  const req = httpRequest({ host: '127.0.0.1', port, path: '/svc/upload', method: 'PUT', agent: false, headers: { 'content-type': 'application/octet-stream', 'transfer-encoding': 'chunked' } })
+/**
+ * Sends 'first chunk;', waits until `recorder` has it while the client still
+ * holds the rest, then sends 'second chunk'; answers with the response.
+ */
+async function sendInTwoChunks (t: Test, port: number, method: string, recorder: { received: () => string }): Promise<{ status: number | undefined, body: string }> {
+  const req = httpRequest({ host: '127.0.0.1', port, path: '/svc/upload', method, agent: false, headers: { 'content-type': 'application/octet-stream', 'transfer-encoding': 'chunked' } })
   const answered = once(req, 'response') as Promise<[IncomingMessage]>
   req.write('first chunk;')
-  await waitFor('the upstream has the first chunk while the client holds the rest', () => received.join('').includes('first chunk;'))
-  t.notOk(received.join('').includes('second'), 'the rest has not been sent yet')
+  await waitFor('the upstream has the first chunk while the client holds the rest', () => recorder.received().includes('first chunk;'))
+  t.notOk(recorder.received().includes('second'), 'the rest has not been sent yet')
   req.end('second chunk')
   const [res] = await answered
   let body = ''
   for await (const c of res) body += String(c)
-  t.equal(res.statusCode, 200)
+  return { status: res.statusCode, body }
+}
+
+t.test('a streamed body reaches the upstream while the client is still sending it', async (t) => {
+  const recorder = await startChunkRecorder(t, (body) => `got ${body.length} bytes`)
+  const other = await startUpstream(t)
+  const port = await gatewayPort(t, [recorder.url, other.url])
+  const { status, body } = await sendInTwoChunks(t, port, 'PUT', recorder)
+  t.equal(status, 200)
   t.equal(body, `got ${'first chunk;second chunk'.length} bytes`)
   t.equal(other.seen.length, 0, 'nothing went to the other target')
 })
@@ -82,27 +94,10 @@ for (const method of ['POST', 'PUT', 'PATCH']) {
 }
 
 t.test('a body retried after a refused connection is still streamed, not held back', async (t) => {
-  const received: string[] = []
-  let finish: (res: ServerResponse) => void = () => {}
-  const server = createServer((req: IncomingMessage, res) => {
-    req.on('data', (c: Buffer) => received.push(String(c)))
-    req.on('end', () => finish(res))
-  })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()) }))
+  const recorder = await startChunkRecorder(t, (body) => `got ${body}`)
   const dead = await closedPort()
-  const port = await gatewayPort(t, [`http://127.0.0.1:${dead}`, `http://127.0.0.1:${(server.address() as AddressInfo).port}`])
-  finish = (res) => res.end(`got ${received.join('')}`)
-
-  const req = httpRequest({ host: '127.0.0.1', port, path: '/svc/upload', method: 'POST', agent: false, headers: { 'content-type': 'application/octet-stream', 'transfer-encoding': 'chunked' } })
-  const answered = once(req, 'response') as Promise<[IncomingMessage]>
-  req.write('first chunk;')
-  await waitFor('the second target has the first chunk while the client holds the rest', () => received.join('').includes('first chunk;'))
-  t.notOk(received.join('').includes('second'), 'the rest has not been sent yet')
-  req.end('second chunk')
-  const [res] = await answered
-  let body = ''
-  for await (const c of res) body += String(c)
-  t.equal(res.statusCode, 200)
+  const port = await gatewayPort(t, [`http://127.0.0.1:${dead}`, recorder.url])
+  const { status, body } = await sendInTwoChunks(t, port, 'POST', recorder)
+  t.equal(status, 200)
   t.equal(body, 'got first chunk;second chunk')
 })
