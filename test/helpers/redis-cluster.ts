@@ -4,7 +4,7 @@ import { promisify } from 'node:util'
 import type { Redis } from 'ioredis'
 import type { Test } from 'tap'
 import { keySlot } from '../../src/sessions/redis-slot.js'
-import { dataNodeAuthArgs, freePort, PLAIN_TCP, redisProcessGroup, waitForPing, withNode, withPassword, type RedisAuth, type RedisTransport } from './redis-server.js'
+import { canListen, dataNodeAuthArgs, freePort, PLAIN_TCP, redisProcessGroup, startOnFreePort, waitForPing, withNode, withPassword, type RedisAuth, type RedisTransport } from './redis-server.js'
 import { waitFor } from './wait-for.js'
 
 // A real Redis Cluster from the redis-server binary: three primaries with one
@@ -64,27 +64,32 @@ export async function startClusterTopology (t: Test, opts: ClusterTopologyOption
   const transport = withPassword(opts.transport ?? PLAIN_TCP, opts.auth?.password)
   const admin = <T>(port: number, use: (r: Redis) => Promise<T>): Promise<T> => withNode(transport, port, use)
 
-  const start = async (port: number): Promise<Node> => {
+  const launch = (port: number): ChildProcess => {
     const proc = spawn('redis-server', [...transport.listen(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
       '--dir', dir, '--dbfilename', `dump-${port}.rdb`, '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`,
       '--cluster-node-timeout', String(opts.nodeTimeoutMs ?? 1000),
       ...(opts.announceHostname === undefined ? [] : ['--cluster-announce-hostname', opts.announceHostname, '--cluster-preferred-endpoint-type', 'hostname']),
       // a replica (re)joining syncs at once, not after the default 5 s wait for company
       '--repl-diskless-sync-delay', '0', ...dataNodeAuthArgs(opts.auth)], { stdio: 'ignore' })
-    const node = { port, proc }
-    nodes.push(node)
-    await waitForPing(port, proc, transport)
-    return node
+    nodes.push({ port, proc })
+    return proc
   }
+  const start = async (port: number): Promise<void> => { await waitForPing(port, launch(port), transport) }
   const ports: number[] = []
-  for (let i = 0; i < 6; i++) {
-    let port = await freePort()
-    // the cluster bus listens on port + 10000: both must be free
-    while (port > 55_000 || ports.includes(port)) port = await freePort()
-    ports.push(port)
+  // the cluster bus listens on port + 10000: both must be free
+  const pickPort = async (): Promise<number> => {
+    for (;;) {
+      const port = await freePort()
+      if (port <= 55_000 && !ports.includes(port) && await canListen(port + 10_000)) {
+        ports.push(port)
+        return port
+      }
+    }
   }
-  await Promise.all(ports.map((p) => start(p)))
-  const seeds = ports.map((p) => `127.0.0.1:${p}`)
+  const started = await Promise.all(Array.from({ length: 6 }, () => startOnFreePort(launch, transport, pickPort)))
+  // a node that exited at start stays out of the list of nodes to kill and ask
+  for (const n of [...nodes]) if (!started.some((s) => s.proc === n.proc)) nodes.splice(nodes.indexOf(n), 1)
+  const seeds = started.map((s) => `127.0.0.1:${s.port}`)
   // bounded: redis-cli waits for the nodes to join without end if they cannot meet
   await run('redis-cli', [...transport.cli, '--cluster', 'create', ...seeds, '--cluster-replicas', '1', '--cluster-yes'], { timeout: 60_000 })
 

@@ -4,7 +4,7 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Redis } from 'ioredis'
 import type { Test } from 'tap'
-import { dataNodeAuthArgs, freePort, PLAIN_TCP, redisProcessGroup, waitForPing, withNode, withPassword, type RedisAuth, type RedisTransport } from './redis-server.js'
+import { dataNodeAuthArgs, PLAIN_TCP, redisProcessGroup, startOnFreePort, waitForPing, withNode, withPassword, type RedisAuth, type RedisTransport } from './redis-server.js'
 import { waitFor } from './wait-for.js'
 
 // A real Sentinel topology from the redis-server binary: one primary, one
@@ -50,13 +50,20 @@ export async function startSentinelTopology (t: Test, opts: SentinelTopologyOpti
   const admin = <T>(port: number, use: (r: Redis) => Promise<T>): Promise<T> => withNode(withPassword(transport, opts.auth?.password), port, use)
   const adminSentinel = <T>(port: number, use: (r: Redis) => Promise<T>): Promise<T> => withNode(withPassword(transport, opts.auth?.sentinelPassword), port, use)
 
-  const start = async (args: string[], port?: number): Promise<Node> => {
-    port ??= await freePort()
+  const launch = (args: string[]) => (port: number): ChildProcess => {
     const resolved = [...args, ...transport.listen(port)].map((a) => a.replaceAll('{port}', String(port)))
-    const proc = spawn('redis-server', resolved, { stdio: 'ignore' })
+    return spawn('redis-server', resolved, { stdio: 'ignore' })
+  }
+  /** on `port` (a restart), or on a free one */
+  const start = async (args: string[], port?: number): Promise<Node> => {
+    let proc: ChildProcess
+    if (port === undefined) ({ port, proc } = await startOnFreePort(launch(args), transport))
+    else {
+      proc = launch(args)(port)
+      await waitForPing(port, proc, transport)
+    }
     const node = { port, proc, args }
     nodes.push(node)
-    await waitForPing(port, proc, transport)
     return node
   }
   let killed: Node | undefined

@@ -162,16 +162,19 @@ export interface PrivateRedis {
  */
 export async function startPrivateRedis (opts: PrivateRedisOptions = {}): Promise<PrivateRedis> {
   const transport = opts.transport ?? PLAIN_TCP
-  const port = await freePort()
   let child: ChildProcess | undefined
   const killOnExit = (): void => { child?.kill('SIGKILL') }
   process.once('exit', killOnExit)
+  const launch = (port: number): ChildProcess => {
+    child = spawn('redis-server', [...transport.listen(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', tmpdir(), '--dbfilename', `tokengate-test-${port}.rdb`, ...(opts.args ?? [])], { stdio: 'ignore' })
+    return child
+  }
+  // the first start picks the port; a restart (start() after stop()) keeps it
+  const { port } = await startOnFreePort(launch, transport)
 
   const start = async (): Promise<void> => {
     if (child !== undefined) return
-    const proc = spawn('redis-server', [...transport.listen(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', tmpdir(), '--dbfilename', `tokengate-test-${port}.rdb`, ...(opts.args ?? [])], { stdio: 'ignore' })
-    child = proc
-    await waitForPing(port, proc, transport)
+    await waitForPing(port, launch(port), transport)
   }
   const stop = async (): Promise<void> => {
     const proc = child
@@ -182,7 +185,6 @@ export async function startPrivateRedis (opts: PrivateRedisOptions = {}): Promis
     await exited
   }
 
-  await start()
   return { url: transport.url(port), port, transport, start, stop }
 }
 
@@ -194,6 +196,43 @@ export async function freePort (): Promise<number> {
   server.close()
   await once(server, 'close')
   return port
+}
+
+/** whether `port` on 127.0.0.1 can be listened on now */
+export async function canListen (port: number): Promise<boolean> {
+  const server = createServer()
+  const listening = once(server, 'listening').then(() => true, () => false)
+  server.once('error', () => {})
+  server.listen(port, '127.0.0.1')
+  if (!await listening) return false
+  server.close()
+  await once(server, 'close')
+  return true
+}
+
+/**
+ * Starts a redis-server with `launch(port)` on a port `pick` finds free and
+ * resolves once it answers PING. Tap runs four test files at once, so a port
+ * found free can be taken by another file's socket before redis-server binds
+ * it: a server that exits at start is started again on another port, at most
+ * five times. One that starts but does not answer is killed, not retried.
+ */
+export async function startOnFreePort<P extends ChildProcess> (launch: (port: number) => P, transport: RedisTransport, pick: () => Promise<number> = freePort): Promise<{ port: number, proc: P }> {
+  for (let attempt = 1; ; attempt++) {
+    const port = await pick()
+    const proc = launch(port)
+    try {
+      await waitForPing(port, proc, transport)
+      return { port, proc }
+    } catch (err) {
+      if (proc.exitCode === null) {
+        // up but silent: not a port taken, and not left running either
+        proc.kill('SIGKILL')
+        throw err
+      }
+      if (attempt === 5) throw err
+    }
+  }
 }
 
 export async function waitForPing (port: number, proc: ChildProcess, transport: RedisTransport = PLAIN_TCP): Promise<void> {
