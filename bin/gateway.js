@@ -6,7 +6,7 @@
 // only fail later with a module-loader stack, so say it plainly here.
 const [major, minor] = process.versions.node.split('.').map(Number)
 if (major < 22 || (major === 22 && minor < 13)) {
-  console.error(`tokengate needs Node.js 22.13 or newer (24 LTS recommended); this is ${process.version}`)
+  console.error(`tokengate needs Node.js 22.13 or newer (26 LTS recommended); this is ${process.version}`)
   process.exit(1)
 }
 

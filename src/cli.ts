@@ -26,18 +26,28 @@ async function readStdin (): Promise<string> {
   return Buffer.concat(chunks).toString('utf8')
 }
 
-function keygen (algorithm: string, file: string): void {
-  const pem = { format: 'pem', type: 'pkcs8' } as const
-  const spki = { format: 'pem', type: 'spki' } as const
-  let privateKey: string
-  switch (algorithm) {
-    case 'RS256': privateKey = generateKeyPairSync('rsa', { modulusLength: 2048, privateKeyEncoding: pem, publicKeyEncoding: spki }).privateKey; break
-    case 'ES256': privateKey = generateKeyPairSync('ec', { namedCurve: 'P-256', privateKeyEncoding: pem, publicKeyEncoding: spki }).privateKey; break
-    case 'EdDSA': privateKey = generateKeyPairSync('ed25519', { privateKeyEncoding: pem, publicKeyEncoding: spki }).privateKey; break
-    default: throw new Error(`keygen: unknown algorithm ${algorithm} (RS256, ES256 or EdDSA)`)
+const KEY_PAIRS = {
+  RS256: () => generateKeyPairSync('rsa', { modulusLength: 2048, privateKeyEncoding: PKCS8, publicKeyEncoding: SPKI }).privateKey,
+  ES256: () => generateKeyPairSync('ec', { namedCurve: 'P-256', privateKeyEncoding: PKCS8, publicKeyEncoding: SPKI }).privateKey,
+  EdDSA: () => generateKeyPairSync('ed25519', { privateKeyEncoding: PKCS8, publicKeyEncoding: SPKI }).privateKey
+}
+const PKCS8 = { format: 'pem', type: 'pkcs8' } as const
+const SPKI = { format: 'pem', type: 'spki' } as const
+
+/** Writes a new private key to `file` (mode 0600); answers the message to print when it cannot. */
+function keygen (algorithm: string, file: string): string | null {
+  if (!Object.hasOwn(KEY_PAIRS, algorithm)) {
+    const hint = algorithm.toUpperCase() === 'HS256' ? '; an HS256 secret is not a key file: generate one with `openssl rand -base64 32`' : ''
+    return `keygen: ${algorithm} is not one of RS256, ES256, EdDSA${hint}`
   }
-  mkdirSync(dirname(file), { recursive: true })
-  writeFileSync(file, privateKey, { mode: 0o600 })
+  const privateKey = KEY_PAIRS[algorithm as keyof typeof KEY_PAIRS]()
+  try {
+    mkdirSync(dirname(file), { recursive: true })
+    writeFileSync(file, privateKey, { mode: 0o600 })
+  } catch (err) {
+    return `keygen: cannot write ${file}: ${(err as Error).message}`
+  }
+  return null
 }
 
 /** The config file's text, or undefined when it cannot be read (loadConfig then says so, naming the file). */
@@ -95,7 +105,11 @@ export async function main (argv: string[]): Promise<number> {
       const [algorithm, file, flag] = rest
       if (algorithm === undefined || file === undefined) break
       if (flag === '--if-missing' && existsSync(file)) return 0
-      keygen(algorithm, file)
+      const problem = keygen(algorithm, file)
+      if (problem !== null) {
+        console.error(problem)
+        return 1
+      }
       console.error(`wrote ${algorithm} private key to ${file}`)
       return 0
     }

@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process'
-import { writeFileSync } from 'node:fs'
+import { readFileSync, statSync, writeFileSync } from 'node:fs'
 import { DatabaseSync } from 'node:sqlite'
 import { join } from 'node:path'
 import { request } from 'node:http'
@@ -84,6 +84,29 @@ function httpJson (port: number, path: string, method = 'GET', body?: unknown, h
     req.end(payload)
   })
 }
+
+t.test('keygen writes a private key only its owner can read, and refuses what it cannot make with one plain line', async (t) => {
+  const dir = t.testdir({})
+  const file = join(dir, 'keys', 'es256.pem')
+  const made = spawnSync(process.execPath, [BIN, 'keygen', 'ES256', file], { encoding: 'utf8' })
+  t.equal(made.status, 0)
+  t.equal(statSync(file).mode & 0o777, 0o600)
+  t.match(readFileSync(file, 'utf8'), /^-----BEGIN PRIVATE KEY-----/)
+  const again = spawnSync(process.execPath, [BIN, 'keygen', 'ES256', file, '--if-missing'], { encoding: 'utf8' })
+  t.equal(again.status, 0)
+  t.equal(again.stderr, '', '--if-missing leaves an existing key alone')
+
+  for (const [args, message] of [
+    [['keygen', 'HS256', join(dir, 'hs.pem')], 'keygen: HS256 is not one of RS256, ES256, EdDSA; an HS256 secret is not a key file: generate one with `openssl rand -base64 32`\n'],
+    [['keygen', 'es256', join(dir, 'lower.pem')], 'keygen: es256 is not one of RS256, ES256, EdDSA\n'],
+    [['keygen', 'EdDSA', join(file, 'under-a-file.pem')], `keygen: cannot write ${join(file, 'under-a-file.pem')}: `]
+  ] as const) {
+    const run = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8' })
+    t.equal(run.status, 1, args.join(' '))
+    t.ok(run.stderr.startsWith(message), run.stderr)
+    t.notMatch(run.stderr, /\n\s+at /, 'no stack trace')
+  }
+})
 
 t.test('--config starts the gateway: login, proxy with identity headers, 401 without a token, clean exit on SIGTERM', async (t) => {
   const up = await startUpstream(t)
