@@ -112,7 +112,9 @@ export async function startGateway (configFile: string, options: StartOptions = 
       for (const problem of problems) console.error(problem)
       return false
     }
-    const ignored = restartOnlyChanges(loaded.config, next.config)
+    // against what the process started with: a reload that was told to change
+    // server.port still runs on the old one, and one that puts it back is no change
+    const ignored = restartOnlyChanges(config, next.config)
     if (ignored.length > 0) log.warn({ keys: ignored }, 'reload: these keys only change on a restart and keep their running values')
 
     // redisTarget holds the TLS files' content: a renewed certificate reopens the store

@@ -107,3 +107,44 @@ t.test('SIGHUP with a good config applies it without dropping anything; with a b
   child.kill('SIGTERM')
   t.equal(await exit, 0)
 })
+
+t.test('a reload that changes server.port keeps the running port and says so once; putting it back says nothing', async (t) => {
+  const upstream = await startUpstream(t, (_req, res) => res.end('up'))
+  const port = await closedPort()
+  const other = await closedPort()
+  const { dir } = await writeTestConfig()
+  const file = join(dir, 'reload-port.yaml')
+  const write = (listen: number, prefix: string): void => {
+    writeFileSync(file, stringify({
+      server: { host: '127.0.0.1', port: listen },
+      tokens: { algorithm: 'ES256', keys: [{ kid: 'k', privateKey: './signing.pem' }] },
+      auth: { users: { file: './users.yaml' } },
+      routes: [{ prefix, upstream: upstream.url, auth: 'none' }]
+    }))
+  }
+  write(port, '/a')
+  const child = spawn(process.execPath, [BIN, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] })
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+  let logs = ''
+  child.stdout.on('data', (c) => { logs += String(c) })
+  await waitFor('the gateway listens', () => logs.includes('Server listening'), 200, 50)
+  const warnings = (): number => logs.split('\n').filter((l) => l.includes('only change on a restart')).length
+
+  write(other, '/b')
+  child.kill('SIGHUP')
+  await waitFor('the new route answers on the running port', async () => (await get(port, '/b/x')).status === 200, 200, 50)
+  await waitFor('the reload is logged', () => logs.includes('configuration reloaded'), 200, 50)
+  t.equal(warnings(), 1, 'the port change is reported')
+  t.match(logs, /"keys":\["server.port"\]/)
+  t.equal((await get(other, '/b/x')).status, -1, 'nothing listens on the port the file asked for')
+
+  write(port, '/c')
+  child.kill('SIGHUP')
+  await waitFor('the next route answers', async () => (await get(port, '/c/x')).status === 200, 200, 50)
+  await waitFor('the second reload is logged', () => logs.split('configuration reloaded').length === 3, 200, 50)
+  t.equal(warnings(), 1, 'the port the process runs on is no change')
+
+  const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
+  child.kill('SIGTERM')
+  t.equal(await exit, 0)
+})
