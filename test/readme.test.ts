@@ -81,3 +81,17 @@ t.test('the README\'s Layout names every folder and top-level file of src/ and e
     t.ok(plugins.includes(file.replace(/\.ts$/, '').replaceAll('-', ' ').replace(/^cors$/, 'CORS').replace(/^oauth /, 'OAuth ')), `Layout names plugins/${file}`)
   }
 })
+
+t.test('the README\'s refused-config example is what the gateway prints for the example config with those two keys broken', async (t) => {
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
+  const after = readme.slice(readme.indexOf('A wrong config refuses to start and says where:'))
+  const shown = /```\n([\s\S]*?)```/.exec(after)?.[1]
+  t.ok(shown?.startsWith('refusing to start'), 'the README shows the refusal')
+  const broken = readFileSync(join(ROOT, 'gateway.config.yaml'), 'utf8')
+    .replace(/^ {2}accessTtl: 15m$/m, '  accessTtl: a quarter of an hour')
+    .replace(/^ {4}auth: required$/m, '    auth: always')
+  const dir = t.testdir({ 'gateway.config.yaml': broken })
+  const run = spawnSync(process.execPath, [BIN, '--config', 'gateway.config.yaml'], { cwd: dir, encoding: 'utf8', timeout: 20_000, env: { ...process.env, REDIS_URL: '' } })
+  t.equal(run.status, 1)
+  t.equal(run.stderr, shown, 'the same lines, positions and words')
+})
