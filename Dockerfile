@@ -18,6 +18,9 @@ COPY bin ./bin
 COPY gateway.config.yaml users.yaml ./
 # The example browser app, served by the demo echo upstream (compose's `echo`).
 COPY examples/browser-app ./examples/browser-app
+# The signing key's folder belongs to `node`, so a volume mounted on it (compose's
+# gateway-keys) starts out owned by `node` and keygen can write the key there.
+RUN mkdir keys && chown node:node keys
 USER node
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 CMD ["node", "-e", "fetch('http://127.0.0.1:8080/healthz').then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]

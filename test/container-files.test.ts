@@ -9,14 +9,18 @@ import { checkConfig } from '../src/config/load-config.js'
 // the way `npm start` does.
 
 const ROOT = join(__dirname, '..')
-interface Service { build?: string, image?: string, command?: string[], entrypoint?: string[], environment?: Record<string, string>, volumes?: string[], healthcheck?: { test: string[] }, depends_on?: Record<string, unknown> }
+interface Service { build?: string, image?: string, command?: string[], entrypoint?: string[], environment?: Record<string, string>, volumes?: string[], healthcheck?: { test?: string[], disable?: boolean }, depends_on?: Record<string, unknown> }
 const compose = parse(readFileSync(join(ROOT, 'docker-compose.yml'), 'utf8')) as { services: Record<string, Service>, volumes: Record<string, unknown> }
 const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8')
 const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }
 
 t.test('compose runs the gateway, Redis with AOF persistence, and the demo upstream, each with a healthcheck', async (t) => {
-  t.same(Object.keys(compose.services).sort(), ['echo', 'gateway', 'redis'])
-  for (const [name, service] of Object.entries(compose.services)) t.ok(service.healthcheck?.test.length, `${name} has a healthcheck`)
+  // keys is a one-shot job (see below): it exits, so it has nothing to check
+  t.same(Object.keys(compose.services).sort(), ['echo', 'gateway', 'keys', 'redis'])
+  for (const [name, service] of Object.entries(compose.services)) {
+    if (name === 'keys') t.equal(service.healthcheck?.disable, true, 'the one-shot keys job turns the image\'s healthcheck off')
+    else t.ok(service.healthcheck?.test?.length, `${name} has a healthcheck`)
+  }
   const redis = compose.services.redis
   t.match(redis.image, /^redis:7/)
   t.ok(redis.command?.includes('--appendonly') && redis.command[redis.command.indexOf('--appendonly') + 1] === 'yes', 'AOF on')
@@ -24,7 +28,19 @@ t.test('compose runs the gateway, Redis with AOF persistence, and the demo upstr
   t.ok('redis-data' in compose.volumes)
   const gateway = compose.services.gateway
   t.equal(gateway.environment?.REDIS_URL, 'redis://redis:6379')
-  t.same(Object.keys(gateway.depends_on ?? {}).sort(), ['echo', 'redis'])
+  t.same(Object.keys(gateway.depends_on ?? {}).sort(), ['echo', 'keys', 'redis'])
+})
+
+t.test('the signing key is made once in a volume the image\'s user owns, before the gateway starts', async (t) => {
+  const { keys, gateway } = compose.services
+  t.same(gateway.depends_on?.keys, { condition: 'service_completed_successfully' })
+  t.ok('gateway-keys' in compose.volumes)
+  t.ok(keys.volumes?.includes('gateway-keys:/app/keys'), 'keys writes into the volume')
+  t.ok(gateway.volumes?.includes('gateway-keys:/app/keys:ro'), 'the gateway reads it, read-only')
+  // the same command npm start's prestart runs, so the key is where the example config looks
+  t.ok(pkg.scripts.prestart.includes((keys.entrypoint ?? []).join(' ')), 'keys runs the prestart\'s keygen')
+  t.match(dockerfile, /^RUN mkdir keys && chown node:node keys$/m, 'the image\'s keys folder belongs to node, so a new volume does too')
+  t.ok(dockerfile.indexOf('chown node:node keys') < dockerfile.indexOf('USER node'), 'made before the image drops root')
 })
 
 t.test('what compose mounts and runs exists in the repo', async (t) => {
@@ -32,7 +48,7 @@ t.test('what compose mounts and runs exists in the repo', async (t) => {
     if (service.build !== undefined) t.ok(existsSync(join(ROOT, service.build, 'Dockerfile')), 'build context has a Dockerfile')
     for (const volume of service.volumes ?? []) {
       const [source] = volume.split(':')
-      if (source.startsWith('./') && source !== './keys') t.ok(existsSync(join(ROOT, source)), `${source} exists`)
+      if (source.startsWith('./')) t.ok(existsSync(join(ROOT, source)), `${source} exists`)
     }
   }
   const echoEntry = compose.services.echo.entrypoint ?? []
