@@ -280,7 +280,9 @@ function registerRoute (scope: FastifyInstance, config: GatewayConfig, route: Ro
       if (declaredLengthExceeds(request.headers['content-length'], route.bodyLimit)) throw new ERR_BODY_TOO_LARGE()
       const body = isReadable(request.body) ? limitBody(request.body, route.bodyLimit) : null
       request[kUpstreamSentAt] = performance.now()
-      forward(request, reply, dest, body, plan, hooks.rewriteHeaders as RewriteResponseHeaders)
+      // `/prefix?q` gives an empty path (the plugin maps a bare `/prefix` to
+      // `/` only without a query): the upstream gets `/?q`, as `/prefix/?q` does
+      forward(request, reply, dest === '' ? '/' : dest, body, plan, hooks.rewriteHeaders as RewriteResponseHeaders)
     },
     replyOptions: {
       ...(route.websocket ? { getUpstream: (request: unknown) => wsTargetOf(request as FastifyRequest) } : {}),

@@ -47,6 +47,21 @@ t.test('a valid token: identity headers reach the upstream, the token does not',
   t.equal(seen.headers.authorization, undefined, 'the bearer token stays at the gateway')
 })
 
+t.test('the bare prefix with a query string reaches the upstream at its root, with or without rewritePrefix', async (t) => {
+  const up = await startUpstream(t)
+  const { app } = await startGateway(t, {
+    routes: [
+      { prefix: '/public', upstream: up.url, auth: 'none' },
+      { prefix: '/api/orders', upstream: up.url, rewritePrefix: '/orders', auth: 'none' }
+    ]
+  })
+  for (const [url, upstreamUrl] of [['/public?x=1', '/?x=1'], ['/public?a', '/?a'], ['/public', '/'], ['/public/?x=1', '/?x=1'], ['/api/orders?x=1', '/orders?x=1']]) {
+    const res = await app.inject({ url })
+    t.equal(res.statusCode, 200, url)
+    t.equal(up.seen.at(-1)?.url, upstreamUrl, `${url} arrives as ${upstreamUrl}`)
+  }
+})
+
 t.test('forged identity headers never arrive, in any spelling, on any route', async (t) => {
   const up = await startUpstream(t)
   const { app } = await startGateway(t, {
