@@ -17,6 +17,7 @@ import type { SessionInfo } from '../src/sessions/session-store.js'
 import type { SourceUser } from '../src/users/user-source.js'
 import { bearerToken, rejectionError } from '../src/tokens/bearer-token.js'
 import { clientAddress } from '../src/limits/client-address.js'
+import { checkedAttempt } from '../src/limits/login-throttle.js'
 import { checkBrowserOrigin, trustedBrowserOrigins } from '../src/tokens/browser-origins.js'
 
 // The token lifecycle a client follows: log in, refresh (rotating the refresh
@@ -136,7 +137,7 @@ async function authRoutesPlugin (fastify: FastifyInstance, { loaded }: AuthRoute
     }
     if (Buffer.byteLength(password, 'utf8') > MAX_PASSWORD_BYTES) throw new ERR_LOGIN_FAILED()
     // The source costs unknown and disabled users the same hashing work as a wrong password.
-    const user = await fastify.userSource.authenticate(username, password)
+    const user = await checkedAttempt(fastify.loginThrottle, attempt, () => fastify.userSource.authenticate(username, password))
     if (user === null) {
       request.log.info({ event: 'login_failed' }, 'login failed')
       fastify.metrics.auth('login_failed')

@@ -8,6 +8,7 @@ import {
   ERR_FORBIDDEN, ERR_INVALID_CLIENT, ERR_INVALID_SCOPE, ERR_OAUTH_INVALID_REQUEST, ERR_RATE_LIMITED, ERR_STORE_UNAVAILABLE, ERR_UNSUPPORTED_GRANT_TYPE
 } from '../src/errors.js'
 import { clientAddress } from '../src/limits/client-address.js'
+import { checkedAttempt } from '../src/limits/login-throttle.js'
 import { grantedScopes, MachineClients, MalformedClientCredentials, presentedClient, type ClientConfig } from '../src/oauth/machine-clients.js'
 import { discoveryDocument } from '../src/oauth/discovery.js'
 import { generateRefreshToken, hashRefreshToken, isWellFormedRefreshToken } from '../src/tokens/refresh-token.js'
@@ -72,7 +73,7 @@ async function oauthRoutesPlugin (fastify: FastifyInstance, { loaded }: OAuthRou
       reply.header('retry-after', seconds)
       throw new ERR_RATE_LIMITED(`${seconds}s`)
     }
-    const client = await clients.authenticate(presented)
+    const client = await checkedAttempt(fastify.loginThrottle, attempt, () => clients.authenticate(presented))
     if (client === null) {
       request.log.info({ event: 'client_auth_failed', client_id: presented.id.slice(0, 128) }, 'client authentication failed')
       // RFC 6749 §5.2: a 401 names the scheme the client tried, Basic for Basic.

@@ -4,6 +4,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { FastifyInstance } from 'fastify'
 import { ERR_PASSWORD_CHANGE_UNSUPPORTED, ERR_PASSWORD_INCORRECT, ERR_RATE_LIMITED } from '../src/errors.js'
 import { clientAddress } from '../src/limits/client-address.js'
+import { checkedAttempt } from '../src/limits/login-throttle.js'
 import { hashPassword, MAX_PASSWORD_BYTES } from '../src/users/password.js'
 import { signedIn } from '../src/tokens/signed-in.js'
 
@@ -34,7 +35,7 @@ async function passwordRoutesPlugin (instance: FastifyInstance): Promise<void> {
       reply.header('retry-after', seconds)
       throw new ERR_RATE_LIMITED(`${seconds}s`)
     }
-    if (!await fastify.userSource.checkPassword(identity.sub, current)) {
+    if (!await checkedAttempt(fastify.loginThrottle, attempt, () => fastify.userSource.checkPassword(identity.sub, current))) {
       request.log.info({ event: 'password_change_failed', sub: identity.sub }, 'password change: wrong current password')
       throw new ERR_PASSWORD_INCORRECT()
     }

@@ -40,6 +40,24 @@ export interface LoginThrottle {
   giveBack (attempt: LoginAttempt, now: number): Promise<void>
 }
 
+/**
+ * Runs `check` (a password or client-secret check) for an attempt already
+ * taken from the budgets. When it cannot answer (it throws: a user database
+ * or store that is down has checked nothing), the attempt is given back
+ * before the error goes on, so retries through an outage lock nobody out
+ * once it is over. A check that answers keeps the unit; a success gives it
+ * back as usual.
+ */
+export async function checkedAttempt<T> (throttle: LoginThrottle, attempt: LoginAttempt, check: () => Promise<T>): Promise<T> {
+  try {
+    return await check()
+  } catch (err) {
+    // best effort: a throttle that cannot give back now (its Redis is down too) must not hide the outage's own error
+    await throttle.giveBack(attempt, Date.now()).catch(() => {})
+    throw err
+  }
+}
+
 const ALLOWED: ThrottleVerdict = { allowed: true }
 
 /** Bounds the in-process map against a spray of distinct usernames and addresses. */

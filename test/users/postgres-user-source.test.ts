@@ -119,3 +119,25 @@ t.test('PostgreSQL unreachable: login 503 with Retry-After, proxied routes unaff
   t.equal((await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refresh_token: first.refresh_token } })).statusCode, 200)
   t.equal((await app.inject({ method: 'GET', url: '/readyz' })).statusCode, 200)
 })
+
+t.test('logins answered 503 while PostgreSQL is unreachable are not failed guesses: nobody is locked out once it is back', async (t) => {
+  const schema = await usersSchema(t)
+  await addUser(schema, { id: 'u-1', username: 'dave', hash: await hashPassword(PASSWORD) })
+  const hop = await cuttableHop(t)
+  const app = await startGatewayWithUsers(t, postgresUsers(schema, hop.url), { auth: { loginRateLimit: { max: 3, timeWindow: '1m' } } })
+
+  hop.cut()
+  for (let i = 0; i < 6; i++) {
+    const down = await login(app, 'dave')
+    t.equal(down.statusCode, 503, `retry ${i + 1} during the outage is a 503, not a 429`)
+    t.equal(down.json().code, 'TG_USERS_UNAVAILABLE')
+  }
+  hop.mend()
+  t.equal((await login(app, 'dave')).statusCode, 200, 'the right password works at once when it is back')
+
+  // Real failures still count: three wrong passwords spend the budget.
+  for (let i = 0; i < 3; i++) t.equal((await login(app, 'dave', 'wrong')).statusCode, 401)
+  const locked = await login(app, 'dave')
+  t.equal(locked.statusCode, 429, 'then even the right one waits for the window')
+  t.equal(locked.json().code, 'TG_RATE_LIMITED')
+})
