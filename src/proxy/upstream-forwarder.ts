@@ -103,6 +103,13 @@ class Exchange implements Dispatcher.DispatchHandler {
   private controller: Dispatcher.DispatchController | null = null
   /** the answer started: from here on the response belongs to us, not to Fastify */
   private started = false
+  /**
+   * The upstream's status and headers, held until its first body byte or its
+   * end: a body that fails before any byte of it (a malformed chunk) is then
+   * still a clean 502, where a head already written would leave the client
+   * an empty reply.
+   */
+  private head: { statusCode: number, headers: OutgoingHttpHeaders } | null = null
   private ended = false
   private readonly res: ServerResponse
   /** the client span of the current attempt, while tracing is on */
@@ -145,7 +152,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     if (this.res.destroyed) controller.abort(new ClientGone())
   }
 
-  onResponseStart (controller: Dispatcher.DispatchController, statusCode: number, upstream: IncomingHttpHeaders): void {
+  onResponseStart (_controller: Dispatcher.DispatchController, statusCode: number, upstream: IncomingHttpHeaders): void {
     this.plan.targets.succeeded(this.target)
     if (this.span !== null) this.endSpan('answered', statusCode)
     const headers = withoutHopByHop(upstream)
@@ -158,18 +165,32 @@ class Exchange implements Dispatcher.DispatchHandler {
     // An HTTP/1 connection cannot carry the next request while this one's
     // body is still unread: close it when the upstream answered early.
     if (!this.request.raw.complete) out.connection = 'close'
+    this.head = { statusCode, headers: out as OutgoingHttpHeaders }
+  }
+
+  /** Writes the held head; the error when Node refuses one of its headers (the upstream's fault), with nothing sent yet. */
+  private writeHead (): Error | null {
+    const head = this.head
+    this.head = null
+    if (head === null) return null
     try {
-      this.res.writeHead(statusCode, out as OutgoingHttpHeaders)
+      this.res.writeHead(head.statusCode, head.headers)
     } catch (err) {
-      // A header Node refuses to write (the upstream's fault): nothing was sent yet.
-      controller.abort(err as Error)
-      return
+      return err as Error
     }
     this.started = true
     this.reply.hijack()
+    return null
   }
 
   onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (!this.started) {
+      const refused = this.writeHead()
+      if (refused !== null) {
+        controller.abort(refused)
+        return
+      }
+    }
     if (!this.res.write(chunk)) {
       controller.pause()
       this.res.once('drain', this.onDrain)
@@ -179,6 +200,11 @@ class Exchange implements Dispatcher.DispatchHandler {
   onResponseEnd (): void {
     this.ended = true
     this.target.inflight--
+    const refused = this.started ? null : this.writeHead()
+    if (refused !== null) {
+      this.plan.onError(this.reply, refused)
+      return
+    }
     this.res.end()
   }
 
@@ -201,7 +227,10 @@ class Exchange implements Dispatcher.DispatchHandler {
       this.plan.onError(this.reply, error)
       return
     }
-    // Part of the answer is out: the only honest signal left is a cut connection.
+    // Part of the answer is out: the only honest signal left is a cut
+    // connection. No onResponse hook runs for it (the answer never
+    // finishes), so this line is its only trace in the log.
+    this.request.log.warn({ err: error, upstream: target.origin, statusCode: this.res.statusCode }, 'upstream answer cut short: closed the client connection mid-answer')
     this.res.destroy(error)
   }
 

@@ -5,6 +5,7 @@ import t, { type Test } from 'tap'
 import { startGateway } from '../helpers/gateway.js'
 import { startUpstream } from '../helpers/upstream.js'
 import { waitFor } from '../helpers/wait-for.js'
+import { logSink } from '../helpers/log-sink.js'
 
 // The HTTP hop to an upstream (src/proxy/upstream-forwarder.ts) over real sockets on
 // both sides: what the client sees of the upstream's answer, what the upstream
@@ -283,6 +284,30 @@ t.test('an upstream that dies mid-body cuts the client\'s answer; the gateway ca
     t.equal(next.status, 200, `${framing}: the next request is served`)
     t.equal(next.body.toString(), 'ok')
   }
+})
+
+t.test('an upstream whose body is broken before its first byte → 502 TG_UPSTREAM_BAD_GATEWAY, not an empty reply', async (t) => {
+  const up = await startRawUpstream(t, (socket) => socket.end('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\nxx\r\n'))
+  const port = await gatewayPort(t, [{ prefix: '/app', upstream: up.url, auth: 'none' }])
+  const res = await send(port, '/app/chunkbad')
+  t.equal(res.status, 502, 'the head was held back, so the client gets a real answer')
+  t.ok(res.complete)
+  t.match(JSON.parse(res.body.toString()), { statusCode: 502, code: 'TG_UPSTREAM_BAD_GATEWAY' })
+})
+
+t.test('an answer cut mid-body leaves a warning naming the request in the log (no access line can be written for it)', async (t) => {
+  const up = await startUpstream(t, (_req, res) => {
+    res.writeHead(200, { 'content-length': '100000' })
+    res.write(Buffer.alloc(1000, 0x62), () => res.socket?.destroy())
+  })
+  const sink = logSink()
+  const { app } = await startGateway(t, { routes: [{ prefix: '/app', upstream: up.url, auth: 'none' }] }, { logger: { level: 'info', stream: sink.stream } })
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const cut = await send((app.server.address() as AddressInfo).port, '/app/dies', { headers: { 'x-request-id': 'cut-1' } })
+  t.notOk(cut.complete, 'the client sees a cut body')
+  await waitFor('the warning is logged', () => sink.lines.some((l) => l.msg === 'upstream answer cut short: closed the client connection mid-answer'), 100, 20)
+  const line = sink.lines.find((l) => l.msg === 'upstream answer cut short: closed the client connection mid-answer')
+  t.match(line, { level: 40, reqId: 'cut-1', upstream: up.url, statusCode: 200 })
 })
 
 t.test('an upstream that does not speak HTTP → 502 TG_UPSTREAM_BAD_GATEWAY, no internals', async (t) => {
