@@ -48,7 +48,11 @@ t.test('SIGHUP after a client certificate is replaced at the same path: the gate
   const child = spawn(process.execPath, [BIN, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] })
   t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
   let logs = ''
+  let errors = ''
   child.stdout.on('data', (c) => { logs += String(c) })
+  // read, so a full pipe never stalls the gateway; shown when the test fails
+  child.stderr.on('data', (c) => { errors += String(c) })
+  t.teardown(() => { if (!t.passing()) t.comment(`gateway exit ${child.exitCode ?? child.signalCode ?? 'none'}\nstdout:\n${logs}\nstderr:\n${errors}`) })
   await waitFor('the gateway listens', () => logs.includes('Server listening'), 200, 50)
   const login = async (): Promise<number> => (await fetch(`http://127.0.0.1:${port}/auth/login`, {
     method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'alice', password: PASSWORDS.alice, transport: 'body' })
