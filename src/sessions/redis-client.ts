@@ -1,4 +1,6 @@
-import { Cluster, Redis, type ClusterOptions, type DNSLookupFunction, type RedisOptions } from 'ioredis'
+import { Cluster, Redis, SentinelConnector, type ClusterOptions, type DNSLookupFunction, type RedisOptions, type SentinelConnectionOptions, type StandaloneConnectionOptions } from 'ioredis'
+// ioredis's connector for one node, which its package root does not export
+import { StandaloneConnector } from 'ioredis/built/connectors/index.js'
 import { parseNode, type RedisNode } from '../config/redis-config.js'
 import type { RedisTls } from '../config/redis-tls.js'
 import type { GatewayConfig } from '../config/schema.js'
@@ -94,6 +96,7 @@ export function createRedisClient (target: RedisTarget, options: RedisOptions): 
   if (target.sentinels !== undefined) {
     return new Redis({
       ...common,
+      Connector: GuardedSentinelConnector,
       sentinels: target.sentinels,
       name: target.masterName,
       ...(target.sentinelPassword === undefined ? {} : { sentinelPassword: target.sentinelPassword }),
@@ -122,9 +125,39 @@ export function createNodeClient (target: RedisTarget, node: RedisNode, options:
   return new Redis({ ...nodeOptions(target, options), host: node.host, port: node.port })
 }
 
+type ErrorEmitter = Parameters<StandaloneConnector['connect']>[0]
+type NetStream = Awaited<ReturnType<StandaloneConnector['connect']>>
+
+/**
+ * ioredis listens for its socket's 'error' with `once` (twice over: the
+ * connector's and the client's listener both go on the first error), so a
+ * socket that errs twice (a TLS alert, then the peer's reset, as Redis does
+ * to a client certificate it refuses; or a socket reset after its client
+ * closed) throws the second error out of the event loop and the process
+ * exits. Every socket a connector hands over keeps a listener of its own:
+ * ioredis still acts on the first error (reconnect, report), later ones on a
+ * socket it has given up are dropped.
+ */
+function ignoreLateErrors (stream: NetStream): NetStream {
+  stream.on('error', () => {})
+  return stream
+}
+
+// ioredis builds a connector with the client's own options (typed unknown in its Connector option).
+class GuardedStandaloneConnector extends StandaloneConnector {
+  constructor (options: unknown) { super(options as StandaloneConnectionOptions) }
+  override async connect (emit: ErrorEmitter): Promise<NetStream> { return ignoreLateErrors(await super.connect(emit)) }
+}
+
+class GuardedSentinelConnector extends SentinelConnector {
+  constructor (options: unknown) { super(options as SentinelConnectionOptions) }
+  override async connect (emit: ErrorEmitter): Promise<NetStream> { return ignoreLateErrors(await super.connect(emit)) }
+}
+
 function nodeOptions (target: RedisTarget, options: RedisOptions): RedisOptions {
   return {
     ...options,
+    Connector: GuardedStandaloneConnector,
     ...(target.username === undefined ? {} : { username: target.username }),
     ...(target.password === undefined ? {} : { password: target.password }),
     ...(target.tls === undefined ? {} : { tls: target.tls })
